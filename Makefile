@@ -1,0 +1,37 @@
+# Two commands do all set-up on a fresh machine with python3 and make: `make report` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+PYTEST_ARGS ?= -m "not slow"
+
+.PHONY: report test test-slow bench check figures lint clean
+
+# Re-install only when the project's metadata changed (the install is editable: code edits need none).
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	@if $(BIN)/python -m pip show arviz-plots >/dev/null 2>&1; then \
+	  echo "arviz_plots is installed in $(VENV): it breaks 'import pymc' (see DEVELOPERS.md)"; exit 1; fi
+	touch $(STAMP)
+
+report: $(STAMP)
+	$(BIN)/varcomp fit dyestuff --model all --out reports/dyestuff
+
+test: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -m slow
+
+check: $(STAMP)
+	$(BIN)/varcomp check --quick --out reports/checks
+
+figures: $(STAMP)
+	$(BIN)/varcomp figures --out reports/figures
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_univariate.py
+
+clean:
+	rm -rf $(VENV) reports .pytest_cache

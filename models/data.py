@@ -1,0 +1,443 @@
+"""The data layer: clustered responses, validated once, with their sufficient statistics."""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+__all__ = [
+    "DATASETS",
+    "ClusteredData",
+    "DataError",
+    "GroupStats",
+    "data_dir",
+    "load",
+    "read_table",
+]
+
+
+class DataError(ValueError):
+    """Bad input data: the message names the problem and the fix, in one line."""
+
+
+@dataclass(frozen=True)
+class ShippedDataset:
+    """A dataset shipped in ``data/`` with its natural clustering and response(s)."""
+
+    name: str
+    file: str
+    group: str
+    response: tuple[str, ...]
+    description: str
+
+
+DATASETS: dict[str, ShippedDataset] = {
+    d.name: d
+    for d in [
+        ShippedDataset("dyestuff", "dyestuff.csv", "Batch", ("Yield",),
+                       "lme4 Dyestuff: dyestuff yield, 6 batches x 5 preparations (Davies 1947)"),
+        ShippedDataset("dyestuff2", "dyestuff2.csv", "Batch", ("Yield",),
+                       "lme4 Dyestuff2: Box & Tiao's simulated yields; between-batch estimate 0"),
+        ShippedDataset("rail", "rail.csv", "Rail", ("travel",),
+                       "nlme Rail: ultrasonic travel time, 6 rails x 3 measurements"),
+        ShippedDataset("radon", "radon.csv", "county", ("log.radon",),
+                       "HLMdiag radon: log radon in 919 Minnesota houses, 85 counties"),
+        ShippedDataset("gcsemv", "gcsemv.csv", "school", ("written", "course"),
+                       "mlmRev Gcsemv: GCSE written and coursework scores, 1,905 students, 73 schools"),
+        ShippedDataset("pastes", "pastes.csv", "batch", ("strength",),
+                       "lme4 Pastes: paste strength, 10 batches x 3 casks x 2 assays"),
+    ]
+}
+
+
+def data_dir() -> Path:
+    """The folder of shipped datasets (``$VARCOMP_DATA_DIR`` overrides the repository's ``data/``)."""
+    env = os.environ.get("VARCOMP_DATA_DIR")
+    return Path(env) if env else Path(__file__).resolve().parents[1] / "data"
+
+
+def read_table(path: str | os.PathLike) -> pd.DataFrame:
+    """Read a CSV or Parquet file, turning every reading problem into one :class:`DataError`."""
+    p = Path(path)
+    if not p.exists():
+        raise DataError(f"file not found: {p} (give a CSV/Parquet path or a shipped dataset name; "
+                        f"`varcomp datasets` lists those)")
+    if p.is_dir():
+        raise DataError(f"{p} is a directory, not a data file")
+    suffix = p.suffix.lower()
+    try:
+        if suffix in {".parquet", ".pq"}:
+            df = pd.read_parquet(p)
+        else:
+            df = pd.read_csv(p)
+            if not suffix == ".csv" and df.shape[1] < 2:
+                raise DataError(f"{p}: not a CSV or Parquet file (expected .csv or .parquet)")
+    except DataError:
+        raise
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{p} is empty: it has no header and no rows") from None
+    except (pd.errors.ParserError, UnicodeDecodeError, OSError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DataError(f"cannot read {p}: {first}") from None
+    except Exception as exc:  # pyarrow raises its own error types for corrupt files
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DataError(f"cannot read {p}: {first}") from None
+    dupes = _duplicate_columns(p, df)
+    if dupes:
+        raise DataError(f"{p} has duplicate column names {dupes}: rename them so each column is unique")
+    if df.shape[0] == 0:
+        raise DataError(f"{p} has a header but no rows")
+    return df
+
+
+def _duplicate_columns(path: Path, df: pd.DataFrame) -> list[str]:
+    """Duplicate header names (pandas silently renames CSV duplicates ``a`` -> ``a.1``)."""
+    cols = list(df.columns)
+    if path.suffix.lower() not in {".parquet", ".pq"}:
+        with open(path, newline="", encoding="utf-8", errors="replace") as fh:
+            header = fh.readline().rstrip("\r\n")
+        import csv
+
+        cols = next(csv.reader([header]), [])
+    seen: set[str] = set()
+    dupes: list[str] = []
+    for c in cols:
+        if c in seen and c not in dupes:
+            dupes.append(str(c))
+        seen.add(c)
+    return dupes
+
+
+@dataclass(frozen=True)
+class GroupStats:
+    """Per-group sufficient statistics of the one-way model, for each response column.
+
+    Attributes
+    ----------
+    n : (L, p) int
+        Observed count per group and response (equal across columns without missing values).
+    mean : (L, p) float
+        Group means (NaN where a group has no observation of a response).
+    ss : (L, p) float
+        Within-group sums of squares about the group mean.
+    scatter : (p, p) float
+        Pooled within-group scatter matrix W = sum_l sum_j (x_lj - xbar_l)(x_lj - xbar_l)^T over
+        rows whose outcomes are all observed (the diagonal of a univariate fit is ``ss.sum()``).
+    """
+
+    n: np.ndarray
+    mean: np.ndarray
+    ss: np.ndarray
+    scatter: np.ndarray
+
+    @property
+    def n_groups(self) -> int:
+        """Number of groups L."""
+        return int(self.n.shape[0])
+
+    def column(self, k: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(n, mean, ss)`` of response ``k`` over the groups that observe it."""
+        keep = self.n[:, k] > 0
+        return self.n[keep, k].astype(np.float64), self.mean[keep, k], self.ss[keep, k]
+
+    @staticmethod
+    def combine(a: GroupStats, b: GroupStats) -> GroupStats:
+        """Merge statistics of two disjoint row sets over the same groups (Chan et al. 1979).
+
+        The scatter matrix is merged for complete rows only through its own update; this method
+        serves the univariate (diagonal) statistics used by chunked reading.
+        """
+        n = a.n + b.n
+        with np.errstate(invalid="ignore", divide="ignore"):
+            delta = np.where((a.n > 0) & (b.n > 0), b.mean - a.mean, 0.0)
+            wb = np.where(n > 0, b.n / np.maximum(n, 1), 0.0)
+            mean = np.where(a.n > 0, a.mean, 0.0) + np.where(b.n > 0, delta * wb, 0.0)
+            mean = np.where((a.n == 0) & (b.n > 0), b.mean, mean)
+            mean = np.where(n == 0, np.nan, mean)
+            ss = (np.nan_to_num(a.ss) + np.nan_to_num(b.ss)
+                  + delta**2 * np.where(n > 0, a.n * b.n / np.maximum(n, 1), 0.0))
+        return GroupStats(n=n, mean=mean, ss=ss, scatter=a.scatter + b.scatter)
+
+
+def group_stats(y: np.ndarray, codes: np.ndarray, n_groups: int) -> GroupStats:
+    """Sufficient statistics in one vectorised pass (no Python loop over groups).
+
+    Stable by construction: the corrected two-pass formula sum (x - xbar)^2 (never
+    sum x^2 - n xbar^2), so an offset of 1e9 leaves the within-group sums of squares unchanged
+    to the rounding of the data themselves.
+    """
+    y = np.asarray(y, dtype=np.float64)
+    if y.ndim == 1:
+        y = y[:, None]
+    codes = np.asarray(codes, dtype=np.int64)
+    N, p = y.shape
+    obs = np.isfinite(y)
+    n = np.zeros((n_groups, p), dtype=np.int64)
+    mean = np.full((n_groups, p), np.nan)
+    ss = np.zeros((n_groups, p))
+    for k in range(p):  # loop over responses (p is small), never over groups
+        o = obs[:, k]
+        c, v = codes[o], y[o, k]
+        nk = np.bincount(c, minlength=n_groups)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            m = np.bincount(c, weights=v, minlength=n_groups) / nk
+            # corrected two-pass (Chan, Golub & LeVeque 1983): add back the mean residual, so
+            # a large common offset costs no accuracy in the mean or in sum (x - xbar)^2
+            m = m + np.bincount(c, weights=v - m[c], minlength=n_groups) / nk
+        r = v - m[c]
+        n[:, k] = nk
+        ss[:, k] = np.bincount(c, weights=r * r, minlength=n_groups)
+        mean[:, k] = np.where(nk > 0, m, np.nan)
+    complete = obs.all(axis=1)
+    if complete.any():
+        resid = y[complete] - mean[codes[complete]]
+        # group means of complete rows can differ from per-column means when data are missing
+        if not obs.all():
+            cc = codes[complete]
+            nc = np.bincount(cc, minlength=n_groups)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                mc = np.stack([np.bincount(cc, weights=resid[:, k], minlength=n_groups)
+                               for k in range(p)], axis=1) / nc[:, None]
+            resid = resid - mc[cc]
+        scatter = resid.T @ resid
+    else:
+        scatter = np.zeros((p, p))
+    return GroupStats(n=n, mean=mean, ss=ss, scatter=scatter)
+
+
+@dataclass(frozen=True)
+class ClusteredData:
+    """Clustered responses: an (N, p) matrix, integer group codes, group labels, response names.
+
+    Build it with :meth:`from_frame` or :func:`load`; both validate the input and raise
+    :class:`DataError` with a one-line message on anything a model cannot use.
+
+    Attributes
+    ----------
+    y : (N, p) float64
+        Responses; NaN marks a missing outcome (kept only when p > 1).
+    codes : (N,) int64
+        Group index 0..L-1 of each row.
+    groups : (L,) str
+        Group labels, in order of first appearance.
+    responses : tuple of str
+        Response column names.
+    group_name : str
+        The grouping column's name.
+    source : str
+        Where the data came from (a shipped name or a path).
+    dropped_rows : int
+        Rows dropped because their (univariate) response was missing or not finite.
+    """
+
+    y: np.ndarray
+    codes: np.ndarray
+    groups: np.ndarray
+    responses: tuple[str, ...]
+    group_name: str
+    source: str = "<frame>"
+    dropped_rows: int = 0
+    warnings: tuple[str, ...] = field(default=())
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_frame(
+        cls,
+        df: pd.DataFrame,
+        *,
+        group: str,
+        response: str | Sequence[str],
+        source: str = "<frame>",
+    ) -> ClusteredData:
+        """Validate a data frame and hold its responses by group.
+
+        A row without a group label is an error. Univariate rows with a missing or infinite
+        response are dropped and counted in ``dropped_rows``; multivariate rows keep their
+        observed outcomes (NaN marks the missing ones) and only rows with no outcome at all are
+        dropped and counted.
+        """
+        responses = (response,) if isinstance(response, str) else tuple(response)
+        if not responses:
+            raise DataError("no response column given: pass --response COLUMN")
+        cols = [str(c) for c in df.columns]
+        if len(set(cols)) != len(cols):
+            dup = sorted({c for c in cols if cols.count(c) > 1})
+            raise DataError(f"duplicate column names {dup}: rename them so each column is unique")
+        present = ", ".join(cols)
+        for name, role in [(group, "group"), *[(r, "response") for r in responses]]:
+            if name not in df.columns:
+                raise DataError(f"{role} column '{name}' not found; columns present: {present}")
+        if group in responses:
+            raise DataError(f"column '{group}' cannot be both the group and a response")
+        if len(set(responses)) != len(responses):
+            raise DataError(f"response columns repeated: {list(responses)}")
+        if len(df) == 0:
+            raise DataError("the data have no rows")
+
+        g = df[group]
+        if g.isna().any():
+            rows = np.flatnonzero(g.isna().to_numpy())[:5] + 1
+            raise DataError(f"{int(g.isna().sum())} row(s) have no '{group}' label (first data rows "
+                            f"{rows.tolist()}): fill them in or remove those rows")
+
+        y = np.empty((len(df), len(responses)))
+        for k, r in enumerate(responses):
+            col = df[r]
+            if pd.api.types.is_bool_dtype(col) or not pd.api.types.is_numeric_dtype(col):
+                converted = pd.to_numeric(col, errors="coerce")
+                bad = converted.isna() & col.notna()
+                if bad.any() or pd.api.types.is_bool_dtype(col):
+                    example = col[bad].iloc[0] if bad.any() else col.iloc[0]
+                    raise DataError(f"response '{r}' is not numeric (e.g. value {example!r}): "
+                                    f"choose a numeric column or clean it")
+                col = converted
+            y[:, k] = col.to_numpy(dtype=np.float64, na_value=np.nan)
+        y[~np.isfinite(y)] = np.nan
+
+        observed = np.isfinite(y)
+        keep = observed.all(axis=1) if len(responses) == 1 else observed.any(axis=1)
+        dropped = int((~keep).sum())
+        if not keep.any():
+            raise DataError(f"every value of {list(responses)} is missing or not finite")
+        y = y[keep]
+        labels = g.to_numpy()[keep]
+        codes, uniques = pd.factorize(pd.Series(labels), sort=False)
+        groups = np.asarray([_label(u) for u in uniques], dtype=object)
+        warnings: list[str] = []
+        if dropped:
+            warnings.append(f"{dropped} row(s) with a missing or non-finite response were dropped")
+        return cls(y=y, codes=codes.astype(np.int64), groups=groups, responses=responses,
+                   group_name=str(group), source=source, dropped_rows=dropped,
+                   warnings=tuple(warnings))
+
+    # ------------------------------------------------------------------ views
+    @property
+    def n_obs(self) -> int:
+        """Number of rows N kept."""
+        return int(self.y.shape[0])
+
+    @property
+    def n_groups(self) -> int:
+        """Number of groups L."""
+        return int(self.groups.shape[0])
+
+    @property
+    def p(self) -> int:
+        """Number of response columns."""
+        return int(self.y.shape[1])
+
+    @property
+    def mask(self) -> np.ndarray:
+        """(N, p) boolean: True where an outcome is observed."""
+        return np.isfinite(self.y)
+
+    @property
+    def name(self) -> str:
+        """A short name for reports: the shipped name or the file stem."""
+        return Path(self.source).stem if self.source not in DATASETS else self.source
+
+    @cached_property
+    def stats(self) -> GroupStats:
+        """Sufficient statistics per group (one vectorised pass)."""
+        return group_stats(self.y, self.codes, self.n_groups)
+
+    @property
+    def sizes(self) -> np.ndarray:
+        """Cluster sizes n_l (rows per group)."""
+        return np.bincount(self.codes, minlength=self.n_groups)
+
+    def response_column(self, k: int = 0) -> np.ndarray:
+        """Response ``k`` as a 1-D array."""
+        return self.y[:, k]
+
+    def to_frame(self) -> pd.DataFrame:
+        """The kept rows as a data frame (group label and responses)."""
+        out = pd.DataFrame(self.y, columns=list(self.responses))
+        out.insert(0, self.group_name, self.groups[self.codes])
+        return out
+
+    def require_identifiable(self) -> None:
+        """Raise :class:`DataError` unless tau and sigma can both be learned from these data."""
+        if self.n_groups < 2:
+            raise DataError("only one cluster: the between-cluster sd tau is not identifiable; "
+                            "a variance-components model needs at least 2 (better 3+) clusters")
+        st = self.stats
+        for k, r in enumerate(self.responses):
+            n = st.n[:, k]
+            if (n[n > 0] == 1).all():
+                raise DataError(f"every cluster has a single '{r}' observation: tau and sigma are "
+                                f"not separately identifiable; clusters need repeated measurements")
+            if np.nansum(st.ss[:, k]) == 0.0 and np.nanstd(st.mean[n > 0, k]) == 0.0:
+                raise DataError(f"response '{r}' is constant: there is no variance to decompose")
+
+    def anova(self, k: int = 0) -> dict[str, float]:
+        """One-way ANOVA and method-of-moments estimates for response ``k``.
+
+        tau^2 = (MSB - MSW) / n0, with n0 = (N - sum n_l^2 / N) / (L - 1) for unbalanced data,
+        truncated at zero (``truncated`` is then True).
+        """
+        n, m, ss = self.stats.column(k)
+        N, L = float(n.sum()), int(n.size)
+        grand = float((n * m).sum() / N)
+        ssb = float((n * (m - grand) ** 2).sum())
+        ssw = float(ss.sum())
+        dfb, dfw = L - 1, N - L
+        msb = ssb / dfb if dfb > 0 else math.nan
+        msw = ssw / dfw if dfw > 0 else math.nan
+        n0 = (N - float((n**2).sum()) / N) / dfb if dfb > 0 else math.nan
+        tau2_raw = (msb - msw) / n0
+        tau2 = max(tau2_raw, 0.0)
+        return {
+            "n_obs": int(N), "n_groups": L, "grand_mean": grand,
+            "ss_between": ssb, "ss_within": ssw, "df_between": dfb, "df_within": dfw,
+            "ms_between": msb, "ms_within": msw, "F": msb / msw if msw > 0 else math.inf,
+            "n0": n0, "tau2": tau2, "sigma2": msw,
+            "icc": tau2 / (tau2 + msw) if (tau2 + msw) > 0 else math.nan,
+            "truncated": bool(tau2_raw < 0),
+        }
+
+
+def _label(u: object) -> str:
+    """A group label as text (integral floats lose their '.0')."""
+    if isinstance(u, float) and u.is_integer():
+        return str(int(u))
+    return str(u)
+
+
+def load(
+    spec: str | os.PathLike,
+    *,
+    group: str | None = None,
+    response: str | Sequence[str] | None = None,
+) -> ClusteredData:
+    """Load a shipped dataset by name, or a CSV/Parquet file by path.
+
+    For a shipped dataset ``group`` and ``response`` default to its natural columns; for a file
+    both are required.
+    """
+    key = str(spec)
+    if key.lower() in DATASETS and not Path(key).exists():
+        ds = DATASETS[key.lower()]
+        df = read_table(data_dir() / ds.file)
+        resp: str | Sequence[str] = response if response else list(ds.response)
+        if not response and len(ds.response) == 1:
+            resp = ds.response[0]
+        return ClusteredData.from_frame(df, group=group or ds.group, response=resp,
+                                        source=ds.name)
+    path = Path(key)
+    if not path.exists() and not path.suffix:
+        raise DataError(f"'{key}' is neither a file nor a shipped dataset "
+                        f"({', '.join(DATASETS)})")
+    df = read_table(path)
+    if group is None or not response:
+        missing = "--group" if group is None else "--response"
+        raise DataError(f"{missing} is required for a data file; columns present: "
+                        f"{', '.join(map(str, df.columns))}")
+    return ClusteredData.from_frame(df, group=group, response=response, source=str(path))
