@@ -81,8 +81,10 @@ def sample_model(
         if sampler == "nutpie":
             import nutpie
 
+            from models.compile_cache import compile_nutpie
+
             t0 = time.perf_counter()
-            compiled = nutpie.compile_pymc_model(model)
+            compiled = compile_nutpie(model)
             t1 = time.perf_counter()
             idata = nutpie.sample(compiled, draws=int(draws), tune=int(tune), chains=int(chains),
                                   cores=cores, seed=int(seed), progress_bar=progress,

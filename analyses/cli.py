@@ -1,0 +1,229 @@
+"""The ``varcomp`` command line: datasets, describe, fit, check, figures.
+
+Any bad input ends with one line on stderr naming the problem and the fix, exit code 2, and
+nothing written. ``fit --strict`` exits 3 when a fit fails the diagnostics gate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+
+EXIT_BAD_INPUT = 2
+EXIT_UNTRUSTED = 3
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse whose usage errors are one line and exit code 2."""
+
+    def error(self, message: str):  # noqa: D102 - argparse hook
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got '{text}'") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+def _unit_interval(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1), got '{text}'") from None
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1), got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (exposed for tests and docs)."""
+    from models import NAMES
+
+    p = _Parser(prog="varcomp", description="Bayesian variance components (one-way random "
+                "effects) with PyMC and ArviZ.")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    sub.add_parser("datasets", help="list the shipped datasets")
+
+    d = sub.add_parser("describe", help="cluster sizes, one-way ANOVA and moment estimates")
+    d.add_argument("data", help="CSV/Parquet path or shipped dataset name")
+    d.add_argument("--group", help="grouping column")
+    d.add_argument("--response", action="append", help="response column (repeat for several)")
+
+    f = sub.add_parser("fit", help="fit the model(s), write summary.json, report.html, *.nc")
+    f.add_argument("data", help="CSV/Parquet path or shipped dataset name")
+    f.add_argument("--group", help="grouping column")
+    f.add_argument("--response", action="append", help="response column (repeat for several)")
+    f.add_argument("--model", default="sufficient", choices=[*NAMES, "all"],
+                   help="parameterisation (default sufficient) or all")
+    f.add_argument("--draws", type=_positive_int, default=1000)
+    f.add_argument("--tune", type=_positive_int, default=1000)
+    f.add_argument("--chains", type=_positive_int, default=4)
+    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--sampler", default="nutpie", choices=["nutpie", "pymc"])
+    f.add_argument("--target-accept", type=_unit_interval, default=0.8)
+    f.add_argument("--prior", action="append", metavar="NAME=FAMILY:SCALE",
+                   help="override a prior, e.g. tau=halfnormal:10 or mu=normal:0:100")
+    f.add_argument("--out", help="output directory (default reports/<data name>)")
+    f.add_argument("--strict", action="store_true",
+                   help="exit 3 if any fit fails the diagnostics gate")
+
+    c = sub.add_parser("check", help="show that every parameterisation gives one posterior")
+    c.add_argument("--quick", action="store_true", help="fewer settings and draws (<= 5 min)")
+    c.add_argument("--sims", type=_positive_int, help="SBC simulations per form")
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--out", help="write checks.json and plots here")
+
+    g = sub.add_parser("figures", help="the notes' three simulations as PNG figures")
+    g.add_argument("--out", default="reports/figures")
+    g.add_argument("--seed", type=int, default=23984)
+    return p
+
+
+def _load(args):
+    from models import load
+
+    response = args.response
+    if response and len(response) == 1:
+        response = response[0]
+    return load(args.data, group=args.group, response=response)
+
+
+def cmd_datasets(args) -> int:
+    """List the shipped datasets."""
+    from models.data import DATASETS
+
+    for ds in DATASETS.values():
+        resp = ",".join(ds.response)
+        print(f"{ds.name:<10} group={ds.group:<7} response={resp:<15} {ds.description}")
+    return 0
+
+
+def cmd_describe(args) -> int:
+    """Print N, L, cluster sizes, the one-way ANOVA and moment estimates."""
+    data = _load(args)
+    sizes = data.sizes
+    print(f"data: {data.source}   group: {data.group_name}   response: {', '.join(data.responses)}")
+    print(f"N = {data.n_obs} rows, L = {data.n_groups} clusters, rows dropped: "
+          f"{data.dropped_rows}")
+    uniq, counts = __import__("numpy").unique(sizes, return_counts=True)
+    dist = ", ".join(f"{int(u)}x{int(c)}" for u, c in zip(uniq, counts, strict=True))
+    balanced = "balanced" if uniq.size == 1 else "unbalanced"
+    print(f"cluster sizes: min {sizes.min()}, median {float(__import__('numpy').median(sizes)):g}, "
+          f"max {sizes.max()} ({balanced}; size x count: {dist if uniq.size <= 12 else '...'})")
+    print(f"singletons: {int((sizes == 1).sum())}")
+    for w in data.warnings:
+        print(f"note: {w}")
+    for k, r in enumerate(data.responses):
+        a = data.anova(k)
+        print(f"\none-way ANOVA of {r}")
+        print(f"  {'source':<8} {'SS':>14} {'df':>6} {'mean square':>14} {'F':>9}")
+        print(f"  {'between':<8} {a['ss_between']:>14.6g} {a['df_between']:>6g} "
+              f"{a['ms_between']:>14.6g} {a['F']:>9.4g}")
+        print(f"  {'within':<8} {a['ss_within']:>14.6g} {a['df_within']:>6g} "
+              f"{a['ms_within']:>14.6g}")
+        print(f"  method of moments (n0 = {a['n0']:.4g}): tau^2 = {a['tau2']:.6g}, "
+              f"sigma^2 = {a['sigma2']:.6g}, ICC = {a['icc']:.4f}")
+        if a["truncated"]:
+            print("  note: MSB < MSW, so the moment estimate of tau^2 is negative and was "
+                  "truncated at 0 (the data show no between-cluster variance beyond noise)")
+    return 0
+
+
+def cmd_fit(args) -> int:
+    """Fit, write the outputs, print where they are."""
+    from analyses.fit import check_output_dir, fit, is_terminal, write_outputs
+    from models.priors import Priors, parse_prior_overrides
+
+    t_start = time.perf_counter()
+    data = _load(args)
+    out = Path(args.out) if args.out else Path("reports") / data.name
+    check_output_dir(out)
+    priors = None
+    if args.prior:
+        if data.p != 1:
+            raise ValueError("--prior applies to univariate fits only")
+        priors = parse_prior_overrides(Priors.default(data), args.prior)
+    data.require_identifiable()
+    for w in data.warnings:
+        print(f"varcomp: warning: {w}", file=sys.stderr)
+    if data.n_groups < 3:
+        print(f"varcomp: warning: only {data.n_groups} clusters: tau is weakly identified and "
+              "leans on its prior", file=sys.stderr)
+    result = fit(data, args.model, draws=args.draws, tune=args.tune, chains=args.chains,
+                 seed=args.seed, sampler=args.sampler, priors=priors,
+                 target_accept=args.target_accept, progress=is_terminal())
+    write_outputs(result, out)
+    for name, f in result.fits.items():
+        post = f.idata.posterior["icc"].values
+        flat = post.reshape(post.shape[0] * post.shape[1], -1)
+        dg = f.diagnostics
+        verdict = "ok" if dg["ok"] else "NOT TRUSTED: " + "; ".join(dg["problems"])
+        icc = ", ".join(f"{m:.3f}" for m in flat.mean(axis=0))
+        print(f"{name:<11} icc mean {icc}   {f.seconds['total']:.1f} s   diagnostics {verdict}")
+    if result.comparison is not None:
+        print(f"comparison: {'forms agree' if result.comparison.passed else 'see report'}")
+    print(f"report: {out / 'report.html'}")
+    print(f"summary: {out / 'summary.json'}   ({time.perf_counter() - t_start:.1f} s)")
+    if args.strict and not all(f.ok for f in result.fits.values()):
+        print("varcomp: error: a fit failed the diagnostics gate (--strict)", file=sys.stderr)
+        return EXIT_UNTRUSTED
+    return 0
+
+
+def cmd_check(args) -> int:
+    """Run the checks module on simulated data."""
+    from analyses.checks_run import run_checks
+
+    out = Path(args.out) if args.out else None
+    if out is not None:
+        from analyses.fit import check_output_dir
+
+        check_output_dir(out)
+    return run_checks(quick=args.quick, sims=args.sims, out=out, seed=args.seed)
+
+
+def cmd_figures(args) -> int:
+    """Write the notes' figures."""
+    from analyses.figures import make_figures
+    from analyses.fit import check_output_dir
+
+    out = Path(args.out)
+    check_output_dir(out)
+    for path in make_figures(out, seed=args.seed):
+        print(path)
+    return 0
+
+
+COMMANDS = {"datasets": cmd_datasets, "describe": cmd_describe, "fit": cmd_fit,
+            "check": cmd_check, "figures": cmd_figures}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``varcomp`` console script."""
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=UserWarning, module="arviz")
+    os.environ.setdefault("PYTHONWARNINGS", "ignore::FutureWarning")
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except KeyboardInterrupt:
+        print("varcomp: interrupted; no output was written", file=sys.stderr)
+        return 130
+    except (ValueError, OSError) as exc:  # DataError is a ValueError
+        msg = " ".join(str(exc).split()) or type(exc).__name__
+        print(f"varcomp: error: {msg}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

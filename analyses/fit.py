@@ -1,0 +1,345 @@
+"""Fitting: build, compile and sample each parameterisation, summarise, write outputs atomically.
+
+The Python API for notebooks is :func:`fit` (returns the InferenceData objects) and
+:func:`run` (fit and write ``summary.json``, ``report.html`` and one NetCDF per form).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Iterable, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from models import NAMES, ClusteredData, build
+from models.data import DataError
+from models.estimate import PointEstimate, fit_ml, fit_reml
+from models.sampling import SUMMARY_VARS, Fit, diagnose, sample_model
+
+__all__ = ["FitResult", "fit", "run", "summarise", "check_output_dir", "write_atomically"]
+
+HDI_PROB = 0.94
+
+
+@dataclass
+class FitResult:
+    """Everything one ``varcomp fit`` produces."""
+
+    data: ClusteredData
+    fits: dict[str, Fit]
+    estimates: dict[str, PointEstimate] = field(default_factory=dict)
+    comparison: object | None = None
+    summary: dict = field(default_factory=dict)
+
+    @property
+    def idata(self) -> dict[str, object]:
+        """The InferenceData of each fit, by parameterisation."""
+        return {name: f.idata for name, f in self.fits.items()}
+
+
+def _models(model: str | Sequence[str]) -> list[str]:
+    names = list(NAMES) if model == "all" else [model] if isinstance(model, str) else list(model)
+    for n in names:
+        if n not in NAMES:
+            raise ValueError(f"unknown model '{n}': choose one of {', '.join(NAMES)} or all")
+    return names
+
+
+def _check_settings(draws: int, tune: int, chains: int, sampler: str) -> None:
+    for name, value in (("draws", draws), ("tune", tune), ("chains", chains)):
+        if not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"--{name} must be a positive integer, got {value}")
+    if sampler not in ("nutpie", "pymc"):
+        raise ValueError(f"unknown sampler '{sampler}': choose nutpie or pymc")
+
+
+def fit(
+    data: ClusteredData,
+    model: str | Sequence[str] = "sufficient",
+    *,
+    draws: int = 1000,
+    tune: int = 1000,
+    chains: int = 4,
+    seed: int = 0,
+    sampler: str = "nutpie",
+    priors=None,
+    target_accept: float = 0.8,
+    progress: bool = False,
+) -> FitResult:
+    """Fit one parameterisation (or ``"all"``) to ``data``; no files are written.
+
+    Every fit gets ``group_effect`` draws (the marginal forms by exact conditional draws),
+    its diagnostics, and timings of build, compile and sampling. Univariate data also get the
+    ML and REML estimates, and several fits get the posterior comparison of
+    :func:`models.checks.compare_posteriors`.
+    """
+    names = _models(model)
+    _check_settings(draws, tune, chains, sampler)
+    data.require_identifiable()
+    fits: dict[str, Fit] = {}
+    for name in names:
+        t0 = time.perf_counter()
+        m = build(name, data, priors=priors)
+        t_build = time.perf_counter() - t0
+        idata, sec = sample_model(m, draws=draws, tune=tune, chains=chains, seed=seed,
+                                  sampler=sampler, target_accept=target_accept,
+                                  progress=progress)
+        t1 = time.perf_counter()
+        _add_group_effects(idata, data, seed)
+        seconds = {"build": t_build, "compile": sec["compile"], "sample": sec["sample"]}
+        seconds["total"] = t_build + sec["compile"] + sec["sample"] + (time.perf_counter() - t1)
+        settings = {"draws": draws, "tune": tune, "chains": chains, "seed": seed,
+                    "sampler": sampler, "target_accept": target_accept}
+        fits[name] = Fit(name, idata, seconds, settings, diagnose(idata, _summary_vars(idata)))
+    estimates = {}
+    if data.p == 1:
+        estimates = {"ml": fit_ml(data), "reml": fit_reml(data)}
+    comparison = None
+    if len(fits) > 1:
+        comparison = _compare(data, fits, priors)
+    result = FitResult(data, fits, estimates, comparison)
+    result.summary = summarise(result)
+    return result
+
+
+def _add_group_effects(idata, data: ClusteredData, seed: int) -> None:
+    if "group_effect" in idata.posterior:
+        return
+    if data.p == 1:
+        from models.univariate import add_group_effects
+
+        add_group_effects(idata, data, seed=seed)
+    else:
+        from models import multivariate
+
+        multivariate.add_group_effects_mv(idata, data, seed=seed)
+
+
+def _compare(data: ClusteredData, fits: dict[str, Fit], priors):
+    from models import checks
+
+    reference = None
+    if data.p == 1:
+        from models.priors import Priors
+
+        reference = checks.reference_posterior(data, priors or Priors.default(data))
+    return checks.compare_posteriors(fits, reference=reference)
+
+
+def _summary_vars(idata) -> list[str]:
+    names = list(SUMMARY_VARS)
+    names += [v for v in ("corr_between", "corr_within") if v in idata.posterior]
+    return names
+
+
+def _flat_names(da) -> Iterable[tuple[str, dict]]:
+    """Contract names: ``mu``; ``mu[written]``; ``corr_between[written,course]`` (a < b only)."""
+    dims = [d for d in da.dims if d not in ("chain", "draw")]
+    if not dims:
+        yield da.name, {}
+        return
+    if len(dims) == 1:
+        for label in da[dims[0]].values:
+            yield f"{da.name}[{label}]", {dims[0]: label}
+        return
+    a, b = dims
+    labels_a, labels_b = list(da[a].values), list(da[b].values)
+    for i, la in enumerate(labels_a):
+        for j, lb in enumerate(labels_b):
+            if j > i:
+                yield f"{da.name}[{la},{lb}]", {a: la, b: lb}
+
+
+def _num(x) -> float | None:
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+def param_table(idata) -> dict[str, dict]:
+    """Posterior summary per scalar parameter (mean, sd, 94% HDI, ESS, r_hat, MCSE)."""
+    import arviz as az
+
+    out: dict[str, dict] = {}
+    post = idata.posterior
+    for var in _summary_vars(idata):
+        if var not in post:
+            continue
+        for name, sel in _flat_names(post[var]):
+            x = post[var].sel(sel) if sel else post[var]
+            vals = x.values
+            ds = x.to_dataset(name="x")
+            hdi = az.hdi(ds, hdi_prob=HDI_PROB)["x"].values
+            out[name] = {
+                "mean": _num(vals.mean()), "sd": _num(vals.std(ddof=1)),
+                "hdi_low": _num(hdi[0]), "hdi_high": _num(hdi[1]),
+                "ess_bulk": _num(az.ess(ds, method="bulk")["x"]),
+                "ess_tail": _num(az.ess(ds, method="tail")["x"]),
+                "r_hat": _num(az.rhat(ds)["x"]),
+                "mcse_mean": _num(az.mcse(ds, method="mean")["x"]),
+            }
+    return out
+
+
+def summarise(result: FitResult) -> dict:
+    """The ``summary.json`` contract (see the README)."""
+    d = result.data
+    summary: dict = {
+        "data": {"source": d.source, "n_obs": d.n_obs, "n_groups": d.n_groups,
+                 "group": d.group_name, "response": list(d.responses),
+                 "dropped_rows": d.dropped_rows},
+        "fits": {},
+    }
+    if d.warnings:
+        summary["data"]["warnings"] = list(d.warnings)
+    for name, f in result.fits.items():
+        dg = f.diagnostics
+        summary["fits"][name] = {
+            "seconds": {k: round(float(v), 3) for k, v in f.seconds.items()},
+            "divergences": int(dg["divergences"]),
+            "diagnostics_ok": bool(dg["ok"]),
+            "problems": list(dg["problems"]),
+            "diagnostics": {k: _num(dg[k]) for k in ("r_hat", "ess_bulk", "ess_tail", "ebfmi")}
+            | {"treedepth_hits": int(dg["treedepth_hits"])},
+            "settings": dict(f.settings),
+            "params": param_table(f.idata),
+        }
+    if result.estimates:
+        summary["estimates"] = {
+            k: {"mu": e.mu, "tau": e.tau, "sigma": e.sigma, "icc": e.icc,
+                "boundary": e.boundary, "criterion": e.criterion}
+            for k, e in result.estimates.items()
+        }
+    if result.comparison is not None:
+        c = result.comparison
+        table = c.table.replace({np.nan: None}).to_dict(orient="records")
+        summary["comparison"] = {"passed": bool(c.passed), "table": table, "text": c.text}
+    return summary
+
+
+# ---------------------------------------------------------------------------- writing outputs
+def check_output_dir(out: Path) -> None:
+    """Fail early (before any sampling) if ``out`` cannot be created or written."""
+    out = Path(out)
+    probe_parent = out if out.exists() else out.parent
+    while not probe_parent.exists():
+        probe_parent = probe_parent.parent
+    if out.exists() and not out.is_dir():
+        raise DataError(f"output path {out} exists and is not a directory: choose another --out")
+    if not probe_parent.is_dir():
+        raise DataError(f"cannot create output directory {out}: {probe_parent} is not a directory")
+    if not os.access(probe_parent, os.W_OK | os.X_OK):
+        raise DataError(f"output directory {out} is not writable: choose another --out")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.probe-"):
+            pass
+    except OSError as exc:
+        raise DataError(f"cannot write to {out.parent}: {exc.strerror or exc}") from None
+
+
+@contextmanager
+def _terminate_as_interrupt():
+    """Turn SIGTERM into KeyboardInterrupt so temporary output is cleaned up on ``kill``."""
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    try:
+        old = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not in the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+def write_atomically(out: Path, writer) -> Path:
+    """Call ``writer(tmp_dir)`` then swap the complete directory into place as ``out``.
+
+    An interrupted run leaves no partial output and any earlier complete ``out`` untouched
+    (only the final pair of renames, microseconds long, can be interrupted).
+    """
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
+    old = None
+    try:
+        with _terminate_as_interrupt():
+            writer(tmp)
+            if out.exists():
+                old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old-"))
+                os.rmdir(old)
+                os.rename(out, old)
+            os.rename(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None and old.exists() and not out.exists():
+            os.rename(old, out)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+    return out
+
+
+def _json_default(o):
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return _num(o)
+    if isinstance(o, np.bool_):
+        return bool(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    return str(o)
+
+
+def _clean(o):
+    """Replace non-finite floats by None so the JSON is standard."""
+    if isinstance(o, dict):
+        return {k: _clean(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_clean(v) for v in o]
+    if isinstance(o, (float, np.floating)):
+        return _num(o)
+    return o
+
+
+def write_outputs(result: FitResult, out: Path) -> Path:
+    """Write summary.json, report.html and ``<model>.nc`` into ``out`` atomically."""
+    from analyses.report import render_report
+
+    def writer(tmp: Path) -> None:
+        for name, f in result.fits.items():
+            f.idata.to_netcdf(str(tmp / f"{name}.nc"))
+        html = render_report(data=result.data, fits=result.fits, estimates=result.estimates,
+                             comparison=result.comparison, summary=result.summary)
+        (tmp / "report.html").write_text(html, encoding="utf-8")
+        (tmp / "summary.json").write_text(
+            json.dumps(_clean(result.summary), indent=2, default=_json_default) + "\n",
+            encoding="utf-8")
+
+    return write_atomically(out, writer)
+
+
+def run(data: ClusteredData, *, out: Path, **kwargs) -> FitResult:
+    """Fit (see :func:`fit`) and write the outputs into ``out``; returns the result."""
+    check_output_dir(Path(out))
+    result = fit(data, **kwargs)
+    write_outputs(result, Path(out))
+    return result
+
+
+def is_terminal() -> bool:
+    """Whether stderr is a terminal (then a progress bar is shown)."""
+    return sys.stderr.isatty()
