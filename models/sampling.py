@@ -64,12 +64,15 @@ def sample_model(
     target_accept: float = 0.8,
     progress: bool = False,
     cores: int | None = None,
+    backend: str = "numba",
 ) -> tuple[object, dict[str, float]]:
     """Sample ``model``; returns ``(InferenceData, {"compile": s, "sample": s})``.
 
     nutpie compiles the model with numba then samples in Rust; ``sampler="pymc"`` uses
     ``pm.sample`` (its compile time is measured by compiling logp and gradient first, which
-    fills pytensor's cache for the sampler's own compile).
+    fills pytensor's cache for the sampler's own compile). ``backend`` is nutpie's compiler:
+    ``"numba"`` (fastest per gradient) or ``"c"`` (pytensor's C backend, cached between runs;
+    see :mod:`models.compile_cache`).
     """
     import pymc as pm
 
@@ -84,7 +87,7 @@ def sample_model(
             from models.compile_cache import compile_nutpie
 
             t0 = time.perf_counter()
-            compiled = compile_nutpie(model)
+            compiled = compile_nutpie(model, backend=backend)
             t1 = time.perf_counter()
             idata = nutpie.sample(compiled, draws=int(draws), tune=int(tune), chains=int(chains),
                                   cores=cores, seed=int(seed), progress_bar=progress,
