@@ -83,6 +83,18 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--out", help="write checks.json and plots here")
 
+    s = sub.add_parser("simulate", help="simulate the notes' model into a CSV file")
+    s.add_argument("--clusters", type=_positive_int, required=True, help="number of clusters L")
+    s.add_argument("--size", type=int, action="append", required=True,
+                   help="cluster size (once for all, or once per cluster)")
+    s.add_argument("--mu", default="0", help="grand mean (comma-separated for p > 1)")
+    s.add_argument("--tau", type=float, help="between-cluster sd (univariate)")
+    s.add_argument("--sigma", type=float, help="within-cluster sd (univariate)")
+    s.add_argument("--V", help="between-cluster covariance, rows split by ';', e.g. '4,3;3,4'")
+    s.add_argument("--Sigma", help="within-cluster covariance, e.g. '0.25,-0.24;-0.24,0.36'")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--out", required=True, help="CSV file to write")
+
     g = sub.add_parser("figures", help="the notes' three simulations as PNG figures")
     g.add_argument("--out", default="reports/figures")
     g.add_argument("--seed", type=int, default=23984)
@@ -192,6 +204,55 @@ def cmd_check(args) -> int:
     return run_checks(quick=args.quick, sims=args.sims, out=out, seed=args.seed)
 
 
+def _matrix(text: str, name: str):
+    import numpy as np
+
+    try:
+        return np.array([[float(x) for x in row.split(",")] for row in text.split(";")])
+    except ValueError:
+        raise ValueError(f"--{name} must be numbers, rows separated by ';' and entries by ',' "
+                         f"(e.g. '4,3;3,4'), got '{text}'") from None
+
+
+def cmd_simulate(args) -> int:
+    """Simulate the univariate or multivariate model and write a CSV atomically."""
+    import numpy as np
+
+    out = Path(args.out)
+    if out.exists() and out.is_dir():
+        raise ValueError(f"--out {out} is a directory: give a CSV file name")
+    try:
+        mu = [float(x) for x in args.mu.split(",")]
+    except ValueError:
+        raise ValueError(f"--mu must be numbers separated by ',', got '{args.mu}'") from None
+    sizes = args.size[0] if len(args.size) == 1 else args.size
+    if args.V is not None or args.Sigma is not None:
+        from models.simulate_mv import simulate_multivariate
+
+        if args.V is None or args.Sigma is None:
+            raise ValueError("the multivariate simulator needs both --V and --Sigma")
+        sim = simulate_multivariate(args.clusters, sizes, np.array(mu), _matrix(args.V, "V"),
+                                    _matrix(args.Sigma, "Sigma"), rng=args.seed)
+    else:
+        from models.simulate import simulate_univariate
+
+        if args.tau is None or args.sigma is None:
+            raise ValueError("the univariate simulator needs --tau and --sigma "
+                             "(or --V and --Sigma for the multivariate model)")
+        sim = simulate_univariate(args.clusters, sizes, mu=mu[0], tau=args.tau,
+                                  sigma=args.sigma, rng=args.seed)
+    if not out.parent.is_dir():
+        raise ValueError(f"cannot write {out}: folder {out.parent} does not exist")
+    tmp = out.with_name(f".{out.name}.tmp")
+    try:
+        sim.frame.to_csv(tmp, index=False)
+        tmp.replace(out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    print(f"{out}: {len(sim.frame)} rows in {args.clusters} clusters")
+    return 0
+
+
 def cmd_figures(args) -> int:
     """Write the notes' figures."""
     from analyses.figures import make_figures
@@ -205,7 +266,7 @@ def cmd_figures(args) -> int:
 
 
 COMMANDS = {"datasets": cmd_datasets, "describe": cmd_describe, "fit": cmd_fit,
-            "check": cmd_check, "figures": cmd_figures}
+            "check": cmd_check, "simulate": cmd_simulate, "figures": cmd_figures}
 
 
 def main(argv: list[str] | None = None) -> int:
