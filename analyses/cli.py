@@ -168,9 +168,6 @@ def cmd_fit(args) -> int:
     data.require_identifiable()
     for w in data.warnings:
         print(f"varcomp: warning: {w}", file=sys.stderr)
-    if data.n_groups < 3:
-        print(f"varcomp: warning: only {data.n_groups} clusters: tau is weakly identified and "
-              "leans on its prior", file=sys.stderr)
     result = fit(data, args.model, draws=args.draws, tune=args.tune, chains=args.chains,
                  seed=args.seed, sampler=args.sampler, priors=priors,
                  target_accept=args.target_accept, progress=is_terminal())

@@ -90,6 +90,7 @@ def fit(
     names = _models(model)
     _check_settings(draws, tune, chains, sampler)
     data.require_identifiable()
+    import pymc  # noqa: F401  (imported before the clock starts: build times the builder only)
     fits: dict[str, Fit] = {}
     for name in names:
         t0 = time.perf_counter()
@@ -277,6 +278,9 @@ def write_atomically(out: Path, writer) -> Path:
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes 0700; the output is an ordinary folder
     old = None
     try:
         with _terminate_as_interrupt():

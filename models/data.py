@@ -313,6 +313,9 @@ class ClusteredData:
         warnings: list[str] = []
         if dropped:
             warnings.append(f"{dropped} row(s) with a missing or non-finite response were dropped")
+        if 1 < len(groups) < 3:
+            warnings.append(f"only {len(groups)} clusters: tau is weakly identified and leans on "
+                            f"its prior")
         return cls(y=y, codes=codes.astype(np.int64), groups=groups, responses=responses,
                    group_name=str(group), source=source, dropped_rows=dropped,
                    warnings=tuple(warnings))
