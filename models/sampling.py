@@ -93,6 +93,10 @@ def sample_model(
                                   cores=cores, seed=int(seed), progress_bar=progress,
                                   target_accept=float(target_accept), save_warmup=False)
             t2 = time.perf_counter()
+            # nutpie turns Ctrl-C into a partial trace; a partial run must never look complete
+            got = (idata.posterior.sizes.get("chain"), idata.posterior.sizes.get("draw"))
+            if got != (int(chains), int(draws)):
+                raise KeyboardInterrupt(f"sampling stopped early: {got} of {(chains, draws)}")
         elif sampler == "pymc":
             t0 = time.perf_counter()
             model.compile_logp()

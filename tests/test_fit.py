@@ -117,7 +117,8 @@ def test_scale_robustness(transform):
     assert abs(float(ia.mean()) - float(ib.mean())) / se <= 4
 
 
-def test_interrupted_run_leaves_earlier_output_untouched(tmp_path):
+@pytest.mark.parametrize(("sig", "delay"), [(signal.SIGTERM, 6), (signal.SIGINT, 9)])
+def test_interrupted_run_leaves_earlier_output_untouched(tmp_path, sig, delay):
     """Outputs are swapped into place only when complete: killing a run mid-way keeps the old."""
     out = tmp_path / "o"
     assert main(["fit", "rail", *SMALL, "--out", str(out)]) == 0
@@ -126,8 +127,8 @@ def test_interrupted_run_leaves_earlier_output_untouched(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "analyses.cli", "fit", "rail", "--model", "all",
                              "--out", str(out)], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    time.sleep(6)
-    proc.send_signal(signal.SIGTERM)
+    time.sleep(delay)
+    proc.send_signal(sig)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode != 0
     assert b"Traceback" not in err
