@@ -209,3 +209,177 @@ def parse_prior_overrides(priors: Priors, specs: list[str] | None) -> Priors:
                 f"bad prior '{spec}'{detail}: use mu=normal:LOC:SCALE or "
                 f"tau|sigma=FAMILY:SCALE[:NU] with FAMILY in {', '.join(FAMILIES)}") from None
     return priors
+
+
+@dataclass(frozen=True)
+class MvPriors:
+    r"""The prior of the multivariate model, used by every builder in :mod:`models.multivariate`.
+
+    .. math::
+        \mu_k \sim \mathrm{Normal}(m_k, s_{\mu,k}),\qquad
+        V = \mathrm{diag}(\tau)\,\Omega_V\,\mathrm{diag}(\tau),\quad
+        \tau_k \sim \mathrm{HalfNormal}(s_{\tau,k}),\quad \Omega_V \sim \mathrm{LKJ}(\eta_V),
+
+    and Sigma likewise with ``sigma_scale`` and ``eta_within`` (PyMC's ``LKJCholeskyCov``).
+
+    Why these families: the LKJ-Cholesky prior separates scales from correlations, so each
+    outcome's sd gets a prior in its own units; ``eta = 2`` gives, for p = 2, a Beta(2, 2)
+    density on (r + 1) / 2 for each correlation, which vanishes at r = +-1 and so keeps the sampler
+    off singular matrices while staying flat enough not to pull a correlation of 0.8 in. The sd
+    priors are HalfNormal, not the univariate HalfStudentT, because nutpie 0.16 cannot
+    initialise an ``LKJCholeskyCov`` with a HalfStudentT ``sd_dist`` (DEVELOPERS.md). With the
+    default scale sd_k (the outcome's sample sd) each component sd has prior median 0.67 sd_k
+    and 95% mass below 1.96 sd_k: since V_kk + Sigma_kk is about sd_k^2, that covers every
+    split of the variance. A p = 1 slice of this prior is therefore not the univariate
+    :class:`Priors`.
+
+    ``center`` and ``scale`` (per outcome) are the data's location and spread. They do not
+    change the prior: the sampler's coordinates are (mu - center) / scale and the Cholesky
+    factors of D^-1 V D^-1 and D^-1 Sigma D^-1 (D = diag(scale)), named ``chol_V_std`` and
+    ``chol_Sigma_std``, so data in any units sample alike. Their LKJ sd priors are
+    HalfNormal(s_tau / scale), which is the prior above on the original scale. The model's log
+    density in these coordinates differs from the density of (mu, chol V, chol Sigma) on the
+    original scale by the constant :meth:`log_jacobian_constant`; the likelihood itself is
+    always evaluated on the original data, so comparisons of likelihoods are exact.
+    """
+
+    mu_loc: tuple[float, ...]
+    mu_scale: tuple[float, ...]
+    tau_scale: tuple[float, ...]
+    sigma_scale: tuple[float, ...]
+    eta_between: float = 2.0
+    eta_within: float = 2.0
+    center: tuple[float, ...] | None = None
+    scale: tuple[float, ...] | None = None
+
+    def __post_init__(self) -> None:
+        p = len(self.mu_loc)
+        for name in ("mu_loc", "mu_scale", "tau_scale", "sigma_scale", "center", "scale"):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            value = tuple(float(v) for v in np.atleast_1d(value))
+            object.__setattr__(self, name, value)
+            if len(value) != p:
+                raise ValueError(f"MvPriors.{name} needs {p} values (one per outcome), got "
+                                 f"{len(value)}")
+            if not all(math.isfinite(v) for v in value):
+                raise ValueError(f"MvPriors.{name} must be finite, got {value}")
+            if name not in ("mu_loc", "center") and not all(v > 0 for v in value):
+                raise ValueError(f"MvPriors.{name} must be positive, got {value}")
+        if p < 2:
+            raise ValueError("MvPriors is for p >= 2 outcomes; use Priors for one response")
+        for name in ("eta_between", "eta_within"):
+            eta = float(getattr(self, name))
+            if not (eta > 0 and math.isfinite(eta)):
+                raise ValueError(f"MvPriors.{name} (LKJ shape) must be positive, got {eta}")
+        if self.center is None:
+            object.__setattr__(self, "center", self.mu_loc)
+        if self.scale is None:
+            object.__setattr__(self, "scale", self.mu_scale)
+
+    @property
+    def p(self) -> int:
+        """Number of outcomes."""
+        return len(self.mu_loc)
+
+    @classmethod
+    def default(cls, data: ClusteredData) -> MvPriors:
+        """Weakly informative defaults scaled to each outcome's observed values.
+
+        mu_k ~ Normal(mean_k, 2.5 sd_k); tau_k, sigma_k ~ HalfNormal(sd_k); LKJ(eta=2) on both
+        correlation matrices (reasons in the class docstring).
+        """
+        center, sd = [], []
+        for k in range(data.p):
+            y = data.y[:, k]
+            y = y[np.isfinite(y)]
+            c = float(np.mean(y)) if y.size else 0.0
+            s = float(np.std(y, ddof=1)) if y.size > 1 else 0.0
+            if not (s > 0 and math.isfinite(s)):
+                s = abs(c) if c != 0 else 1.0
+            center.append(c)
+            sd.append(s)
+        return cls(mu_loc=tuple(center), mu_scale=tuple(2.5 * s for s in sd),
+                   tau_scale=tuple(sd), sigma_scale=tuple(sd), center=tuple(center),
+                   scale=tuple(sd))
+
+    # --------------------------------------------------------------- PyMC
+    def create(self):
+        """Create the parameters and the derived Deterministics in the current PyMC model.
+
+        The model needs coords ``outcome`` and ``outcome_bis``. Creates the free variables
+        ``mu`` (dim outcome), ``chol_V_std`` and ``chol_Sigma_std`` (packed LKJ Cholesky
+        factors on the standardised scale), and the Deterministics ``V``, ``Sigma``
+        (outcome, outcome_bis), ``tau``, ``sigma``, ``icc`` (outcome; icc_k = V_kk / (V_kk +
+        Sigma_kk)), ``corr_between``, ``corr_within`` (outcome, outcome_bis).
+
+        Returns
+        -------
+        mu, chol_V, chol_Sigma
+            Tensors on the data's scale; chol_V and chol_Sigma are lower-triangular (p, p).
+        """
+        import pymc as pm
+        import pytensor.tensor as pt
+
+        from models.multivariate import OutcomeAffine
+
+        p = self.p
+        scale = np.asarray(self.scale)
+        mu = pm.Normal("mu", mu=np.asarray(self.mu_loc), sigma=np.asarray(self.mu_scale),
+                       dims="outcome",
+                       default_transform=OutcomeAffine(self.center, self.scale, event_ndim=0))
+        chols = []
+        for name, sds, eta in (("V", self.tau_scale, self.eta_between),
+                               ("Sigma", self.sigma_scale, self.eta_within)):
+            packed = pm.LKJCholeskyCov(
+                f"chol_{name}_std", n=p, eta=float(eta),
+                sd_dist=pm.HalfNormal.dist(sigma=np.asarray(sds) / scale, shape=p),
+                compute_corr=False)
+            chols.append(scale[:, None] * pm.expand_packed_triangular(p, packed, lower=True))
+        chol_V, chol_Sigma = chols
+        dims2 = ("outcome", "outcome_bis")
+        V = pm.Deterministic("V", chol_V @ chol_V.T, dims=dims2)
+        Sigma = pm.Deterministic("Sigma", chol_Sigma @ chol_Sigma.T, dims=dims2)
+        # sqrt(diag) as row norms of the Cholesky factor (no pt.diagonal: its gradient breaks
+        # pytensor 2.38's C backend)
+        tau = pm.Deterministic("tau", pt.sqrt(pt.sum(chol_V**2, axis=1)), dims="outcome")
+        sigma = pm.Deterministic("sigma", pt.sqrt(pt.sum(chol_Sigma**2, axis=1)), dims="outcome")
+        pm.Deterministic("icc", tau**2 / (tau**2 + sigma**2), dims="outcome")
+        pm.Deterministic("corr_between", V / (tau[:, None] * tau[None, :]), dims=dims2)
+        pm.Deterministic("corr_within", Sigma / (sigma[:, None] * sigma[None, :]), dims=dims2)
+        return mu, chol_V, chol_Sigma
+
+    def point(self, mu, V, Sigma) -> dict[str, np.ndarray]:
+        """The free variables' (constrained) values for given ``mu``, ``V``, ``Sigma``."""
+        scale = np.asarray(self.scale)
+        out = {"mu": np.asarray(mu, dtype=np.float64)}
+        rows, cols = np.tril_indices(self.p)  # PyMC's packing: the lower triangle by rows
+        for name, m in (("V", V), ("Sigma", Sigma)):
+            std = np.asarray(m, dtype=np.float64) / np.outer(scale, scale)
+            out[f"chol_{name}_std"] = np.linalg.cholesky(std)[rows, cols]
+        return out
+
+    def log_jacobian_constant(self) -> float:
+        """log |d(original) / d(standardised)| of the map to the sampler's coordinates.
+
+        Row k of a Cholesky factor (k + 1 packed entries) is multiplied by scale_k, for both V
+        and Sigma; mu is handled by its transform, whose Jacobian PyMC includes. So
+        log p(chol V, chol Sigma) = log p(chol_V_std, chol_Sigma_std) - this constant.
+        """
+        return float(2.0 * sum((k + 1) * math.log(s) for k, s in enumerate(self.scale)))
+
+    def describe(self) -> dict[str, str]:
+        """Each parameter's prior as text (for reports)."""
+        def fmt(xs):
+            return "[" + ", ".join(f"{x:.4g}" for x in xs) + "]"
+
+        return {
+            "mu": f"Normal(loc={fmt(self.mu_loc)}, scale={fmt(self.mu_scale)})",
+            "V": f"LKJCholeskyCov(eta={self.eta_between:g}, sd=HalfNormal({fmt(self.tau_scale)}))",
+            "Sigma": f"LKJCholeskyCov(eta={self.eta_within:g}, "
+                     f"sd=HalfNormal({fmt(self.sigma_scale)}))",
+        }
+
+
+__all__ += ["MvPriors"]

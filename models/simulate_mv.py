@@ -43,8 +43,9 @@ def check_pd(matrix, name: str = "matrix") -> np.ndarray:
             f"{a[j, i]:.6g}; the smallest eigenvalue of its symmetric part is {eig_min:.6g}): "
             f"a covariance matrix must equal its transpose")
     if not eig_min > 0:
+        shown = f"{name} = {a.tolist()}" if a.shape[0] <= 4 else name
         raise ValueError(
-            f"{name} = {np.array2string(a, separator=', ')} is not positive definite: its smallest "
+            f"{shown} is not positive definite: its smallest "
             f"eigenvalue is {eig_min:.6g} (determinant {np.linalg.det(a):.6g}); a covariance "
             f"matrix needs every eigenvalue > 0")
     try:  # eigenvalues of order rounding error pass eigvalsh; the Cholesky test is the one used
@@ -69,7 +70,7 @@ def sigma_from_sd_corr(sd: Sequence[float], R) -> np.ndarray:
         raise ValueError(f"R must be ({sd.size}, {sd.size}) to match {sd.size} standard "
                          f"deviations, got {R.shape}")
     if not np.allclose(np.diag(R), 1.0, rtol=0, atol=1e-12):
-        raise ValueError(f"R must be a correlation matrix (unit diagonal), got diagonal {np.diag(R)}")
+        raise ValueError(f"R must be a correlation matrix (unit diagonal), got {np.diag(R)}")
     return sd[:, None] * R * sd[None, :]
 
 

@@ -18,7 +18,7 @@ import pytensor.tensor as pt
 import xarray as xr
 
 from models.data import ClusteredData
-from models.density import compound_symmetry_chol, group_effect_conditional, marginal_logp
+from models.density import LOG_2PI, group_effect_conditional, marginal_logp
 from models.priors import Priors
 from models.transforms import Affine
 
@@ -75,22 +75,48 @@ def build_noncentred(data: ClusteredData, *, priors: Priors | None = None) -> pm
     return model
 
 
-def size_blocks(data: ClusteredData) -> dict[int, np.ndarray]:
-    """Clusters grouped by size: ``{k: (number of clusters of size k, k) response matrix}``.
+def size_blocks(
+    data: ClusteredData, *, max_blocks: int = 8
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Clusters in at most ``max_blocks`` size ranges, each zero-padded to the range's largest size.
 
-    Rows are ordered by group then by their order in the data (a stable sort of the codes).
+    Returns ``[(n, values), ...]``: ``n`` (clusters,) the true sizes and ``values``
+    (clusters, K) each cluster's responses followed by K - n_l zeros. The ranges are contiguous in
+    size and chosen by dynamic programming to minimise sum_blocks clusters * K^2, the work of the
+    padded triangular solves (on a 31k-row exam-like set with 80 sizes up to 188: 1.5x the
+    unpadded sum n_l^2 with 8 blocks). Rows keep their order in the data within each cluster.
     """
     y = data.y[:, 0]
     order = np.argsort(data.codes, kind="stable")
     sizes = data.sizes
     starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
     ys = y[order]
-    blocks: dict[int, np.ndarray] = {}
-    for k in np.unique(sizes):
-        g = np.flatnonzero(sizes == k)
-        idx = starts[g][:, None] + np.arange(k)[None, :]
-        blocks[int(k)] = ys[idx]
-    return blocks
+    # cost[b, j]: best padded work of the distinct sizes u[:j] in b ranges (u[j-1] closes one)
+    u, count = np.unique(sizes, return_counts=True)
+    m = u.size
+    blocks = max(1, min(int(max_blocks), m))
+    before = np.concatenate([[0], np.cumsum(count)])
+    cost = np.full((blocks + 1, m + 1), np.inf)
+    cost[0, 0] = 0.0
+    arg = np.zeros((blocks + 1, m + 1), dtype=np.int64)
+    for b in range(1, blocks + 1):
+        for j in range(1, m + 1):
+            trial = cost[b - 1, :j] + (before[j] - before[:j]) * float(u[j - 1]) ** 2
+            arg[b, j] = int(np.argmin(trial))
+            cost[b, j] = trial[arg[b, j]]
+    edges, j = [], m
+    for b in range(int(np.argmin(cost[1:, m])) + 1, 0, -1):
+        edges.append(int(u[j - 1]))
+        j = arg[b, j]
+    out, low = [], 0
+    for K in sorted(edges):
+        g = np.flatnonzero((sizes > low) & (sizes <= K))
+        low = K
+        col = np.arange(K)
+        real = col[None, :] < sizes[g][:, None]
+        idx = np.where(real, starts[g][:, None] + col[None, :], 0)
+        out.append((sizes[g].astype(np.int64), np.where(real, ys[idx], 0.0)))
+    return out
 
 
 def build_marginal(data: ClusteredData, *, priors: Priors | None = None) -> pm.Model:
@@ -99,17 +125,43 @@ def build_marginal(data: ClusteredData, *, priors: Priors | None = None) -> pm.M
     .. math::
         X_l \sim \mathrm{MvNormal}(\mu \mathbf 1, \sigma^2 I + \tau^2 \mathbf 1 \mathbf 1^\top)
 
-    Clusters of equal size share one ``pm.MvNormal`` (observed ``y_n{k}``, shape (clusters, k)).
-    Its Cholesky factor is given in closed form (:func:`models.density.compound_symmetry_chol`),
-    so PyMC's MvNormal log density is used as is, while no O(k^3) factorisation or its gradient
-    enters the graph; a cluster of size k costs O(k^2).
+    Clusters are grouped into at most 8 size ranges (:func:`size_blocks`); each
+    range is one ``pm.MvNormal`` (observed ``y_b{K}``, shape (clusters, K)) with one covariance
+    per cluster: the cluster's own sigma^2 I + tau^2 11^T in the leading n_l x n_l block and the
+    identity on the K - n_l padded coordinates, whose observed values are 0. Each padded zero
+    adds log N(0 | 0, 1) = -log(2 pi)/2 and nothing else (the blocks are independent), so the
+    Potential ``padding`` adds back (K - n_l) log(2 pi)/2: the model's log density is
+    sum_l log MVN(x_l; mu 1, sigma^2 I + tau^2 11^T) exactly, PyMC's MvNormal density as is.
+
+    The Cholesky factor is given in closed form (see
+    :func:`models.density.compound_symmetry_chol`: L_jj = sqrt(a s_j / s_{j-1}),
+    L_ij = b sqrt(a / (s_{j-1} s_j)) for i > j, s_j = a + j b, a = sigma^2, b = tau^2; the factor
+    of a leading block is the leading block of the factor). It is written with ``set_subtensor``
+    so that pytensor's rewrites remove both ``cholesky(L L^T)`` and the diagonal extraction of
+    the log determinant: no O(K^3) factorisation or its gradient is computed, only
+    triangular solves, O(clusters K^2) per gradient. Same posterior for ``mu``, ``tau``,
+    ``sigma``, ``icc`` as :func:`build_sufficient`.
     """
     model, priors = _start(data, priors)
     with model:
         mu, tau, sigma = priors.create()
-        for k, block in size_blocks(data).items():
-            chol = compound_symmetry_chol(k, sigma, tau, xp=pt)
-            pm.MvNormal(f"y_n{k}", mu=pt.ones(k) * mu, chol=chol, observed=block)
+        a, b = sigma * sigma, tau * tau
+        n_padded = 0
+        for n, values in size_blocks(data):
+            K = values.shape[1]
+            j = np.arange(1, K + 1, dtype=np.float64)
+            s_prev, s_j = a + b * (j - 1.0), a + b * j
+            diag = pt.sqrt(a * s_j / s_prev)  # (K,) L_jj
+            off = b * pt.sqrt(a / (s_prev * s_j))  # (K,) L_ij, i > j: constant down column j
+            col = np.arange(K)
+            real = col[None, :] < n[:, None]  # (clusters, K): not padding
+            below = (col[None, :, None] > col[None, None, :]) & real[:, :, None]
+            chol = (off[None, None, :] * below.astype(np.float64))[:, col, col].set(
+                pt.switch(real, diag[None, :], 1.0))
+            pm.MvNormal(f"y_b{K}", mu=mu * real.astype(np.float64), chol=chol, observed=values)
+            n_padded += int((~real).sum())
+        # each padded zero contributed log N(0 | 0, 1) = -log(2 pi)/2: add it back exactly
+        pm.Potential("padding", pt.constant(0.5 * LOG_2PI * n_padded))
         _icc(tau, sigma)
     return model
 

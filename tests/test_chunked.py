@@ -1,0 +1,109 @@
+"""Out-of-core sufficient statistics (models.chunked) against the in-memory data layer."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from models.chunked import default_priors, read_stats
+from models.data import DataError, load
+from models.density import marginal_logp
+from models.priors import Priors
+
+
+def _frame(rng: np.random.Generator) -> pd.DataFrame:
+    """Unbalanced groups (sizes 1..40), rows shuffled so most groups span several chunks.
+
+    An offset of 1e6 makes a naive sum-of-squares merge lose digits (the statistics must not).
+    """
+    sizes = np.concatenate([[1, 1, 2], rng.integers(1, 40, size=37)])
+    labels = np.repeat([f"s{i:02d}" for i in range(sizes.size)], sizes)
+    effects = np.repeat(rng.normal(0.0, 3.0, sizes.size), sizes)
+    y = 1e6 + effects + rng.normal(0.0, 1.0, size=labels.size)
+    order = rng.permutation(labels.size)
+    return pd.DataFrame({"school": labels[order], "other": 0, "score": y[order]})
+
+
+def _write(df: pd.DataFrame, path, kind: str) -> None:
+    if kind == "csv":
+        df.to_csv(path, index=False)
+    else:
+        df.to_parquet(path, index=False, row_group_size=50)
+
+
+@pytest.mark.parametrize("kind", ["csv", "parquet"])
+def test_chunked_stats_equal_in_memory(tmp_path, rng, kind):
+    """Merging per-chunk (n, mean, S) with Chan's update gives the one-pass statistics.
+
+    Statistics are exact functions of the rows, so the only tolerance is rounding; the labels and
+    their first-appearance order are those of ClusteredData.from_frame.
+    """
+    df = _frame(rng)
+    path = tmp_path / f"d.{kind}"
+    _write(df, path, kind)
+    mem = load(path, group="school", response="score")
+    chunked = read_stats(path, group="school", response="score", chunk_rows=97, csv_block=1 << 12)
+
+    assert chunked.n_obs == mem.n_obs == len(df)
+    assert list(chunked.groups) == list(mem.groups)
+    np.testing.assert_array_equal(chunked.stats.n, mem.stats.n)
+    np.testing.assert_allclose(chunked.stats.mean, mem.stats.mean, rtol=1e-14, atol=0)
+    np.testing.assert_allclose(chunked.stats.ss, mem.stats.ss, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(chunked.stats.scatter, mem.stats.scatter, rtol=1e-9)
+    # the density the sufficient builder evaluates, and the priors scaled to the data
+    args = (1e6, 2.0, 1.5)
+    assert marginal_logp(*chunked.stats.column(0), *args) == pytest.approx(
+        marginal_logp(*mem.stats.column(0), *args), rel=1e-12)
+    a, b = default_priors(chunked), Priors.default(mem)
+    assert a.center == pytest.approx(b.center, rel=1e-14)
+    assert (a.scale, a.mu.scale, a.tau.scale) == pytest.approx((b.scale, b.mu.scale, b.tau.scale),
+                                                              rel=1e-9)
+    assert chunked.anova()["F"] == pytest.approx(mem.anova()["F"], rel=1e-9)
+
+
+def test_chunks_really_split_groups(tmp_path, rng):
+    """The fixture is meaningful: several chunks, and groups whose rows fall in more than one."""
+    df = _frame(rng)
+    chunk_of_row = np.arange(len(df)) // 97
+    spans = df.assign(chunk=chunk_of_row).groupby("school")["chunk"].nunique()
+    assert chunk_of_row.max() >= 3 and (spans > 1).sum() > 10
+    path = tmp_path / "d.csv"
+    _write(df, path, "csv")
+    assert path.stat().st_size > 4 * (1 << 12)  # several CSV blocks too
+
+
+def test_csv_labels_typed_like_pandas_and_missing_dropped(tmp_path):
+    """Numeric CSV labels print as pandas gives them (07 -> 7, 2.0 -> 2); missing y rows dropped."""
+    path = tmp_path / "d.csv"
+    path.write_text("g,y\n07,1.0\n2.0,2.0\n7,3.0\n3,\n3,5.0\n2,inf\n2,4.0\n")
+    mem = load(path, group="g", response="y")
+    chunked = read_stats(path, group="g", response="y", csv_block=1 << 12)
+    assert list(chunked.groups) == list(mem.groups) == ["7", "2", "3"]
+    assert chunked.dropped_rows == mem.dropped_rows == 2
+    np.testing.assert_array_equal(chunked.stats.n, mem.stats.n)
+    np.testing.assert_allclose(chunked.stats.mean, mem.stats.mean, rtol=1e-15)
+    np.testing.assert_allclose(chunked.stats.ss, mem.stats.ss, rtol=1e-15)
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("g,y\na,1\n,2\n", "no 'g' label"),
+    ("g,y\na,1\nb,x\n", "not numeric"),
+    ("g,z\na,1\n", "response column 'y' not found"),
+    ("g,y\n", "no rows"),
+])
+def test_bad_files_raise_one_line(tmp_path, text, message):
+    """Bad input raises DataError naming the problem, as the in-memory reader does."""
+    path = tmp_path / "bad.csv"
+    path.write_text(text)
+    with pytest.raises(DataError, match=message):
+        read_stats(path, group="g", response="y")
+
+
+def test_rows_are_not_available(tmp_path, rng):
+    """The statistics-only data refuse row access instead of returning something wrong."""
+    df = _frame(rng)
+    path = tmp_path / "d.parquet"
+    _write(df, path, "parquet")
+    with pytest.raises(DataError, match="sufficient statistics"):
+        _ = read_stats(path, group="school", response="score").y

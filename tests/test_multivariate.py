@@ -1,0 +1,464 @@
+"""The multivariate model: simulator and PD checks, priors, four builders, exact densities."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytensor
+import pytensor.tensor as pt
+import pytest
+from scipy import stats
+
+import models
+from models import multivariate as mv
+from models.data import DataError, load
+from models.priors import MvPriors
+from models.simulate import Simulated
+from models.simulate_mv import (
+    check_pd,
+    drop_components,
+    sigma_from_sd_corr,
+    simulate_multivariate,
+)
+
+FORMS = ("centred", "noncentred", "marginal", "sufficient")
+PARAMS = ("mu", "chol_V_std", "chol_Sigma_std")
+V_NOTES = np.array([[4.0, 3.0], [3.0, 4.0]])
+SIGMA_NOTES = np.array([[0.25, -0.24], [-0.24, 0.36]])
+
+
+# ------------------------------------------------------------------------------------ helpers
+def random_cov(rng, p, scale=1.0):
+    a = rng.normal(size=(p, p))
+    return scale**2 * (a @ a.T / p + 0.3 * np.eye(p))
+
+
+def partly_missing(p, seed, L=6, prob=0.3):
+    """Small unbalanced clusters (sizes 1..6) with outcomes missing completely at random."""
+    rng = np.random.default_rng(seed)
+    mu = rng.normal(50.0, 10.0, size=p)
+    sim = simulate_multivariate(L, rng.integers(1, 7, size=L), mu, random_cov(rng, p, 3.0),
+                                random_cov(rng, p, 2.0), rng)
+    frame = drop_components(sim.frame, prob, rng)
+    return Simulated(frame, sim.effects, sim.params).data()
+
+
+def scipy_loglik(data, mu, V, Sigma):
+    """Sum over clusters of scipy's MvNormal log density of the stacked observed vector."""
+    total = 0.0
+    for l in range(data.n_groups):
+        y = data.y[data.codes == l]
+        r, k = np.nonzero(np.isfinite(y))
+        cov = V[np.ix_(k, k)] + (r[:, None] == r[None, :]) * Sigma[np.ix_(k, k)]
+        total += stats.multivariate_normal(mu[k], cov).logpdf(y[r, k])
+    return total
+
+
+def value_point(model, values):
+    """The model's value variables (sampler space) for constrained values of its free RVs."""
+    point = {}
+    for rv in model.free_RVs:
+        val = np.asarray(values[rv.name], dtype=np.float64)
+        tr = model.rvs_to_transforms.get(rv)
+        vv = model.rvs_to_values[rv].name
+        point[vv] = val if tr is None else tr.forward(pt.as_tensor(val), *rv.owner.inputs).eval(
+            mode="FAST_COMPILE")
+    return point
+
+
+def model_loglik(model, values):
+    """Model log density (no Jacobians) without the prior of mu, V, Sigma at ``values``."""
+    point = value_point(model, values)
+    # per-term outputs: the python linker cannot add more than 32 terms in one Elemwise
+    others = [v for v in model.basic_RVs if v.name not in PARAMS] + model.potentials
+    terms = model.logp(vars=others, jacobian=False, sum=False)
+    fn = model.compile_fn([t.sum() for t in terms], mode="FAST_COMPILE")
+    return float(sum(fn(point)))
+
+
+def latent_loglik(model, name, data, mu, V, Sigma, values):
+    r"""log p(X) from a latent form by the exact Gaussian identity.
+
+    For each cluster log p(X_l) = log p(X_l, M_hat_l) + 1/2 log|2 pi Cov(M_l | X_l)|, with
+    M_hat_l the conditional mean; in the non-centred coordinates the offset's conditional
+    covariance is L_V^-1 C L_V^-T, whose log-determinant is lower by 2 log|L_V|.
+    """
+    st = mv.pattern_stats(data)
+    mean, root = mv.cluster_conditional(st, mu, V, Sigma)
+    half_logdet = (np.linalg.slogdet(root)[1].sum()  # C = root root^T
+                   + 0.5 * data.n_groups * data.p * np.log(2 * np.pi))
+    Lv = np.linalg.cholesky(V)
+    if name == "centred":  # group_mean = mu + M: a shift, Jacobian 1
+        values = {**values, "group_mean": mu + mean}
+    else:
+        values = {**values, "group_effect_offset": np.linalg.solve(Lv, mean.T).T}
+        half_logdet -= data.n_groups * np.log(np.diag(Lv)).sum()
+    return model_loglik(model, values) + half_logdet
+
+
+def random_point(data, seed):
+    rng = np.random.default_rng(seed)
+    center = np.nanmean(data.y, axis=0)
+    sd = np.nanstd(data.y, axis=0)
+    mu = center + sd * rng.normal(size=data.p)
+    return mu, random_cov(rng, data.p, sd.mean()), random_cov(rng, data.p, sd.mean() / 2)
+
+
+# ------------------------------------------------------------------- simulator and PD checks
+def test_check_pd_refuses_the_notes_printed_V_naming_its_smallest_eigenvalue():
+    """[[2, 3], [3, 4]] has determinant -1 (ERRATA 1): eigenvalues 3 +- sqrt(10), one < 0."""
+    with pytest.raises(ValueError, match=r"smallest eigenvalue is -0\.162278"):
+        check_pd([[2.0, 3.0], [3.0, 4.0]], "V")
+    np.testing.assert_array_equal(check_pd(V_NOTES, "V"), V_NOTES)
+
+
+@pytest.mark.parametrize("bad, pattern", [
+    ([[4.0, 3.0], [2.9, 4.0]], r"not symmetric.*smallest eigenvalue"),
+    ([[1.0, 0.0], [0.0, 0.0]], r"smallest eigenvalue is 0"),
+    ([[1.0, 0.0, 0.0]], r"square"),
+    ([[1.0, np.nan], [np.nan, 1.0]], r"non-finite"),
+])
+def test_check_pd_refuses_non_covariances(bad, pattern):
+    """Asymmetric, singular, non-square and non-finite matrices are not covariances."""
+    with pytest.raises(ValueError, match=pattern):
+        check_pd(bad, "M")
+
+
+def test_sigma_from_sd_corr_gives_the_notes_matrix():
+    """D R D with D = diag(0.5, 0.6), corr -0.8 is [[0.25, -0.24], [-0.24, 0.36]]."""
+    S = sigma_from_sd_corr([0.5, 0.6], [[1.0, -0.8], [-0.8, 1.0]])
+    np.testing.assert_allclose(S, SIGMA_NOTES, rtol=1e-15)
+    with pytest.raises(ValueError, match="unit diagonal"):
+        sigma_from_sd_corr([1.0, 1.0], [[2.0, 0.1], [0.1, 1.0]])
+    with pytest.raises(ValueError, match="positive"):
+        sigma_from_sd_corr([1.0, -1.0], np.eye(2))
+
+
+def test_simulator_refuses_the_notes_V_and_reproduces_with_a_seed():
+    """The simulator checks V and Sigma; a seed fixes the draw."""
+    with pytest.raises(ValueError, match="V = .* not positive definite"):
+        simulate_multivariate(3, 2, [0.0, 0.0], [[2.0, 3.0], [3.0, 4.0]], SIGMA_NOTES, 1)
+    a = simulate_multivariate(4, [1, 2, 3, 4], [1.0, 2.0], V_NOTES, SIGMA_NOTES, 7)
+    b = simulate_multivariate(4, [1, 2, 3, 4], [1.0, 2.0], V_NOTES, SIGMA_NOTES, 7)
+    assert list(a.frame.columns) == ["group", "y1", "y2"]
+    assert a.effects.shape == (4, 2) and len(a.frame) == 10
+    np.testing.assert_array_equal(a.frame[["y1", "y2"]], b.frame[["y1", "y2"]])
+    assert a.data().p == 2
+
+
+def test_simulated_covariances_match_V_and_Sigma():
+    """Sample covariances of M_l and of X_lj - M_l estimate V and Sigma.
+
+    Each entry's z-score uses the Wishart variance (V_ij^2 + V_ii V_jj) / n; |z| < 4.5 has a
+    false-alarm rate below 1e-5 per entry.
+    """
+    L = 4000
+    sim = simulate_multivariate(L, 3, [5.0, -5.0], V_NOTES, SIGMA_NOTES, 11)
+    y = sim.frame[["y1", "y2"]].to_numpy()
+    resid = y - np.array([5.0, -5.0]) - np.repeat(sim.effects, 3, axis=0)
+    for sample, truth in ((sim.effects, V_NOTES), (resid, SIGMA_NOTES)):
+        n = sample.shape[0]
+        S = sample.T @ sample / n  # known mean 0
+        se = np.sqrt((truth**2 + np.outer(np.diag(truth), np.diag(truth))) / n)
+        assert np.all(np.abs(S - truth) / se < 4.5)
+
+
+def test_drop_components_keeps_every_row():
+    """Each row keeps at least one outcome, so ClusteredData drops nothing."""
+    sim = simulate_multivariate(30, 10, [0.0, 0.0, 0.0], np.eye(3), np.eye(3), 3)
+    frame = drop_components(sim.frame, 0.6, 4)
+    data = Simulated(frame, sim.effects, sim.params).data()
+    assert data.n_obs == 300 and data.dropped_rows == 0
+    assert np.isfinite(data.y).any(axis=1).all() and not np.isfinite(data.y).all()
+
+
+# ------------------------------------------------------------------------ statistics, priors
+def test_pattern_stats_match_the_data_layer_and_a_loop():
+    """Per-(cluster, pattern) counts and means equal a direct loop; W_complete = data scatter."""
+    data = load("gcsemv")
+    st = mv.pattern_stats(data)
+    assert st.patterns.tolist() == [[True, True], [False, True], [True, False]]
+    assert st.n.sum() == data.n_obs and st.n.sum(axis=0).tolist() == [1523, 202, 180]
+    np.testing.assert_allclose(st.scatter[0], data.stats.scatter, rtol=1e-12)
+    for l in (0, 5, 40):
+        rows = data.y[data.codes == l]
+        for q, pat in enumerate(st.patterns):
+            sel = rows[(np.isfinite(rows) == pat).all(axis=1)]
+            assert st.n[l, q] == len(sel)
+            if len(sel):
+                np.testing.assert_allclose(st.mean[l, q, pat], sel[:, pat].mean(axis=0),
+                                           rtol=1e-13)
+
+
+def test_mv_priors_are_scaled_to_each_outcome():
+    """mu_k ~ N(mean_k, 2.5 sd_k); sd priors HalfNormal(sd_k); refuses mismatched sizes."""
+    data = load("gcsemv")
+    pri = MvPriors.default(data)
+    for k in range(2):
+        y = data.y[:, k]
+        y = y[np.isfinite(y)]
+        assert pri.mu_loc[k] == pytest.approx(y.mean())
+        assert pri.tau_scale[k] == pytest.approx(y.std(ddof=1))
+        assert pri.mu_scale[k] == pytest.approx(2.5 * y.std(ddof=1))
+    assert "LKJCholeskyCov(eta=2" in pri.describe()["V"]
+    with pytest.raises(ValueError, match="one per outcome"):
+        MvPriors(mu_loc=(0.0, 0.0), mu_scale=(1.0,), tau_scale=(1.0, 1.0),
+                 sigma_scale=(1.0, 1.0))
+
+
+# ------------------------------------------------------------------------- exact log densities
+@pytest.mark.parametrize("p, seed", [(2, 0), (2, 1), (3, 2)])
+def test_four_forms_and_scipy_agree_exactly_with_missing_components(p, seed):
+    """Integrating M_l out of the latent model gives the MvNormal of the stacked observed vector.
+
+    At a random (mu, V, Sigma), with clusters of 1..6 rows and ~30% of the outcomes missing:
+    scipy on each cluster's stacked observed vector, the numpy information form, the
+    ``marginal`` and ``sufficient`` models, and the latent models through the Gaussian identity
+    log p(X) = log p(X, M_hat) + 1/2 log|2 pi Cov(M | X)| agree to 1e-9.
+    """
+    data = partly_missing(p, seed)
+    assert not np.isfinite(data.y).all()
+    mu, V, Sigma = random_point(data, seed + 100)
+    ref = scipy_loglik(data, mu, V, Sigma)
+    values = MvPriors.default(data).point(mu, V, Sigma)
+    got = {"numpy": mv.marginal_loglik(mv.pattern_stats(data), mu, V, Sigma)}
+    for name in FORMS:
+        model = getattr(mv, f"build_{name}")(data)
+        if name in ("centred", "noncentred"):
+            got[name] = latent_loglik(model, name, data, mu, V, Sigma, values)
+        else:
+            got[name] = model_loglik(model, values)
+    for name, value in got.items():
+        assert value == pytest.approx(ref, rel=1e-9, abs=0), name
+
+
+@pytest.mark.parametrize("p", [2, 3])
+def test_sufficient_algebras_agree(p):
+    """The eigh, 2x2 and Cholesky algebras of the closed form are the same function."""
+    data = partly_missing(p, 5, L=12, prob=0.1)
+    st = mv.pattern_stats(data)
+    assert 0 < st.complete_only.sum() < data.n_groups  # both kinds of cluster present
+    mu, V, Sigma = random_point(data, 6)
+    m, cv, cs = pt.dvector(), pt.dmatrix(), pt.dmatrix()
+    ref = scipy_loglik(data, mu, V, Sigma)
+    for complete in ("eigh", "cholesky") + (("2x2",) if p == 2 else ()):
+        fn = pytensor.function([m, cv, cs], mv.sufficient_loglik(st, m, cv, cs,
+                                                                 complete=complete),
+                               mode="FAST_COMPILE")
+        got = fn(mu, np.linalg.cholesky(V), np.linalg.cholesky(Sigma))
+        assert got == pytest.approx(ref, rel=1e-9, abs=0), complete
+
+
+def test_sufficient_is_exact_on_gcsemv():
+    """On the shipped gcsemv data (382 partly missing rows in 67 of 73 schools) the closed form
+    (numpy and the PyMC model) and the literal marginal model equal scipy's stacked MvNormal at
+    a random point."""
+    data = load("gcsemv")
+    mu, V, Sigma = random_point(data, 9)
+    ref = scipy_loglik(data, mu, V, Sigma)
+    assert mv.marginal_loglik(mv.pattern_stats(data), mu, V, Sigma) == pytest.approx(ref, rel=1e-9)
+    values = MvPriors.default(data).point(mu, V, Sigma)
+    for name in ("sufficient", "marginal"):  # marginal: 68 MvNormal blocks, up to 187 dims
+        got = model_loglik(getattr(mv, f"build_{name}")(data), values)
+        assert got == pytest.approx(ref, rel=1e-9, abs=0), name
+
+
+def test_a_broken_closed_form_fails_the_agreement():
+    """The agreement check can fail: dropping the missing rows' terms changes the density."""
+    data = partly_missing(2, 0)
+    mu, V, Sigma = random_point(data, 100)
+    st = mv.pattern_stats(data)
+    broken = mv.PatternStats(st.patterns, st.row_pattern, st.n * st.patterns.all(axis=1),
+                             st.mean, st.scatter)
+    ref = scipy_loglik(data, mu, V, Sigma)
+    assert abs(mv.marginal_loglik(broken, mu, V, Sigma) - ref) > 1e-3 * abs(ref)
+
+
+@pytest.mark.parametrize("MODE", ["FAST_COMPILE", pytest.param("NUMBA", marks=pytest.mark.slow)])
+def test_sufficient_gradient_matches_finite_differences(MODE):
+    """d logp / d theta of the eigh form equals the 2x2 form's and a central finite
+    difference of the Cholesky form. In numba (the sampler's backend; slow tier: ~45 s to
+    compile) pytensor 2.38 runs EighGrad in object mode: correct, but a Python call per
+    gradient, which is why p = 2 uses the elementwise 2x2 algebra."""
+    data = partly_missing(2, 3, L=8, prob=0.1)
+    st = mv.pattern_stats(data)
+    mu, V, Sigma = random_point(data, 4)
+    m, cv, cs = pt.dvector("mu"), pt.dmatrix("chol_V"), pt.dmatrix("chol_Sigma")
+    low = np.tril_indices(2)
+
+    def fn(complete, mode):
+        ll = mv.sufficient_loglik(st, m, cv, cs, complete=complete)
+        grads = pytensor.grad(ll, [m, cv, cs])
+        f = pytensor.function([m, cv, cs], [ll, *grads], mode=mode)
+
+        def packed(x):  # the free coordinates: mu and the lower triangles of the factors
+            cvx, csx = np.zeros((2, 2)), np.zeros((2, 2))
+            cvx[low], csx[low] = x[2:5], x[5:8]
+            out = f(x[:2], cvx, csx)
+            return out[0], np.concatenate([out[1], out[2][low], out[3][low]])
+
+        return packed
+
+    x0 = np.concatenate([mu, np.linalg.cholesky(V)[low], np.linalg.cholesky(Sigma)[low]])
+    f_eigh, g_eigh = fn("eigh", MODE)(x0)
+    f_2x2, g_2x2 = fn("2x2", "FAST_COMPILE")(x0)
+    assert f_eigh == pytest.approx(f_2x2, rel=1e-12)
+    np.testing.assert_allclose(g_eigh, g_2x2, rtol=1e-8, atol=1e-10)
+    f = fn("cholesky", MODE)
+    h = 1e-6
+    fd = [(f(x0 + h * e)[0] - f(x0 - h * e)[0]) / (2 * h) for e in np.eye(x0.size)]
+    np.testing.assert_allclose(g_2x2, fd, rtol=1e-5, atol=1e-6)
+
+
+def test_standardised_coordinates_make_the_sampler_scale_free():
+    """Data a + b y at (a + b mu, b^2 V, b^2 Sigma) map to the same sampler coordinates as y at
+    (mu, V, Sigma), and the log density shifts by a constant (the Jacobian of the units)."""
+    data = partly_missing(2, 7, L=8, prob=0.1)
+    frame = data.to_frame()
+    a, b = 1e6, 1e-3  # data rounding at 1e6 (ulp 1e-10) stays far below 1e-6 of b * sd
+    frame[list(data.responses)] = a + b * frame[list(data.responses)]
+    scaled = type(data).from_frame(frame, group="group", response=list(data.responses))
+    mu, V, Sigma = random_point(data, 8)
+    logps = []
+    for d, pt_ in ((data, (mu, V, Sigma)), (scaled, (a + b * mu, b * b * V, b * b * Sigma))):
+        model = mv.build_sufficient(d)
+        point = value_point(model, MvPriors.default(d).point(*pt_))
+        logps.append((point, model.compile_logp(mode="FAST_COMPILE")(point)))
+    for k in logps[0][0]:
+        np.testing.assert_allclose(logps[1][0][k], logps[0][0][k], rtol=1e-6, atol=1e-6)
+    n_obs = np.isfinite(data.y).sum()
+    assert logps[1][1] - logps[0][1] == pytest.approx(-n_obs * np.log(b), rel=1e-6)
+
+
+# ------------------------------------------------------------------------------ structure
+@pytest.mark.parametrize("name", FORMS)
+def test_structure_names_and_dims(name):
+    """Shared names and dims: outcome labels are the response names; matrices are
+    (outcome, outcome_bis); Deterministics evaluate to V, Sigma and their derived quantities."""
+    data = partly_missing(2, 0)
+    model = models.build(name, data)
+    assert model.coords["outcome"] == data.responses
+    assert model.coords["outcome_bis"] == data.responses
+    assert model.coords["group"] == tuple(str(g) for g in data.groups)
+    dims = model.named_vars_to_dims
+    for v in ("V", "Sigma", "corr_between", "corr_within"):
+        assert dims[v] == ("outcome", "outcome_bis")
+    for v in ("mu", "tau", "sigma", "icc"):
+        assert dims[v] == ("outcome",)
+    free = {v.name for v in model.free_RVs}
+    latent = {"centred": {"group_mean"}, "noncentred": {"group_effect_offset"}}
+    assert free == set(PARAMS) | latent.get(name, set())
+    if name in latent:
+        assert dims["group_effect"] == ("group", "outcome")
+    mu, V, Sigma = random_point(data, 1)
+    values = MvPriors.default(data).point(mu, V, Sigma)
+    if name == "centred":
+        values["group_mean"] = np.zeros((data.n_groups, 2))
+    if name == "noncentred":
+        values["group_effect_offset"] = np.zeros((data.n_groups, 2))
+    outs = model.replace_rvs_by_values(
+        [model[v] for v in ("V", "Sigma", "tau", "icc", "corr_within")])
+    det = model.compile_fn(outs, inputs=model.value_vars, mode="FAST_COMPILE", point_fn=False,
+                           on_unused_input="ignore")
+    point = value_point(model, values)
+    got = det(*[point[v.name] for v in model.value_vars])
+    np.testing.assert_allclose(got[0], V, rtol=1e-12)
+    np.testing.assert_allclose(got[1], Sigma, rtol=1e-12)
+    np.testing.assert_allclose(got[2], np.sqrt(np.diag(V)), rtol=1e-12)
+    np.testing.assert_allclose(got[3], np.diag(V) / (np.diag(V) + np.diag(Sigma)), rtol=1e-12)
+    np.testing.assert_allclose(got[4][0, 1], Sigma[0, 1] / np.sqrt(Sigma[0, 0] * Sigma[1, 1]))
+
+
+def test_builders_refuse_univariate_data_and_oversized_marginal_clusters(unbalanced):
+    """The multivariate builders need p >= 2; the marginal form refuses huge clusters."""
+    with pytest.raises(ValueError, match="one response"):
+        mv.build_sufficient(unbalanced)
+    sim = simulate_multivariate(2, mv.MARGINAL_MAX_DIM // 2 + 1, [0.0, 0.0], V_NOTES,
+                                SIGMA_NOTES, 0)
+    with pytest.raises(DataError, match="use the 'sufficient' form"):
+        mv.build_marginal(sim.data())
+
+
+def test_marginal_batches_clusters_by_missingness_signature():
+    """Clusters with the same rows-per-pattern counts share one MvNormal block, whose stacked
+    components are each cluster's observed values."""
+    data = partly_missing(2, 0, L=10)
+    blocks = list(mv.marginal_blocks(data))
+    assert sum(v.shape[0] for _, _, v in blocks) == data.n_groups
+    assert sum(v.size for _, _, v in blocks) == np.isfinite(data.y).sum()
+    assert all(np.isfinite(v).all() for _, _, v in blocks)
+
+
+# --------------------------------------------------------------------- conditional effects
+def test_cluster_conditional_is_the_gaussian_conditional():
+    """E[M_l | x_l] and Cov(M_l | x_l) equal the dense formulas
+    C_MX C_XX^-1 (x - mu) and V - C_MX C_XX^-1 C_XM on the stacked observed vector."""
+    data = partly_missing(3, 4)
+    mu, V, Sigma = random_point(data, 5)
+    mean, root = mv.cluster_conditional(mv.pattern_stats(data), mu, V, Sigma)
+    for l in range(data.n_groups):
+        y = data.y[data.codes == l]
+        r, k = np.nonzero(np.isfinite(y))
+        cxx = V[np.ix_(k, k)] + (r[:, None] == r[None, :]) * Sigma[np.ix_(k, k)]
+        cmx = V[:, k]
+        np.testing.assert_allclose(mean[l], cmx @ np.linalg.solve(cxx, y[r, k] - mu[k]),
+                                   rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(root[l] @ root[l].T, V - cmx @ np.linalg.solve(cxx, cmx.T),
+                                   rtol=1e-9, atol=1e-12)
+
+
+def test_add_group_effects_mv_draws_from_the_conditional():
+    """Draws at one fixed (mu, V, Sigma) repeated 4000 times have the conditional mean:
+    |z| < 4.5 per component (false-alarm rate < 1e-5 each)."""
+    import arviz as az
+
+    data = partly_missing(2, 1)
+    mu, V, Sigma = random_point(data, 2)
+    S = 4000
+    post = {"mu": np.broadcast_to(mu, (1, S, 2)), "V": np.broadcast_to(V, (1, S, 2, 2)),
+            "Sigma": np.broadcast_to(Sigma, (1, S, 2, 2))}
+    idata = az.from_dict(posterior={k: np.array(v) for k, v in post.items()})
+    idata = mv.add_group_effects_mv(idata, data, seed=3)
+    ge = idata.posterior["group_effect"]
+    assert ge.dims == ("chain", "draw", "group", "outcome")
+    assert list(ge.outcome.values) == list(data.responses)
+    mean, root = mv.cluster_conditional(mv.pattern_stats(data), mu, V, Sigma)
+    sd = np.sqrt(np.einsum("lij,lij->li", root, root))
+    z = (ge.values[0].mean(axis=0) - mean) / (sd / np.sqrt(S))
+    assert np.all(np.abs(z) < 4.5)
+    assert mv.add_group_effects_mv(idata, data) is idata  # already present: unchanged
+
+
+# -------------------------------------------------------------------------- slow: sampling
+@pytest.mark.slow
+def test_posterior_intervals_cover_the_notes_parameters():
+    """Simulated from the notes' V = [[4, 3], [3, 4]], Sigma = D R D (D = diag(0.5, 0.6),
+    corr -0.8), 50 clusters x 20: the posterior intervals of V, Sigma and icc cover the truth.
+
+    Eight scalars (V11, V12, V22, S11, S12, S22, icc1, icc2) are checked. Each must lie in its
+    Bonferroni interval (central 1 - 0.06/8 = 99.25%), so the family-wise false-alarm rate is
+    at most 6%; and at least 6 of the 8 central 94% intervals must cover (with independent
+    intervals, 3+ misses out of 8 at 6% each has probability 1%).
+    """
+    from models.sampling import diagnose, sample_model
+
+    sim = simulate_multivariate(50, 20, [10.0, 20.0], V_NOTES, SIGMA_NOTES, 20261127)
+    data = sim.data()
+    idata, _ = sample_model(mv.build_sufficient(data), draws=1000, tune=1000, chains=2,
+                            seed=1)
+    diag = diagnose(idata, var_names=("mu", "V", "Sigma", "icc"))
+    assert diag["ok"], diag["problems"]
+    post = idata.posterior
+    truth = {"V": V_NOTES, "Sigma": SIGMA_NOTES,
+             "icc": np.diag(V_NOTES) / (np.diag(V_NOTES) + np.diag(SIGMA_NOTES))}
+    covered94, bonferroni = [], []
+    for name, value in truth.items():
+        draws = post[name].values.reshape(-1, *post[name].shape[2:])
+        entries = [(0, 0), (0, 1), (1, 1)] if draws.ndim == 3 else [(0,), (1,)]
+        for e in entries:
+            x = draws[(slice(None), *e)]
+            lo94, hi94 = np.quantile(x, [0.03, 0.97])
+            lo, hi = np.quantile(x, [0.06 / 16, 1 - 0.06 / 16])
+            covered94.append(lo94 <= value[e] <= hi94)
+            bonferroni.append(lo <= value[e] <= hi)
+    assert all(bonferroni)
+    assert sum(covered94) >= 6

@@ -1,0 +1,198 @@
+"""Exact checks of the univariate core: densities of all four forms, simulator, ML/REML, effects."""
+
+from __future__ import annotations
+
+import math
+
+import arviz as az
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from models import PARAMETERISATIONS, checks, fit_ml, fit_reml, load
+from models.data import ClusteredData
+from models.density import group_effect_conditional, marginal_logp
+from models.simulate import simulate_univariate
+
+
+def _frame_data(sizes, seed: int, tau: float = 1.5, sigma: float = 0.7) -> ClusteredData:
+    return simulate_univariate(len(sizes), list(sizes), mu=3.0, tau=tau, sigma=sigma,
+                               rng=seed).data()
+
+
+DESIGNS = {
+    "balanced": (4, 4, 4, 4, 4),
+    "unbalanced": (2, 3, 5, 7),
+    "singletons": (1, 1, 3, 6, 1, 2),
+}
+
+
+@pytest.mark.parametrize("design", list(DESIGNS))
+def test_all_forms_equal_scipy_mvnormal(design):
+    """Integrating the Gaussian group effects out of the centred and non-centred joints (exact
+    Laplace identity), and the marginal and sufficient forms, all give
+    sum_l log MVN(x_l; mu 1, sigma^2 I + tau^2 11^T) to relative 1e-9, for tau/sigma from
+    1e-4 to 1e2, on balanced, unbalanced and singleton-containing clusters."""
+    data = _frame_data(DESIGNS[design], seed=11)
+    res = checks.compare_logp(data, n_points=20, seed=3, rtol=1e-9)
+    assert res.passed, res.text
+    assert set(res.details["max_rel_err"]) == set(PARAMETERISATIONS)
+    assert max(res.details["max_rel_err"].values()) <= 1e-9
+    ratios = res.table["tau_over_sigma"]
+    assert len(res.table) >= 20 and ratios.min() <= 1e-4 * 1.0001 and ratios.max() >= 99.99
+
+
+def test_logp_machinery_matches_pymc_compile_logp(unbalanced):
+    """Evaluating a model at constrained values (transform's forward of the inputs) gives the
+    same number as PyMC's own compile_logp at the transformed point."""
+    import pytensor.tensor as pt
+
+    model = PARAMETERISATIONS["centred"](unbalanced)
+    fn, names = checks._constrained_logp(model)
+    point = {"mu": 3.1, "tau": 0.8, "sigma": 1.7, "group_effect": np.array([0.3, -0.2, 1.1])}
+    trans = {}
+    for rv in model.free_RVs:
+        value = model.rvs_to_values[rv]
+        tr = model.rvs_to_transforms[rv]
+        trans[value.name] = tr.forward(pt.as_tensor_variable(np.asarray(point[rv.name]))).eval()
+    expected = model.compile_logp(jacobian=False, mode="FAST_COMPILE")(trans)
+    assert fn(point)[0] == pytest.approx(float(expected), rel=1e-12)
+
+
+# ----------------------------------------------------------------------------- ERRATA item 3
+def _notes_printed_logp(x, mu, tau, sigma, corrected: bool) -> float:
+    """The notes' closed-form density as printed (or with ERRATA item 3 fixed)."""
+    x = np.asarray(x, dtype=float)
+    n = x.size
+    xbar = x.mean()
+    ss = ((x - xbar) ** 2).sum()
+    s2, t2 = sigma**2, tau**2
+    last = (n * (xbar - mu) ** 2 / (s2 + n * t2) if corrected
+            else (n / s2) / (n / s2 + 1 / t2) * (xbar - mu) ** 2)  # as printed
+    return (-0.5 * n * math.log(2 * math.pi) - 0.5 * n * math.log(s2) - 0.5 * math.log(t2)
+            - 0.5 * math.log(n / s2 + 1 / t2) - 0.5 * (ss / s2 + last))
+
+
+def test_notes_printed_density_is_wrong_and_errata_fix_is_right(rng):
+    """The notes print the exponent's last term as (n/s2)/(n/s2 + 1/t2) xbar^2; completing the
+    square gives n xbar^2 / (s2 + n t2). Only the corrected form equals the MvNormal density
+    (and models.density implements it)."""
+    for _ in range(20):
+        n = int(rng.integers(1, 8))
+        tau, sigma = float(np.exp(rng.normal())), float(np.exp(rng.normal()))
+        mu = float(rng.normal())
+        x = rng.normal(mu + 1.0, 2.0, size=n)
+        cov = sigma**2 * np.eye(n) + tau**2 * np.ones((n, n))
+        truth = stats.multivariate_normal(np.full(n, mu), cov).logpdf(x)
+        fixed = _notes_printed_logp(x, mu, tau, sigma, corrected=True)
+        ours = marginal_logp(np.array([n]), np.array([x.mean()]),
+                             np.array([((x - x.mean()) ** 2).sum()]), mu, tau, sigma)
+        assert fixed == pytest.approx(truth, rel=1e-12)
+        assert ours == pytest.approx(truth, rel=1e-12)
+    # a generic point where the printed version is visibly off
+    x = np.array([1.0, 2.5, 4.0])
+    cov = 1.0 * np.eye(3) + 4.0 * np.ones((3, 3))
+    truth = stats.multivariate_normal(np.zeros(3), cov).logpdf(x)
+    printed = _notes_printed_logp(x, 0.0, 2.0, 1.0, corrected=False)
+    assert abs(printed - truth) > 0.1
+
+
+# ----------------------------------------------------------------------------- simulator
+def test_simulator_correlations_within_and_between():
+    """Over R = 10^4 replicates of L = 2, n = 3, tau = 2, sigma = 1: Corr(X_lj, X_lk) =
+    tau^2/(tau^2 + sigma^2) = 0.8 within a cluster and 0 between clusters. A sample
+    correlation of R normal pairs has standard error (1 - rho^2)/sqrt(R) (0.0036 and 0.01);
+    each of the 6 within and 9 between pairs must lie within 4 SE (false alarm 6e-5 per pair,
+    1e-3 for all 15). The simulator draws clusters independently, so one call with 2R clusters
+    gives the R replicates (clusters 2r and 2r + 1) in one vectorised pass."""
+    R = 10_000
+    sim = simulate_univariate(2 * R, 3, mu=0.0, tau=2.0, sigma=1.0, rng=20261127)
+    X = sim.frame["y"].to_numpy().reshape(R, 6)
+    corr = np.corrcoef(X, rowvar=False)
+    for i in range(6):
+        for j in range(i + 1, 6):
+            rho = 0.8 if i // 3 == j // 3 else 0.0
+            se = (1 - rho**2) / math.sqrt(R)
+            assert abs(corr[i, j] - rho) < 4 * se, (i, j, corr[i, j])
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(tau=0.0), "tau"), (dict(tau=-1.0), "tau"), (dict(sigma=0.0), "sigma"),
+    (dict(sigma=-2.0), "sigma"), (dict(n=0), "sizes"), (dict(n=[3, 0]), "sizes"),
+])
+def test_simulator_refuses_bad_parameters(kwargs, match):
+    """tau and sigma are standard deviations (> 0) and clusters have at least one row."""
+    args = dict(L=2, n=3, tau=1.0, sigma=1.0) | kwargs
+    with pytest.raises(ValueError, match=match):
+        simulate_univariate(args.pop("L"), args.pop("n"), **args)
+
+
+# ----------------------------------------------------------------------------- ML / REML
+def _five_sig(value: float, published: float) -> bool:
+    """Equal to 5 significant figures: within half a unit of the published 5th digit."""
+    return abs(value - published) <= 0.5 * 10 ** (math.floor(math.log10(abs(published))) - 4)
+
+
+def test_ml_and_reml_match_lme4_on_dyestuff():
+    """lme4 on Dyestuff: ML deviance 327.327059881135, sigma 49.5101, tau 37.2603; REML
+    criterion 319.654276842342, tau 42.0006, mu 1527.5 (5 significant figures)."""
+    d = load("dyestuff")
+    ml, reml = fit_ml(d), fit_reml(d)
+    assert _five_sig(ml.criterion, 327.327059881135)
+    assert _five_sig(ml.sigma, 49.5101)
+    assert _five_sig(ml.tau, 37.2603)
+    assert _five_sig(reml.criterion, 319.654276842342)
+    assert _five_sig(reml.tau, 42.0006)
+    assert _five_sig(reml.mu, 1527.5)
+    assert not ml.boundary and not reml.boundary
+
+
+def test_dyestuff2_is_a_boundary_fit():
+    """Dyestuff2's between-batch mean square is below the within one: tau_hat = 0 exactly,
+    flagged as a boundary fit, for ML and REML."""
+    d = load("dyestuff2")
+    for est in (fit_ml(d), fit_reml(d)):
+        assert est.tau == 0.0 and est.boundary and est.icc == 0.0
+
+
+# ----------------------------------------------------------------------------- group effects
+def test_add_group_effects_draws_from_the_conditional(unbalanced):
+    """Given (mu, tau, sigma), M_l | x_l ~ N(n tau^2 (xbar - mu)/(s2 + n t2), t2 s2/(s2 + n t2)).
+    With S = 20000 draws per parameter value, the sample mean lies within 4 sqrt(v/S) of the
+    conditional mean and the sample variance within 4 sqrt(2/S) (relative) of v (false alarm
+    6e-5 per comparison)."""
+    from models.univariate import add_group_effects
+
+    S = 20_000
+    params = np.array([[1.0, 0.5, 2.0], [4.0, 3.0, 0.3]])  # (mu, tau, sigma) per chain
+    post = {k: np.repeat(params[:, i:i + 1], S, axis=1) for i, k in
+            enumerate(("mu", "tau", "sigma"))}
+    idata = az.from_dict(posterior=post)
+    add_group_effects(idata, unbalanced, seed=5)
+    draws = idata.posterior["group_effect"].values  # (chain, draw, group)
+    n = unbalanced.stats.n[:, 0].astype(float)
+    xbar = unbalanced.stats.mean[:, 0]
+    for c, (mu, tau, sigma) in enumerate(params):
+        mean, var = group_effect_conditional(n, xbar, mu, tau, sigma)
+        m_hat, v_hat = draws[c].mean(axis=0), draws[c].var(axis=0, ddof=1)
+        assert np.all(np.abs(m_hat - mean) < 4 * np.sqrt(var / S))
+        assert np.all(np.abs(v_hat / var - 1) < 4 * math.sqrt(2 / S))
+    assert list(idata.posterior["group"].values) == [str(g) for g in unbalanced.groups]
+
+
+def test_data_container_models_equal_the_registry():
+    """The pm.Data versions used by SBC (compile once, swap data) have the registry's density:
+    equal to scipy's MvNormal to 1e-9 at 20 points."""
+    data = _frame_data((1, 2, 4, 3), seed=5)
+    builders = {f"data_{nm}": (lambda d, priors, nm=nm: checks.build_data_model(nm, d,
+                                                                               priors=priors))
+                for nm in PARAMETERISATIONS}
+    res = checks.compare_logp(data, names=[], builders=builders, n_points=20, seed=1)
+    assert res.passed, res.text
+
+
+def test_frame_fixture_is_what_conftest_says(unbalanced_frame):
+    """Sanity: the shared fixture has a singleton cluster (the tests above rely on it)."""
+    assert isinstance(unbalanced_frame, pd.DataFrame)
+    assert 1 in np.bincount(pd.factorize(unbalanced_frame["g"])[0])
