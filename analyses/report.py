@@ -871,10 +871,14 @@ def _agreement(comparison, name: str, fit: Fit) -> str:
 
 def _recommendation(fits: Mapping[str, Fit], comparison) -> tuple[str, str | None]:
     """Tell the user which forms to trust; also return the recommended form's name."""
-    good = [n for n, f in fits.items() if f.ok]
-    bad = [n for n, f in fits.items() if not f.ok]
-    bad_text = "; ".join(f"{n} ({', '.join(fits[n].diagnostics.get('problems', [])) or 'fails'})"
-                         for n in bad)
+    verdicts = getattr(comparison, "verdicts", None) or {}
+    # a form is trusted when its diagnostics pass and it does not disagree with the others
+    good = [n for n, f in fits.items()
+            if f.ok and not str(verdicts.get(n, "agrees")).upper().startswith("DISAGREE")]
+    bad = [n for n in fits if n not in good]
+    bad_text = "; ".join(
+        f"{n} ({', '.join(fits[n].diagnostics.get('problems', [])) or verdicts.get(n, 'fails')})"
+        for n in bad)
     if not good:
         advice = []
         if any(f.diagnostics.get("divergences", 0) for f in fits.values()):
@@ -929,13 +933,16 @@ def _comparison_section(fits: Mapping[str, Fit], comparison, estimates) -> tuple
         out.append(f"<h3>Posterior agreement: {_e(name)}</h3>")
         out.append(f'<div class="banner {"ok" if passed else "bad"}"><strong>'
                    f'{"Passed" if passed else "Not passed"}</strong></div>')
-        table = getattr(comparison, "table", None)
-        if table is not None and hasattr(table, "to_html") and len(table):
-            out.append(table.to_html(index=False, border=0, na_rep="–",
-                                     float_format=lambda v: _fmt(v, 3), escape=True))
         text_ = getattr(comparison, "text", "")
         if text_:
             out.append(f"<pre>{_e(text_)}</pre>")
+        table = getattr(comparison, "table", None)
+        if table is not None and hasattr(table, "to_html") and len(table):
+            out.append(f"<details><summary>All {len(table)} comparisons (z = difference / "
+                       "combined MCSE)</summary>")
+            out.append(table.to_html(index=False, border=0, na_rep="–",
+                                     float_format=lambda v: _fmt(v, 3), escape=True))
+            out.append("</details>")
     return "\n".join(out), best
 
 

@@ -68,6 +68,12 @@ class CheckResult:
     text: str
     details: dict = field(default_factory=dict)
 
+    @property
+    def verdicts(self) -> dict[str, str]:
+        """Per-form verdict text (agrees / unreliable here / DISAGREES), when the check has one."""
+        status = self.details.get("status", {})
+        return {k: (v if isinstance(v, str) else str(v.get("status", v))) for k, v in status.items()}
+
 
 # ============================================================================ exact log densities
 def _cluster_blocks(y: np.ndarray, codes: np.ndarray) -> dict[int, np.ndarray]:

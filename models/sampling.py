@@ -80,7 +80,10 @@ def sample_model(
         if int(value) < 1:
             raise ValueError(f"{name} must be a positive integer, got {value}")
     cores = cores or min(int(chains), os.cpu_count() or 1)
-    with _quiet():
+    from threadpoolctl import threadpool_limits
+
+    # Small matrices: multi-threaded BLAS makes them 100x slower on a shared 2-core machine.
+    with _quiet(), threadpool_limits(limits=1, user_api="blas"):
         if sampler == "nutpie":
             import nutpie
 
