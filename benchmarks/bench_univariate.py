@@ -331,8 +331,9 @@ def _fmt(x, nd=1):
 def write_markdown(rows: list[dict], e2e: dict, chunked: list[dict], meta: dict, path: Path):
     """benchmarks/results.md: the scaling table, the issue-3 table, end-to-end and chunked."""
     lines = [f"# Benchmark results ({meta['mode']} mode)", "",
-             f"Measured {meta['date']} on {meta['cpus']} cores shared with other jobs (load average "
-             f"{meta['load']}): timings are inflated; ratios within this run are what to compare. "
+             f"Measured {meta['date']} on {meta['cpus']} cores shared with other jobs "
+             f"(load average {meta['load']}): timings are inflated; ratios within this run are "
+             "what to compare. "
              f"nutpie, 4 chains x ({meta['tune']} tune + {meta['draws']} draws), 2 cores; "
              "`sufficient` compiled with the cached C backend, the others with numba. Peak RSS is "
              "each case's own process (VmHWM), about 0.4 GB of it the imports.", "",
@@ -368,7 +369,8 @@ def write_markdown(rows: list[dict], e2e: dict, chunked: list[dict], meta: dict,
                       "(goal <= 300 s)."]
     if e2e:
         lines += ["", "## `varcomp fit` end to end (process start to report written)", "",
-                  "| run | wall s | peak RSS MB | min ESS_bulk | goal |", "|---|---:|---:|---:|---|"]
+                  "| run | wall s | peak RSS MB | min ESS_bulk | goal |",
+                  "|---|---:|---:|---:|---|"]
         goals = {"dyestuff_run1": "<= 5 s", "dyestuff_run2": "<= 5 s (compiled code cached)",
                  "exam_sufficient": "<= 6 s, ESS >= 1000", "big_cli": "<= 20 s, <= 1.5 GB",
                  "big_chunked": "(chunked path, not yet in the CLI)"}
@@ -400,11 +402,11 @@ def plot(rows: list[dict], path: Path) -> None:
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
     for form, marker in zip(FORMS, "osD^", strict=True):
-        rs = sorted((r for r in rows if r["form"] == form and not r.get("skipped")),
-                    key=lambda r: r["rows"])
-        if not rs:
+        done = [r for r in rows if r["form"] == form and not r.get("skipped")]
+        if not done:
             continue
         for ax, key in zip(axes, ("rows", "clusters"), strict=True):
+            rs = sorted(done, key=lambda r: r[key])
             x = [r[key] for r in rs]
             total = [r["build_s"] + r["compile_s"] + r["sample_s"] for r in rs]
             line, = ax.loglog(x, total, marker=marker, label=f"{form}: total")

@@ -368,6 +368,22 @@ def test_structure_names_and_dims(name):
     np.testing.assert_allclose(got[4][0, 1], Sigma[0, 1] / np.sqrt(Sigma[0, 0] * Sigma[1, 1]))
 
 
+@pytest.mark.parametrize("name", ["centred", "noncentred"])
+def test_latent_forms_leave_missing_components_out(name):
+    """One observed node per row pattern holds exactly the observed values, and the nodes
+    can be simulated (prior predictive) with their shapes."""
+    import pymc as pm
+
+    data = partly_missing(3, 2)
+    model = getattr(mv, f"build_{name}")(data)
+    observed = {v.name: model.rvs_to_values[v].data for v in model.observed_RVs}
+    assert sum(np.size(v) for v in observed.values()) == np.isfinite(data.y).sum()
+    assert all(np.isfinite(v).all() for v in observed.values())
+    assert observed["y"].shape == (int(np.isfinite(data.y).all(axis=1).sum()), 3)
+    for v in model.observed_RVs:
+        assert pm.draw(v, random_seed=1, mode="FAST_COMPILE").shape == observed[v.name].shape
+
+
 def test_builders_refuse_univariate_data_and_oversized_marginal_clusters(unbalanced):
     """The multivariate builders need p >= 2; the marginal form refuses huge clusters."""
     with pytest.raises(ValueError, match="one response"):
