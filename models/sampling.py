@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import math
 import os
 import time
 import warnings
@@ -159,9 +160,9 @@ def diagnose(idata, var_names=SUMMARY_VARS) -> dict:
     if not r_hat <= GATE["r_hat"]:
         problems.append(f"r_hat {r_hat:.3f} > {GATE['r_hat']}")
     if not ess_bulk >= GATE["ess_bulk"]:
-        problems.append(f"ESS_bulk {ess_bulk:.0f} < {GATE['ess_bulk']:.0f}")
+        problems.append(f"ESS_bulk {math.floor(ess_bulk)} < {GATE['ess_bulk']:.0f}")
     if not ess_tail >= GATE["ess_tail"]:
-        problems.append(f"ESS_tail {ess_tail:.0f} < {GATE['ess_tail']:.0f}")
+        problems.append(f"ESS_tail {math.floor(ess_tail)} < {GATE['ess_tail']:.0f}")
     if np.isfinite(ebfmi) and ebfmi < GATE["ebfmi"]:
         problems.append(f"E-BFMI {ebfmi:.2f} < {GATE['ebfmi']}")
     return {"r_hat": r_hat, "ess_bulk": ess_bulk, "ess_tail": ess_tail,
