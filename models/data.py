@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import math
 import os
 from collections.abc import Sequence
@@ -83,10 +84,7 @@ def read_table(path: str | os.PathLike) -> pd.DataFrame:
         raise
     except pd.errors.EmptyDataError:
         raise DataError(f"{p} is empty: it has no header and no rows") from None
-    except (pd.errors.ParserError, UnicodeDecodeError, OSError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DataError(f"cannot read {p}: {first}") from None
-    except Exception as exc:  # pyarrow raises its own error types for corrupt files
+    except Exception as exc:  # parser, decoding, OS and pyarrow's own errors for corrupt files
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DataError(f"cannot read {p}: {first}") from None
     dupes = _duplicate_columns(p, df)
@@ -103,8 +101,6 @@ def _duplicate_columns(path: Path, df: pd.DataFrame) -> list[str]:
     if path.suffix.lower() not in {".parquet", ".pq"}:
         with open(path, newline="", encoding="utf-8", errors="replace") as fh:
             header = fh.readline().rstrip("\r\n")
-        import csv
-
         cols = next(csv.reader([header]), [])
     seen: set[str] = set()
     dupes: list[str] = []
