@@ -29,9 +29,11 @@ from models.sampling import SUMMARY_VARS, Fit, diagnose, sample_model
 __all__ = ["FitResult", "fit", "run", "summarise", "check_output_dir", "write_atomically"]
 
 HDI_PROB = 0.94
-# The O(L) sufficient form is cheap per gradient, so compile time dominates its run: compile it
-# with pytensor's C backend, cached on disk between runs (models.compile_cache). The other forms
-# use nutpie's numba backend, fastest per gradient and free of the GIL across chains.
+# The univariate sufficient form runs on models.native (hand-written numba, cached on disk: no
+# pytensor at all). The multivariate sufficient form is cheap per gradient, so compile time
+# dominates its run: compile it with pytensor's C backend, cached on disk between runs
+# (models.compile_cache). The other forms use nutpie's numba backend, fastest per gradient and
+# free of the GIL across chains.
 COMPILE_BACKEND = {"sufficient": "c"}
 
 
@@ -90,11 +92,18 @@ def fit(
     names = _models(model)
     _check_settings(draws, tune, chains, sampler)
     data.require_identifiable()
-    import pymc  # noqa: F401  (imported before the clock starts: build times the builder only)
     fits: dict[str, Fit] = {}
     for name in names:
+        native = _native_route(name, data, sampler, priors)
+        if not native:
+            import pymc  # noqa: F401  (imported before the clock starts: build times the builder)
         t0 = time.perf_counter()
-        m = build(name, data, priors=priors)
+        if native:
+            from models import native as native_mod
+
+            m = native_mod.compile_sufficient(data.stats, priors or _default_priors(data))
+        else:
+            m = build(name, data, priors=priors)
         t_build = time.perf_counter() - t0
         idata, sec = sample_model(m, draws=draws, tune=tune, chains=chains, seed=seed,
                                   sampler=sampler, target_accept=target_accept,
@@ -104,7 +113,9 @@ def fit(
         seconds = {"build": t_build, "compile": sec["compile"], "sample": sec["sample"]}
         seconds["total"] = t_build + sec["compile"] + sec["sample"] + (time.perf_counter() - t1)
         settings = {"draws": draws, "tune": tune, "chains": chains, "seed": seed,
-                    "sampler": sampler, "target_accept": target_accept}
+                    "sampler": sampler, "target_accept": target_accept,
+                    "backend": "native" if native else (
+                        COMPILE_BACKEND.get(name, "numba") if sampler == "nutpie" else "pymc")}
         fits[name] = Fit(name, idata, seconds, settings, diagnose(idata, _summary_vars(idata)))
     estimates = {}
     if data.p == 1:
@@ -117,11 +128,26 @@ def fit(
     return result
 
 
+def _default_priors(data):
+    from models.priors import Priors
+
+    return Priors.default(data)
+
+
+def _native_route(name: str, data, sampler: str, priors) -> bool:
+    """Whether this fit runs on :mod:`models.native` (the univariate sufficient form, nutpie)."""
+    if name != "sufficient" or data.p != 1 or sampler != "nutpie":
+        return False
+    from models.native import supported
+
+    return supported(priors or _default_priors(data))
+
+
 def _add_group_effects(idata, data: ClusteredData, seed: int) -> None:
     if "group_effect" in idata.posterior:
         return
     if data.p == 1:
-        from models.univariate import add_group_effects
+        from models.effects import add_group_effects
 
         add_group_effects(idata, data, seed=seed)
     else:
@@ -135,9 +161,7 @@ def _compare(data: ClusteredData, fits: dict[str, Fit], priors):
 
     reference = None
     if data.p == 1:
-        from models.priors import Priors
-
-        reference = checks.reference_posterior(data, priors or Priors.default(data))
+        reference = checks.reference_posterior(data, priors or _default_priors(data))
     return checks.compare_posteriors(fits, reference=reference)
 
 

@@ -24,6 +24,7 @@ import warnings
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from statistics import NormalDist
 
 import numpy as np
 from matplotlib import rc_context
@@ -221,6 +222,18 @@ def _hdi(x: np.ndarray, prob: float = HDI_PROB) -> tuple[float, float]:
     width = x[k:] - x[: x.size - k]
     i = int(np.argmin(width))
     return float(x[i]), float(x[i + k])
+
+
+def _hdi_columns(draws: np.ndarray, prob: float = HDI_PROB) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_hdi` of each column of ``draws`` (S, G) at once (finite draws assumed)."""
+    x = np.sort(np.asarray(draws, dtype=np.float64), axis=0)
+    S = x.shape[0]
+    k = max(int(math.floor(prob * S)), 1)
+    if k >= S:
+        return x[0], x[-1]
+    i = np.argmin(x[k:] - x[: S - k], axis=0)
+    cols = np.arange(x.shape[1])
+    return x[i, cols], x[i + k, cols]
 
 
 def _flat(da) -> np.ndarray:
@@ -749,11 +762,23 @@ def _ppc(post, data: ClusteredData, outcomes: list, title: str, seed: int = 0) -
     return _img(fig, f"posterior predictive check, {title}", cap) + table
 
 
-def _caterpillar(post, data: ClusteredData, outcomes: list, title: str) -> str:
-    """Group effects sorted by posterior mean with 94% HDIs; observed xbar_l - E[mu] marked."""
-    if "group_effect" not in post:
+def _caterpillar(idata, data: ClusteredData, outcomes: list, title: str) -> str:
+    """Group effects sorted by posterior mean with 94% intervals; observed xbar_l - E[mu] marked.
+
+    From the ``group_effect`` draws (HDIs) or, for very many groups, from the Rao-Blackwellised
+    posterior mean and sd of :mod:`models.effects` (mean -/+ 1.88 sd).
+    """
+    from models.effects import SUMMARY_GROUP
+
+    post = idata.posterior
+    moments = None
+    if "group_effect" in post:
+        ge = post["group_effect"]
+    elif SUMMARY_GROUP in idata.groups():
+        moments = idata[SUMMARY_GROUP]
+        ge = moments["mean"]
+    else:
         return "<p class='note'>No group_effect draws in this posterior: no caterpillar plot.</p>"
-    ge = post["group_effect"]
     if "group" not in ge.dims:
         return ""
     G = ge.sizes["group"]
@@ -764,17 +789,24 @@ def _caterpillar(post, data: ClusteredData, outcomes: list, title: str) -> str:
     fig, axes = _grid(min(4.6 * k, 10) if k > 1 else 7.0, height + 0.25, 1, k, left=left,
                       wspace=left + 0.2, top=0.4)
     axes = axes[0]
+    z = float(NormalDist().inv_cdf(0.5 + HDI_PROB / 2))
     for i, (ax, o) in enumerate(zip(axes, outcomes, strict=True)):
-        da = _sel(post, "group_effect", o).transpose("chain", "draw", "group")
-        labels = [str(g) for g in da["group"].values]
-        draws = da.values.reshape(-1, G)
-        mean = draws.mean(axis=0)
-        lo, hi = np.array([_hdi(draws[:, g]) for g in range(G)]).T
+        if moments is None:
+            da = _sel(post, "group_effect", o).transpose("chain", "draw", "group")
+            draws = da.values.reshape(-1, G)
+            mean = draws.mean(axis=0)
+            lo, hi = _hdi_columns(draws)
+            what = f"posterior mean, {HDI_PROB:.0%} HDI"
+        else:
+            mean = np.asarray(moments["mean"].values, dtype=np.float64)
+            sd = np.asarray(moments["sd"].values, dtype=np.float64)
+            lo, hi = mean - z * sd, mean + z * sd
+            what = f"posterior mean ± {z:.2f} sd"
+        labels = [str(g) for g in ge["group"].values]
         order = np.argsort(mean)
         y = np.arange(G)
         ax.hlines(y, lo[order], hi[order], color="#4a6fa5", lw=1.2 if G <= 80 else 0.6)
-        ax.plot(mean[order], y, "o", color="#1f3b63", ms=3.5 if G <= 80 else 1.5,
-                label=f"posterior mean, {HDI_PROB:.0%} HDI")
+        ax.plot(mean[order], y, "o", color="#1f3b63", ms=3.5 if G <= 80 else 1.5, label=what)
         k = _response_index(data, o, i)
         if "mu" in post and len(data.groups) == G:
             xbar = data.stats.mean[:, k] - float(_flat(_sel(post, "mu", o)).mean())
@@ -789,8 +821,14 @@ def _caterpillar(post, data: ClusteredData, outcomes: list, title: str) -> str:
         ax.set_xlabel("group effect" + _lab(o))
         ax.set_ylim(-0.7, G - 0.3)
         ax.legend(loc="lower left", bbox_to_anchor=(0.0, 1.0), ncol=2, frameon=False)
+    if moments is None:
+        band = f"with {HDI_PROB:.0%} HDIs"
+    else:
+        band = (f"with intervals mean ± {z:.2f} sd ({HDI_PROB:.0%} under a normal approximation); "
+                f"with {G:,} groups the report keeps each effect's exact posterior mean and sd "
+                f"(Rao-Blackwellised over all draws) rather than its draws")
     cap = (f"Caterpillar plot of the group effects M_l ({data.group_name}), sorted by posterior "
-           f"mean, with {HDI_PROB:.0%} HDIs. Crosses are the raw cluster means minus the posterior "
+           f"mean, {band}. Crosses are the raw cluster means minus the posterior "
            f"mean of mu: the distance from cross to dot is the shrinkage toward the grand mean.")
     return _img(fig, f"caterpillar plot of group effects, {title}", cap)
 
@@ -830,7 +868,7 @@ def _fit_section(fit: Fit, data: ClusteredData, estimates, summary, *, open_: bo
     parts.append("<h3>Posterior predictive check</h3>")
     parts.append(_ppc(post, data, outcomes, fit.name))
     parts.append("<h3>Group effects</h3>")
-    parts.append(_caterpillar(post, data, outcomes, fit.name))
+    parts.append(_caterpillar(fit.idata, data, outcomes, fit.name))
     parts.append("</details>")
     return "\n".join(p for p in parts if p)
 

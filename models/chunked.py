@@ -53,6 +53,7 @@ class SufficientData:
 
     # the same computations as ClusteredData's, which read nothing but ``stats``
     anova = ClusteredData.anova
+    moments = ClusteredData.moments
     require_identifiable = ClusteredData.require_identifiable
 
     @property
@@ -86,19 +87,6 @@ class SufficientData:
         """The file stem, for reports."""
         return Path(self.source).stem
 
-    def moments(self, k: int = 0) -> tuple[float, float]:
-        """Mean and sd (ddof 1) of all rows of response ``k``, from the statistics.
-
-        Total sum of squares = sum_l S_l + sum_l n_l (xbar_l - xbar)^2 (the one-way ANOVA
-        identity), so these equal ``np.mean(y)`` and ``np.std(y, ddof=1)`` to rounding.
-        """
-        n, m, ss = self.stats.column(k)
-        N = float(n.sum())
-        grand = float((n * m).sum() / N)
-        grand += float((n * (m - grand)).sum() / N)  # corrected two-pass, as in group_stats
-        total = float(ss.sum() + (n * (m - grand) ** 2).sum())
-        return grand, math.sqrt(total / (N - 1.0)) if N > 1 else 0.0
-
 
 def from_stats(
     stats: GroupStats,
@@ -123,14 +111,10 @@ def from_stats(
 
 
 def default_priors(data: SufficientData):
-    """:meth:`models.priors.Priors.default` computed from the statistics instead of the rows."""
-    from models.priors import NormalPrior, Priors, ScalePrior
+    """:meth:`models.priors.Priors.default` (which reads only the statistics)."""
+    from models.priors import Priors
 
-    center, sd = data.moments(0)
-    if not (sd > 0 and math.isfinite(sd)):
-        sd = abs(center) if center != 0 else 1.0
-    return Priors(mu=NormalPrior(center, 2.5 * sd), tau=ScalePrior("halfstudentt", sd),
-                  sigma=ScalePrior("halfstudentt", sd), center=center, scale=sd)
+    return Priors.default(data)
 
 
 # ------------------------------------------------------------------------------ reading

@@ -376,6 +376,19 @@ class ClusteredData:
             if np.nansum(st.ss[:, k]) == 0.0 and np.nanstd(st.mean[n > 0, k]) == 0.0:
                 raise DataError(f"response '{r}' is constant: there is no variance to decompose")
 
+    def moments(self, k: int = 0) -> tuple[float, float]:
+        """Mean and sd (ddof 1) of all rows of response ``k``, from the statistics.
+
+        Total sum of squares = sum_l S_l + sum_l n_l (xbar_l - xbar)^2 (the one-way ANOVA
+        identity), so these equal ``np.mean(y)`` and ``np.std(y, ddof=1)`` to rounding.
+        """
+        n, m, ss = self.stats.column(k)
+        N = float(n.sum())
+        grand = float((n * m).sum() / N)
+        grand += float((n * (m - grand)).sum() / N)  # corrected two-pass, as in group_stats
+        total = float(ss.sum() + (n * (m - grand) ** 2).sum())
+        return grand, math.sqrt(total / (N - 1.0)) if N > 1 else 0.0
+
     def anova(self, k: int = 0) -> dict[str, float]:
         """One-way ANOVA and method-of-moments estimates for response ``k``.
 

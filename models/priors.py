@@ -140,10 +140,7 @@ class Priors:
         3.2 sd(y): it rules out nothing a sensible model could produce, and because every scale
         is a multiple of sd(y) the posterior of the ICC is invariant to the units of y.
         """
-        y = data.y[:, k]
-        y = y[np.isfinite(y)]
-        center = float(np.mean(y))
-        sd = float(np.std(y, ddof=1)) if y.size > 1 else 0.0
+        center, sd = data.moments(k)  # from the group statistics: no pass over the rows
         if not (sd > 0 and math.isfinite(sd)):
             sd = abs(center) if center != 0 else 1.0
         return cls(mu=NormalPrior(center, 2.5 * sd), tau=ScalePrior("halfstudentt", sd),

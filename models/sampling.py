@@ -69,14 +69,13 @@ def sample_model(
 ) -> tuple[object, dict[str, float]]:
     """Sample ``model``; returns ``(InferenceData, {"compile": s, "sample": s})``.
 
-    nutpie compiles the model with numba then samples in Rust; ``sampler="pymc"`` uses
+    ``model`` is a ``pm.Model``, or a model nutpie has already compiled (such as
+    :func:`models.native.compile_sufficient`'s; then ``compile`` is 0). nutpie compiles the model with numba then samples in Rust; ``sampler="pymc"`` uses
     ``pm.sample`` (its compile time is measured by compiling logp and gradient first, which
     fills pytensor's cache for the sampler's own compile). ``backend`` is nutpie's compiler:
     ``"numba"`` (fastest per gradient) or ``"c"`` (pytensor's C backend, cached between runs;
     see :mod:`models.compile_cache`).
     """
-    import pymc as pm
-
     for name, value in (("draws", draws), ("tune", tune), ("chains", chains)):
         if int(value) < 1:
             raise ValueError(f"{name} must be a positive integer, got {value}")
@@ -91,7 +90,8 @@ def sample_model(
             from models.compile_cache import compile_nutpie
 
             t0 = time.perf_counter()
-            compiled = compile_nutpie(model, backend=backend)
+            precompiled = hasattr(model, "_make_sampler")  # a nutpie CompiledModel
+            compiled = model if precompiled else compile_nutpie(model, backend=backend)
             t1 = time.perf_counter()
             idata = nutpie.sample(compiled, draws=int(draws), tune=int(tune), chains=int(chains),
                                   cores=cores, seed=int(seed), progress_bar=progress,
@@ -102,6 +102,8 @@ def sample_model(
             if got != (int(chains), int(draws)):
                 raise KeyboardInterrupt(f"sampling stopped early: {got} of {(chains, draws)}")
         elif sampler == "pymc":
+            import pymc as pm
+
             t0 = time.perf_counter()
             model.compile_logp()
             model.compile_dlogp()

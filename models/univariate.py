@@ -15,10 +15,10 @@ from __future__ import annotations
 import numpy as np
 import pymc as pm
 import pytensor.tensor as pt
-import xarray as xr
 
 from models.data import ClusteredData
-from models.density import LOG_2PI, group_effect_conditional, marginal_logp
+from models.density import LOG_2PI, marginal_logp
+from models.effects import add_group_effects
 from models.priors import Priors
 from models.transforms import Affine
 
@@ -179,28 +179,3 @@ def build_sufficient(data: ClusteredData, *, priors: Priors | None = None) -> pm
         pm.Potential("loglik", marginal_logp(n, xbar, ss, mu, tau, sigma, xp=pt))
         _icc(tau, sigma)
     return model
-
-
-def add_group_effects(idata, data: ClusteredData, *, seed: int | None = 0):
-    """Add exact ``group_effect`` draws to a posterior that integrated them out.
-
-    For each posterior draw of (mu, tau, sigma), M_l is drawn from its conditional Normal
-    N(n tau^2 (xbar - mu)/(sigma^2 + n tau^2), tau^2 sigma^2/(sigma^2 + n tau^2)), which makes
-    (mu, tau, sigma, M) a draw from the joint posterior of the latent model. Does nothing if
-    the posterior already has ``group_effect``.
-    """
-    post = idata.posterior
-    if "group_effect" in post:
-        return idata
-    rng = np.random.default_rng(seed)
-    n = data.stats.n[:, 0].astype(np.float64)
-    xbar = data.stats.mean[:, 0]
-    mu = post["mu"].values[..., None]
-    tau = post["tau"].values[..., None]
-    sigma = post["sigma"].values[..., None]
-    mean, var = group_effect_conditional(n, xbar, mu, tau, sigma)
-    draws = mean + np.sqrt(var) * rng.standard_normal(mean.shape)
-    post["group_effect"] = xr.DataArray(
-        draws, dims=("chain", "draw", "group"),
-        coords={"chain": post.chain, "draw": post.draw, "group": [str(g) for g in data.groups]})
-    return idata
