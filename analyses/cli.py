@@ -101,12 +101,24 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _load(args):
+# Files at least this large are reduced to per-group statistics while being read (pyarrow, in
+# chunks: models.chunked) when the fit needs nothing else, i.e. --model sufficient with one
+# --response and an explicit --group: the rows never sit in memory (10^7 rows: 0.6 GB, not 3 GB).
+CHUNKED_BYTES = 64 << 20
+
+
+def _load(args, *, stats_only: bool = False):
     from models import load
 
     response = args.response
     if response and len(response) == 1:
         response = response[0]
+    path = Path(args.data)
+    if (stats_only and args.group and isinstance(response, str) and path.is_file()
+            and path.stat().st_size >= CHUNKED_BYTES):
+        from models.chunked import read_stats
+
+        return read_stats(path, group=args.group, response=response)
     return load(args.data, group=args.group, response=response)
 
 
@@ -157,7 +169,7 @@ def cmd_fit(args) -> int:
     from models.priors import Priors, parse_prior_overrides
 
     t_start = time.perf_counter()
-    data = _load(args)
+    data = _load(args, stats_only=args.model == "sufficient")
     out = Path(args.out) if args.out else Path("reports") / data.name
     check_output_dir(out)
     priors = None

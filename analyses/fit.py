@@ -353,7 +353,9 @@ def write_outputs(result: FitResult, out: Path) -> Path:
 
     def writer(tmp: Path) -> None:
         for name, f in result.fits.items():
-            f.idata.to_netcdf(str(tmp / f"{name}.nc"))
+            # uncompressed: zlib saves 3% on posterior draws (31k-row set: 75.4 vs 77.8 MB) and
+            # costs 2 s there
+            f.idata.to_netcdf(str(tmp / f"{name}.nc"), compress=False)
         html = render_report(data=result.data, fits=result.fits, estimates=result.estimates,
                              comparison=result.comparison, summary=result.summary)
         (tmp / "report.html").write_text(html, encoding="utf-8")

@@ -40,6 +40,9 @@ HDI_PROB = 0.94
 BOUNDARY_ICC = 0.01  # report P(icc < BOUNDARY_ICC) when posterior mass piles up at tau = 0
 BOUNDARY_MASS = 0.05  # ... when that probability exceeds this (or ML/REML sit on the boundary)
 PLOT_DRAWS = 1000  # posterior draws used by scatter and predictive plots (thinned evenly)
+PPC_DRAWS, PPC_MIN_DRAWS, PPC_VALUES = 400, 50, 5_000_000  # predictive replicates: draws x L cap
+ECDF_POINTS = 2000  # ranks through which an ECDF over clusters is drawn
+CATERPILLAR_MAX = 2000  # groups drawn in the caterpillar plot (evenly spaced in rank above that)
 DPI = 80
 PARAMS = ("mu", "tau", "sigma", "icc")
 ENERGY_COLORS = ("#4a6fa5", "#f0a830")
@@ -711,7 +714,8 @@ def _ppc(post, data: ClusteredData, outcomes: list, title: str, seed: int = 0) -
         k = _response_index(data, o, i)
         n, xbar, ss = data.stats.column(k)
         mu, tau, sigma = (_flat(_sel(post, v, o)) for v in ("mu", "tau", "sigma"))
-        idx = _thin_index(mu.size, 400)
+        # at most PPC_VALUES replicated clusters in all (memory and time O(1e7) at 1e5 clusters)
+        idx = _thin_index(mu.size, max(PPC_MIN_DRAWS, min(PPC_DRAWS, PPC_VALUES // n.size)))
         mu, tau, sigma = mu[idx, None], tau[idx, None], sigma[idx, None]
         S, L = mu.shape[0], n.size
         xbar_rep = (mu + tau * rng.standard_normal((S, L))
@@ -727,15 +731,19 @@ def _ppc(post, data: ClusteredData, outcomes: list, title: str, seed: int = 0) -
                 ax.set_visible(False)
                 continue
             ecdf_y = np.arange(1, obs.size + 1) / obs.size
-            # all replicate ECDFs as one NaN-separated step line (one artist: fast to draw)
-            xs = np.sort(rep[:n_show], axis=1)
+            # all replicate ECDFs as one NaN-separated step line (one artist: fast to draw),
+            # drawn through at most ECDF_POINTS ranks (the curve is then exact to 1/ECDF_POINTS)
+            ranks = _thin_index(obs.size, ECDF_POINTS)
+            xs = np.sort(rep[:n_show], axis=1)[:, ranks]
+            obs_sorted = np.sort(obs)[ranks]
+            ecdf_y = ecdf_y[ranks]
             xx = np.repeat(xs, 2, axis=1)[:, 1:]
             yy = np.repeat(ecdf_y, 2)[:-1][None, :].repeat(xs.shape[0], axis=0)
             nan = np.full((xs.shape[0], 1), np.nan)
             ax.plot(np.hstack([xx, nan]).ravel(), np.hstack([yy, nan]).ravel(),
                     color="#9ecae1", lw=0.6, alpha=0.7,
                     label=f"replicates ({xs.shape[0]} shown)")
-            ax.step(np.sort(obs), ecdf_y, where="post", color=COLORS["obs"], lw=2,
+            ax.step(obs_sorted, ecdf_y, where="post", color=COLORS["obs"], lw=2,
                     label="observed")
             ax.set_xlabel(what)
             ax.set_ylabel("ECDF over clusters")
@@ -805,6 +813,9 @@ def _caterpillar(idata, data: ClusteredData, outcomes: list, title: str) -> str:
         labels = [str(g) for g in ge["group"].values]
         order = np.argsort(mean)
         y = np.arange(G)
+        if G > CATERPILLAR_MAX:  # every k-th group in rank order, the extremes included
+            keep = _thin_index(G, CATERPILLAR_MAX)
+            order, y = order[keep], y[keep]
         ax.hlines(y, lo[order], hi[order], color="#4a6fa5", lw=1.2 if G <= 80 else 0.6)
         ax.plot(mean[order], y, "o", color="#1f3b63", ms=3.5 if G <= 80 else 1.5, label=what)
         k = _response_index(data, o, i)
@@ -827,6 +838,8 @@ def _caterpillar(idata, data: ClusteredData, outcomes: list, title: str) -> str:
         band = (f"with intervals mean ± {z:.2f} sd ({HDI_PROB:.0%} under a normal approximation); "
                 f"with {G:,} groups the report keeps each effect's exact posterior mean and sd "
                 f"(Rao-Blackwellised over all draws) rather than its draws")
+    if G > CATERPILLAR_MAX:
+        band += f"; {CATERPILLAR_MAX:,} of the {G:,} groups drawn, evenly spaced in rank"
     cap = (f"Caterpillar plot of the group effects M_l ({data.group_name}), sorted by posterior "
            f"mean, {band}. Crosses are the raw cluster means minus the posterior "
            f"mean of mu: the distance from cross to dot is the shrinkage toward the grand mean.")

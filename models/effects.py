@@ -10,7 +10,7 @@ Given (mu, tau, sigma), the group effect has the Normal conditional of
   Rao-Blackwellised posterior ``mean`` and ``sd`` of each M_l: the average of the conditional
   means, and sqrt(average conditional variance + variance of the conditional means) (the law
   of total variance). These are the exact posterior moments up to Monte Carlo error, and that
-  error is smaller than the plain draws' would be. Memory is O(L), computed in draw chunks.
+  error is smaller than the plain draws' would be. Cost O(draws x distinct sizes + L).
 """
 
 from __future__ import annotations
@@ -26,23 +26,38 @@ __all__ = ["MAX_DRAW_VALUES", "SUMMARY_GROUP", "add_group_effects", "group_effec
 MAX_DRAW_VALUES = 10_000_000
 """Largest chains x draws x groups stored as draws (80 MB of float64)."""
 SUMMARY_GROUP = "group_effects"
-_CHUNK_VALUES = 4_000_000
 
 
 def group_effect_moments(n, xbar, mu, tau, sigma) -> tuple[np.ndarray, np.ndarray]:
-    """Posterior mean and sd of each group effect from draws of (mu, tau, sigma) (1-D each)."""
+    r"""Posterior mean and sd of each group effect from draws of (mu, tau, sigma).
+
+    The conditional mean is w_n (xbar_l - mu) with w_n = n tau^2 / (sigma^2 + n tau^2) and the
+    conditional variance c_n = tau^2 sigma^2 / (sigma^2 + n tau^2) depend on the draw only
+    through the cluster size. With d_l = xbar_l - m and e = mu - m (m the posterior mean of mu,
+    to keep the terms small), averages over draws E[.] give
+
+    .. math::
+        E[M_l] = d_l E[w_n] - E[w_n e],\quad
+        E[M_l^2] = E[c_n] + d_l^2 E[w_n^2] - 2 d_l E[w_n^2 e] + E[w_n^2 e^2],
+
+    so the cost is O(draws x distinct sizes + L), not O(draws x L).
+    """
     mu, tau, sigma = (np.asarray(v, dtype=np.float64).ravel() for v in (mu, tau, sigma))
-    S, L = mu.size, np.size(n)
-    total = np.zeros(L)
-    total_sq = np.zeros(L)  # sum over draws of (conditional variance + conditional mean^2)
-    step = max(1, _CHUNK_VALUES // max(L, 1))
-    for a in range(0, S, step):
-        b = min(S, a + step)
-        m, v = group_effect_conditional(n, xbar, mu[a:b, None], tau[a:b, None], sigma[a:b, None])
-        total += m.sum(axis=0)
-        total_sq += (v + m * m).sum(axis=0)
-    mean = total / S
-    return mean, np.sqrt(np.maximum(total_sq / S - mean * mean, 0.0))
+    n = np.asarray(n, dtype=np.float64)
+    sizes, inverse = np.unique(n, return_inverse=True)
+    m = float(mu.mean())
+    e = (mu - m)[:, None]
+    t2, s2 = (tau * tau)[:, None], (sigma * sigma)[:, None]
+    v = s2 + sizes[None, :] * t2  # (draws, sizes)
+    w = sizes[None, :] * t2 / v
+    c = t2 * s2 / v
+    ew, ewe = w.mean(axis=0), (w * e).mean(axis=0)
+    ew2, ew2e, ew2e2 = (w * w).mean(axis=0), (w * w * e).mean(axis=0), (w * w * e * e).mean(axis=0)
+    d = np.asarray(xbar, dtype=np.float64) - m
+    i = inverse
+    mean = d * ew[i] - ewe[i]
+    second = c.mean(axis=0)[i] + d * d * ew2[i] - 2.0 * d * ew2e[i] + ew2e2[i]
+    return mean, np.sqrt(np.maximum(second - mean * mean, 0.0))
 
 
 def add_group_effects(idata, data, *, seed: int | None = 0, max_values: int = MAX_DRAW_VALUES):

@@ -107,3 +107,43 @@ def test_rows_are_not_available(tmp_path, rng):
     _write(df, path, "parquet")
     with pytest.raises(DataError, match="sufficient statistics"):
         _ = read_stats(path, group="school", response="score").y
+
+
+def test_cli_reads_large_files_in_chunks(tmp_path, monkeypatch, capsys):
+    """`varcomp fit FILE --model sufficient` reduces a large file while reading it, and the
+    statistics the sampler sees are the in-memory path's (its parameter block, to 1e-12)."""
+    import json
+
+    import analyses.cli as cli
+    import models.chunked as chunked
+    from models import load, native
+    from models.priors import Priors
+
+    rng = np.random.default_rng(5)
+    g = rng.integers(0, 40, size=3000)
+    frame = pd.DataFrame({"g": [f"s{k}" for k in g], "y": 100 + rng.normal(size=40)[g]
+                          + rng.normal(size=g.size)})
+    path = tmp_path / "rows.csv"
+    frame.to_csv(path, index=False)
+    calls = []
+    real = chunked.read_stats
+
+    def spy(*args, **kwargs):
+        calls.append(args)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(cli, "CHUNKED_BYTES", 0)
+    monkeypatch.setattr(chunked, "read_stats", spy)
+    out = tmp_path / "out"
+    code = cli.main(["fit", str(path), "--group", "g", "--response", "y", "--out", str(out),
+                     "--draws", "200", "--tune", "200", "--chains", "2"])
+    capsys.readouterr()
+    assert code == 0 and len(calls) == 1
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["data"]["n_obs"] == 3000 and summary["data"]["n_groups"] == 40
+    assert (out / "report.html").stat().st_size > 0
+    mem = load(str(path), group="g", response="y")
+    chunk = real(path, group="g", response="y")
+    a = native.parameter_block(chunk.stats, Priors.default(chunk))
+    b = native.parameter_block(mem.stats, Priors.default(mem))
+    np.testing.assert_allclose(a, b, rtol=1e-12)
