@@ -94,28 +94,20 @@ def fit(
     data.require_identifiable()
     fits: dict[str, Fit] = {}
     for name in names:
-        native = _native_route(name, data, sampler, priors)
-        if not native:
-            import pymc  # noqa: F401  (imported before the clock starts: build times the builder)
+        _import_for(name, data, sampler, priors)  # imports are not build time
         t0 = time.perf_counter()
-        if native:
-            from models import native as native_mod
-
-            m = native_mod.compile_sufficient(data.stats, priors or _default_priors(data))
-        else:
-            m = build(name, data, priors=priors)
+        m, backend = prepare(name, data, priors=priors, sampler=sampler)
         t_build = time.perf_counter() - t0
         idata, sec = sample_model(m, draws=draws, tune=tune, chains=chains, seed=seed,
                                   sampler=sampler, target_accept=target_accept,
-                                  progress=progress, backend=COMPILE_BACKEND.get(name, "numba"))
+                                  progress=progress, backend=backend)
         t1 = time.perf_counter()
         _add_group_effects(idata, data, seed)
         seconds = {"build": t_build, "compile": sec["compile"], "sample": sec["sample"]}
         seconds["total"] = t_build + sec["compile"] + sec["sample"] + (time.perf_counter() - t1)
         settings = {"draws": draws, "tune": tune, "chains": chains, "seed": seed,
                     "sampler": sampler, "target_accept": target_accept,
-                    "backend": "native" if native else (
-                        COMPILE_BACKEND.get(name, "numba") if sampler == "nutpie" else "pymc")}
+                    "backend": backend if sampler == "nutpie" else "pymc"}
         fits[name] = Fit(name, idata, seconds, settings, diagnose(idata, _summary_vars(idata)))
     estimates = {}
     if data.p == 1:
@@ -126,6 +118,29 @@ def fit(
     result = FitResult(data, fits, estimates, comparison)
     result.summary = summarise(result)
     return result
+
+
+def prepare(name: str, data, *, priors=None, sampler: str = "nutpie") -> tuple[object, str]:
+    """What :func:`fit` samples for form ``name``: ``(model, backend)``.
+
+    The univariate ``sufficient`` form sampled by nutpie is :mod:`models.native`'s compiled
+    density (an already compiled nutpie model, backend ``"native"``); every other form is its
+    PyMC model with the nutpie compiler of :data:`COMPILE_BACKEND`. PyMC is imported only
+    when a PyMC model is built.
+    """
+    if _native_route(name, data, sampler, priors):
+        from models import native
+
+        return native.compile_sufficient(data.stats, priors or _default_priors(data)), "native"
+    return build(name, data, priors=priors), COMPILE_BACKEND.get(name, "numba")
+
+
+def _import_for(name: str, data, sampler: str, priors) -> None:
+    if _native_route(name, data, sampler, priors):
+        import models.native  # noqa: F401  (loads the cached machine code)
+        import nutpie  # noqa: F401
+    else:
+        import pymc  # noqa: F401
 
 
 def _default_priors(data):
