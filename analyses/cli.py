@@ -283,8 +283,8 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", category=UserWarning, module="arviz")
     os.environ.setdefault("PYTHONWARNINGS", "ignore::FutureWarning")
-    args = build_parser().parse_args(argv)
     try:
+        args = build_parser().parse_args(argv)  # inside: Ctrl-C while importing is handled too
         return COMMANDS[args.command](args)
     except KeyboardInterrupt:
         print("varcomp: interrupted; no output was written", file=sys.stderr)
