@@ -27,7 +27,6 @@ log(scale), z_tau + log(scale), z_sigma + log(scale), as PyMC's does.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import numba
 import numpy as np
@@ -38,7 +37,8 @@ from models.data import GroupStats
 from models.density import LOG_2PI
 from models.priors import Priors, ScalePrior
 
-__all__ = ["EXPANDED", "NativeSufficient", "compile_sufficient", "size_groups", "supported"]
+__all__ = ["EXPANDED", "compile_sufficient", "logp_and_grad", "parameter_block", "size_groups",
+           "supported"]
 
 FAMILY_CODE = {"halfnormal": 0.0, "halfstudentt": 1.0, "halfcauchy": 2.0, "exponential": 3.0}
 # The sampler's (unconstrained) coordinates, then the constrained values and the ICC: the
@@ -67,7 +67,7 @@ def size_groups(n: np.ndarray, xbar: np.ndarray) -> tuple[np.ndarray, ...]:
 
 
 def _prior_const(prior: ScalePrior) -> float:
-    """The normalising constant of a scale prior's log density (PyMC's, in float64)."""
+    """The normalising constant of a scale prior's log density (exact, in float64)."""
     s = prior.scale
     if prior.family == "halfnormal":
         return 0.5 * math.log(2.0 / math.pi) - math.log(s)
@@ -105,7 +105,7 @@ def parameter_block(stats: GroupStats, priors: Priors, k: int = 0) -> np.ndarray
 
 # ------------------------------------------------------------------------ compiled code
 # Module-level functions so numba's on-disk cache (``cache=True``) applies: the first import
-# compiles (~5 s), every later process loads the machine code (~0.1 s).
+# compiles (~1-2 s), every later process loads the machine code.
 @numba.njit(cache=True)
 def _scale_prior(code, s, nu, x):
     """Log density (without its constant) of a scale prior at x, and its x-derivative."""
@@ -218,14 +218,6 @@ def to_unconstrained(priors: Priors, mu: float, tau: float, sigma: float) -> np.
 def _support_z(priors: Priors) -> np.ndarray:
     """PyMC's initial point before jitter: each prior's support point, in the z coordinates."""
     return to_unconstrained(priors, priors.mu.loc, priors.tau.scale, priors.sigma.scale)
-
-
-@dataclass
-class NativeSufficient:
-    """What :func:`compile_sufficient` returns: the nutpie model and the block it reads."""
-
-    compiled: object
-    block: np.ndarray
 
 
 def compile_sufficient(stats: GroupStats, priors: Priors, *, k: int = 0):
