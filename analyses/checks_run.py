@@ -6,6 +6,15 @@ the diagnostics gate fails), compares the posteriors with each other and with th
 reference, and finally runs SBC. Exit 0 iff the exact checks pass, no reliable pair disagrees,
 and every form agrees with the reference in at least two settings (the issue's definition; the
 SBC verdict is reported in ``checks.json`` under ``sbc`` but does not set the exit code).
+
+Then the multivariate forms (:data:`MV_SETTINGS`: the notes' bivariate example, and one with
+partly missing rows): the exact log-density check of every form, the posterior comparison of
+the forms with each other (there is no quadrature reference for p = 2), and SBC of the
+multivariate ``sufficient`` form, reported under ``multivariate`` in ``checks.json``. Their exact
+checks and pairwise agreement count towards the exit code like the univariate ones; their SBC
+verdict is reported only. ``--quick`` compares the forms in the partly-missing setting only,
+and only ``sufficient`` and ``centred`` (the non-centred form needs long runs on these data,
+the literal MvNormal's numba compilation takes minutes).
 """
 
 from __future__ import annotations
@@ -26,6 +35,71 @@ MARGINAL_MAX_CLUSTER = 200
 MIN_REFERENCE_AGREEMENTS = 2
 # In --quick mode the MvNormal form is sampled only where its graph has few blocks.
 QUICK_MARGINAL_MAX_SIZES = 3
+
+
+V_NOTES = ((4.0, 3.0), (3.0, 4.0))
+"""The notes' between-cluster covariance (the R code's; the printed [[2, 3], [3, 4]] is not PD)."""
+SIGMA_SD, SIGMA_CORR = (0.5, 0.6), -0.8
+"""Sigma = D R D with D = diag(0.5, 0.6) and within-cluster correlation -0.8."""
+
+
+@dataclass(frozen=True)
+class MvSetting:
+    """A simulated bivariate design: L clusters of sizes ``n``, true (mu, V, Sigma), and a
+    fraction ``missing`` of outcome values missing completely at random."""
+
+    name: str
+    L: int
+    n: int | tuple[int, ...]
+    mu: tuple[float, ...]
+    V: tuple[tuple[float, ...], ...]
+    sigma_sd: tuple[float, ...]
+    sigma_corr: float
+    missing: float
+    note: str
+
+    @property
+    def Sigma(self) -> np.ndarray:
+        """D R D."""
+        from models.simulate_mv import sigma_from_sd_corr
+
+        p = len(self.sigma_sd)
+        R = np.full((p, p), self.sigma_corr)
+        np.fill_diagonal(R, 1.0)
+        return sigma_from_sd_corr(self.sigma_sd, R)
+
+    def simulate(self, seed: int):
+        """Simulate the design: a multivariate :class:`~models.data.ClusteredData`."""
+        from models.simulate import Simulated
+        from models.simulate_mv import drop_components, simulate_multivariate
+
+        rng = np.random.default_rng(seed)
+        sim = simulate_multivariate(self.L, list(self.n) if isinstance(self.n, tuple) else self.n,
+                                    self.mu, np.array(self.V), self.Sigma, rng)
+        frame = drop_components(sim.frame, self.missing, rng) if self.missing else sim.frame
+        return Simulated(frame, sim.effects, sim.params).data()
+
+    def describe(self) -> dict:
+        """Plain-dict form for JSON."""
+        return {"name": self.name, "L": self.L, "n": list(self.n) if isinstance(self.n, tuple)
+                else self.n, "mu": list(self.mu), "V": [list(r) for r in self.V],
+                "Sigma": self.Sigma.tolist(), "missing": self.missing, "note": self.note}
+
+
+MV_SETTINGS = (
+    MvSetting("mv-notes", 30, 10, (10.0, 20.0), V_NOTES, SIGMA_SD, SIGMA_CORR, 0.0,
+              "the notes' bivariate example: V = [[4, 3], [3, 4]], Sigma = D R D, D = "
+              "diag(0.5, 0.6), corr -0.8; 30 clusters of 10 complete rows"),
+    MvSetting("mv-missing", 20, (2, 3, 4, 5, 6, 7, 8, 2, 3, 4, 5, 6, 7, 8, 3, 4, 5, 6, 2, 8),
+              (10.0, 20.0), V_NOTES, SIGMA_SD, SIGMA_CORR, 0.2,
+              "the same V and Sigma, 20 clusters of 2-8 rows, 20% of the outcome values missing "
+              "(rows partly observed)"),
+)
+MV_QUICK_SETTINGS = ("mv-missing",)
+MV_QUICK_FORMS = ("sufficient", "centred")
+# the literal MvNormal form is sampled only with few blocks (numba compiles each MvNormal)
+MV_MARGINAL_MAX_BLOCKS = 3
+MV_COMPARE_VARS = ("mu", "V", "Sigma", "icc", "corr_between", "corr_within")
 
 
 @dataclass(frozen=True)
@@ -121,6 +195,116 @@ def _fit_form(name: str, data, priors, plan: list[dict], seed: int, *,
     return Fit(name, idata, seconds, used, diagnostics)
 
 
+def _fit_form_mv(name: str, data, priors, plan: list[dict], seed: int, *, backend: str,
+                 retry_budget: float | None = None):
+    """Sample the registry's multivariate form ``name`` (as :func:`_fit_form`, diagnostics on
+    mu, V, Sigma, icc and the correlations)."""
+    import nutpie
+
+    from models import build
+    from models.compile_cache import compile_nutpie
+    from models.sampling import Fit, _quiet, diagnose
+
+    t0 = time.perf_counter()
+    with _quiet():
+        compiled = compile_nutpie(build(name, data, priors=priors), backend=backend)
+    seconds = {"compile": time.perf_counter() - t0, "sample": 0.0}
+    attempt, settings = 0, plan[0]
+    for settings in plan:
+        attempt += 1
+        t1 = time.perf_counter()
+        with _quiet():
+            idata = nutpie.sample(compiled, seed=seed, cores=2, progress_bar=False,
+                                  save_warmup=False, **settings)
+        took = time.perf_counter() - t1
+        seconds["sample"] += took
+        with _quiet():
+            diagnostics = diagnose(idata, MV_COMPARE_VARS)
+        if diagnostics["ok"] or (retry_budget is not None and took > retry_budget):
+            break
+    used = dict(settings, attempt=attempt, seed=seed, sampler="nutpie", backend=backend,
+                model="registry")
+    return Fit(name, idata, seconds, used, diagnostics)
+
+
+def _skip_mv(form: str, data, quick: bool) -> str | None:
+    """Why multivariate form ``form`` is not sampled in this setting (None: it is)."""
+    from models import multivariate as mv
+
+    if quick and form not in MV_QUICK_FORMS:
+        return (f"not sampled in --quick (only {', '.join(MV_QUICK_FORMS)} are); run without "
+                f"--quick")
+    if form == "marginal":
+        blocks = list(mv.marginal_blocks(data))
+        if len(blocks) > MV_MARGINAL_MAX_BLOCKS:
+            return (f"not sampled: {len(blocks)} MvNormal blocks (> {MV_MARGINAL_MAX_BLOCKS}; "
+                    f"numba compiles each, minutes); its exact log density is checked")
+    return None
+
+
+def _run_multivariate(*, quick: bool, sims: int | None, seed: int, t_start: float) -> tuple:
+    """The multivariate part: exact logp, posterior comparison, SBC of ``sufficient``.
+
+    Returns ``(report, passed_logp, passed_pairs, tables, sbc_result)``.
+    """
+    from models import NAMES, checks, checks_mv
+    from models.priors import MvPriors
+
+    plan = _sampling_plan(quick)
+    # quick: PyTensor's C backend, whose compiled modules are cached between runs; otherwise
+    # numba (slower to compile, ~10x faster per gradient for the long runs of the full check)
+    backend = "c" if quick else "numba"
+    report: dict = {"settings": [s.describe() for s in MV_SETTINGS], "logp": {},
+                    "posteriors": {}, "backend": backend}
+    logp_ok, pairs_ok, tables = True, True, {}
+    for i, setting in enumerate(MV_SETTINGS):
+        data = setting.simulate(seed + 100 + i)
+        priors = MvPriors.default(data)
+        t0 = time.perf_counter()
+        twin = {"sufficient (pm.Data)": lambda d, priors: checks_mv.build_data_model_mv(
+            "sufficient", d, priors=priors)}
+        lp = checks_mv.compare_logp_mv(data, seed=seed + i, priors=priors, builders=twin)
+        logp_ok &= lp.passed
+        report["logp"][setting.name] = {"passed": lp.passed, **lp.details, "text": lp.text,
+                                        "seconds": time.perf_counter() - t0}
+        line = f"{setting.name}: logp {'ok' if lp.passed else 'FAILS'}"
+        if quick and setting.name not in MV_QUICK_SETTINGS:
+            report["posteriors"][setting.name] = {"skipped": "not sampled in --quick"}
+            print(f"[{time.perf_counter() - t_start:6.1f} s] {line}; posteriors not compared "
+                  f"in --quick", flush=True)
+            continue
+        fits, skipped = {}, {}
+        for form in NAMES:
+            why = _skip_mv(form, data, quick)
+            if why:
+                skipped[form] = why
+                continue
+            fits[form] = _fit_form_mv(form, data, priors, plan, seed + i, backend=backend,
+                                      retry_budget=8.0 if quick else None)
+        cmp = checks.compare_posteriors(fits, var_names=MV_COMPARE_VARS)
+        pairs_ok &= cmp.passed
+        tables[setting.name] = cmp.table
+        report["posteriors"][setting.name] = {
+            "passed": cmp.passed, "status": cmp.details["status"], "text": cmp.text,
+            "max_abs_z": cmp.details["max_abs_z"], "skipped": skipped,
+            "n_comparisons": int((cmp.table.verdict != "not judged").sum()),
+            "fits": {f: {"settings": fit.settings, "seconds": fit.seconds,
+                         "diagnostics": fit.diagnostics} for f, fit in fits.items()},
+        }
+        print(f"[{time.perf_counter() - t_start:6.1f} s] {line}; " + "; ".join(
+            f"{f} {s}" for f, s in cmp.details["status"].items()), flush=True)
+    n_sims = sims or (30 if quick else 100)
+    t0 = time.perf_counter()
+    res = checks_mv.sbc_mv(n_sims, seed=seed, missing=0.1)
+    report["sbc"] = {"passed": res.passed, "pvalues": res.pvalues, "text": res.text,
+                     "p_chi2": dict(zip(res.table.quantity, res.table.p_chi2, strict=True)),
+                     "seconds": time.perf_counter() - t0, **res.details}
+    print(f"[{time.perf_counter() - t_start:6.1f} s] {res.text}", flush=True)
+    report.update({"exact_logp_passed": bool(logp_ok), "no_reliable_pair_disagrees":
+                   bool(pairs_ok)})
+    return report, bool(logp_ok), bool(pairs_ok), tables, res
+
+
 def _data_twins(forms) -> dict:
     """``compare_logp`` builders of the pm.Data twins that :func:`_fit_form` samples."""
     from models import checks
@@ -173,7 +357,8 @@ def run_checks(*, quick: bool, sims: int | None, out: Path | None, seed: int = 0
     Parameters
     ----------
     quick : bool
-        Fewer draws and SBC for ``sufficient`` only (target: <= 5 minutes on 2 cores).
+        Fewer draws, SBC for ``sufficient`` only, and the multivariate posteriors compared in
+        one setting for two forms (target: <= 5 minutes on 2 cores; measured 273 s).
     sims : int, optional
         SBC simulations per form (default 30 quick, 100 otherwise).
     out : Path, optional
@@ -248,10 +433,14 @@ def run_checks(*, quick: bool, sims: int | None, out: Path | None, seed: int = 0
                 "p_chi2": dict(zip(res.table.quantity, res.table.p_chi2, strict=True)),
                 "seconds": time.perf_counter() - t0, **res.details}
             print(f"[{time.perf_counter() - t_start:6.1f} s] {res.text}", flush=True)
+        mv_report, mv_logp_ok, mv_pairs_ok, mv_tables, mv_sbc = _run_multivariate(
+            quick=quick, sims=sims, seed=seed, t_start=t_start)
+    report["multivariate"] = mv_report
     enough = {f: agreements[f] >= MIN_REFERENCE_AGREEMENTS for f in forms}
-    passed = bool(logp_ok and pairs_ok and all(enough.values()))
+    passed = bool(logp_ok and pairs_ok and all(enough.values()) and mv_logp_ok and mv_pairs_ok)
     report.update({"passed": passed, "exact_logp_passed": bool(logp_ok),
                    "no_reliable_pair_disagrees": bool(pairs_ok),
+                   "multivariate_passed": bool(mv_logp_ok and mv_pairs_ok),
                    "agreements_with_reference": agreements, "table": status,
                    "seconds": time.perf_counter() - t_start})
     print()
@@ -268,6 +457,12 @@ def run_checks(*, quick: bool, sims: int | None, out: Path | None, seed: int = 0
         print(f"settings used, {s.name}: " + "; ".join(
             f"{f} target_accept {u['target_accept']}, {u['chains']}x{u['draws']} draws, "
             f"maxdepth {u['maxdepth']}" for f, u in used.items()))
+    for name, v in mv_report["posteriors"].items():
+        for f, why in v.get("skipped", {}).items() if isinstance(v.get("skipped"), dict) else ():
+            print(f"{name}: {f} {why}")
+    print(f"multivariate: exact log densities {'pass' if mv_logp_ok else 'FAIL'}; reliable "
+          f"pairs {'agree' if mv_pairs_ok else 'DISAGREE'}; SBC sufficient "
+          f"{'pass' if mv_sbc.passed else 'FAIL'}")
     print(f"exact log densities: {'pass' if logp_ok else 'FAIL'}; reliable pairs: "
           f"{'agree' if pairs_ok else 'DISAGREE'}; SBC: " + ", ".join(
               f"{f} {'pass' if r.passed else 'FAIL'}" for f, r in sbc_results.items())
@@ -283,6 +478,10 @@ def run_checks(*, quick: bool, sims: int | None, out: Path | None, seed: int = 0
             for form, res in sbc_results.items():
                 res.ranks.to_csv(tmp / f"sbc_ranks_{form}.csv", index=False)
                 checks.plot_sbc(res, tmp / f"sbc_{form}.png")
+            for name, table in mv_tables.items():
+                table.to_csv(tmp / f"posteriors_{name}.csv", index=False)
+            mv_sbc.ranks.to_csv(tmp / "sbc_ranks_mv_sufficient.csv", index=False)
+            checks.plot_sbc(mv_sbc, tmp / "sbc_mv_sufficient.png")
 
         write_atomically(Path(out), writer)
         print(f"wrote {Path(out) / 'checks.json'}")

@@ -12,6 +12,11 @@ Four checks, each returning a :class:`CheckResult` (``name``, ``passed``, ``tabl
   (2022).
 - Power: :func:`build_broken_tau_not_squared`, a deliberately wrong model, fails the first and
   the last.
+
+The multivariate forms are covered by :mod:`models.checks_mv` (re-exported here):
+``compare_logp`` dispatches to :func:`~models.checks_mv.compare_logp_mv` for p > 1,
+``compare_posteriors`` compares mu, V, Sigma, icc and both correlations of multivariate fits,
+and :func:`~models.checks_mv.sbc_mv` calibrates the multivariate ``sufficient`` form.
 """
 
 from __future__ import annotations
@@ -102,13 +107,17 @@ def scipy_loglik(data: ClusteredData, mu: float, tau: float, sigma: float, k: in
     return total
 
 
-def _constrained_logp(model, mode: str | None = None) -> tuple[Callable[[dict], tuple], list[str]]:
+def _constrained_logp(model, mode: str | None = None, *,
+                      prior_names: Sequence[str] = ("mu", "tau", "sigma"),
+                      ) -> tuple[Callable[[dict], tuple], list[str]]:
     """Compile ``model``'s log density (no Jacobian) as a function of constrained values.
 
     Each value variable is replaced by the transform's ``forward`` of a new input, so the
     function takes ``{"mu": .., "tau": .., ...}`` on the model's own scale. (The transforms of
-    :mod:`models.transforms` and PyMC's log transform use no RV inputs in ``forward``.) The
-    function returns ``(total, prior)``: the whole log density and the terms of mu, tau, sigma.
+    :mod:`models.transforms`, PyMC's log transform and its LKJ-Cholesky transform use no RV
+    inputs in ``forward``.) The function returns ``(total, prior)``: the whole log density and
+    the terms of ``prior_names``. Each term is summed separately and the terms are added in
+    Python (PyTensor's Python linker cannot add more than 32 terms in one Elemwise).
     """
     import pytensor
     from pytensor.graph.replace import graph_replace
@@ -121,14 +130,15 @@ def _constrained_logp(model, mode: str | None = None) -> tuple[Callable[[dict], 
         replace[value] = x if tr is None else tr.forward(x)
         names.append(rv.name)
         inputs.append(x)
-    prior_vars = [model[v] for v in ("mu", "tau", "sigma")]
-    outs = graph_replace([model.logp(jacobian=False),
-                          model.logp(vars=prior_vars, jacobian=False)], replace, strict=False)
+    prior_vars = [model[v] for v in prior_names]
+    terms = [t.sum() for t in model.logp(jacobian=False, sum=False)]
+    prior_terms = [t.sum() for t in model.logp(vars=prior_vars, jacobian=False, sum=False)]
+    outs = graph_replace(terms + prior_terms, replace, strict=False)
     fn = pytensor.function(inputs, outs, on_unused_input="ignore", mode=mode)
 
     def f(point: dict) -> tuple[float, float]:
-        total, prior = fn(*[np.asarray(point[n], dtype=np.float64) for n in names])
-        return float(total), float(prior)
+        out = fn(*[np.asarray(point[n], dtype=np.float64) for n in names])
+        return float(sum(out[:len(terms)])), float(sum(out[len(terms):]))
 
     return f, names
 
@@ -206,10 +216,13 @@ def compare_logp(
     HalfStudentT computes log 2 in float32, a constant 2.0e-8 per term that cannot move a
     posterior but would swamp a 1e-9 comparison of whole densities.
 
+    Multivariate data (``data.p > 1``) go to :func:`models.checks_mv.compare_logp_mv` (the
+    same check on each cluster's stacked observed vector, missing outcomes integrated out).
+
     Parameters
     ----------
     data : ClusteredData
-        Univariate data.
+        Univariate data (multivariate: see above).
     names : sequence of str, optional
         Registry entries to check (default: all of ``models.PARAMETERISATIONS``).
     n_points, seed, rtol
@@ -231,6 +244,11 @@ def compare_logp(
     """
     from models import PARAMETERISATIONS
 
+    if data.p > 1:  # the multivariate forms: models.checks_mv
+        from models.checks_mv import compare_logp_mv
+
+        return compare_logp_mv(data, names, n_points, seed, rtol, priors=priors,
+                               builders=builders, mode=mode or "FAST_COMPILE")
     priors = priors or Priors.default(data)
     mode = mode or ("FAST_COMPILE" if int(data.sizes.max()) <= 50 else "FAST_RUN")
     chosen = {nm: PARAMETERISATIONS[nm] for nm in (PARAMETERISATIONS if names is None else names)}
@@ -511,7 +529,12 @@ def reference_posterior(
 
 # ============================================================================ posterior agreement
 def _draws(idata, var: str) -> dict[str, np.ndarray]:
-    """``{label: (chain, draw) array}`` for ``var``, flattening any extra dims (``mu[a]``)."""
+    """``{label: (chain, draw) array}`` for ``var``, flattening any extra dims (``mu[a]``).
+
+    A matrix over (outcome, outcome_bis) is symmetric: only its upper triangle is kept
+    (``V[a,b]`` for a <= b, as ``summary.json`` names them), and for a correlation matrix only
+    the off-diagonal (its diagonal is 1).
+    """
     post = idata.posterior
     if var not in post:
         if var == "icc" and "tau" in post and "sigma" in post and post["tau"].ndim == 2:
@@ -522,6 +545,12 @@ def _draws(idata, var: str) -> dict[str, np.ndarray]:
     extra = [d for d in da.dims if d not in ("chain", "draw")]
     if not extra:
         return {var: da.values}
+    if len(extra) == 2 and extra[1].endswith("_bis"):
+        a, b = extra
+        labels = list(da[a].values)
+        first = 1 if var.startswith("corr") else 0
+        return {f"{var}[{la},{labels[j]}]": da.isel({a: i, b: j}).values
+                for i, la in enumerate(labels) for j in range(i + first, len(labels))}
     flat = da.stack(_elem=extra)
     return {f"{var}[{','.join(map(str, np.atleast_1d(lab)))}]": flat.isel(_elem=i).values
             for i, lab in enumerate(flat["_elem"].values)}
@@ -551,17 +580,23 @@ def compare_posteriors(
     reference: ReferencePosterior | None = None,
     z_max: float = 4.0,
     *,
-    var_names: Sequence[str] = SUMMARY_VARS,
+    var_names: Sequence[str] | None = None,
 ) -> CheckResult:
     r"""Posterior means and 5/50/95% quantiles agree between fits within Monte Carlo error.
 
-    For each pair of fits and each of ``var_names`` (elements of vectors separately),
+    ``var_names`` defaults to mu, tau, sigma, icc; for multivariate fits (a posterior with
+    ``V``) to :data:`models.checks_mv.MV_SUMMARY_VARS`: mu[k], the upper triangles of V and
+    Sigma, icc[k], and the off-diagonal corr_between and corr_within. For each pair of fits and
+    each of ``var_names`` (elements of vectors and matrices separately),
     :math:`z = (\hat\theta_a - \hat\theta_b) / \sqrt{\mathrm{mcse}_a^2 + \mathrm{mcse}_b^2}`
     (ArviZ MCSE: ``method="mean"``, or ``"quantile"`` at the quantile's probability); against
     the ``reference`` the denominator is the fit's MCSE alone. With |z| <= 4 about 0.1% of
-    ~16 comparisons of one pair falsely fail. A fit failing the diagnostics gate
-    (:func:`models.sampling.diagnose`) is never judged: its rows say "not judged" and its
-    status is "unreliable here" with its problems.
+    ~16 comparisons of one pair falsely fail. Each comparison falsely fails with probability
+    6.3e-5 if the MCSEs are exact (two-sided normal tail beyond 4); for p = 2 outcomes one pair
+    makes 12 x 4 = 48 comparisons (0.3%), and the four forms' six pairs 288 (about 2%), somewhat
+    more in practice since the MCSEs are themselves estimated. A fit failing the diagnostics
+    gate (:func:`models.sampling.diagnose` on ``var_names``) is never judged: its rows say
+    "not judged" and its status is "unreliable here" with its problems.
 
     Returns
     -------
@@ -572,7 +607,13 @@ def compare_posteriors(
     """
     if not isinstance(fits, Mapping):
         fits = {f.name: f for f in fits}
-    diags = {nm: (f.diagnostics if f.diagnostics else diagnose(f.idata)) for nm, f in fits.items()}
+    if var_names is None:
+        multivariate = any("V" in f.idata.posterior for f in fits.values())
+        if multivariate:
+            from models.checks_mv import MV_SUMMARY_VARS
+        var_names = MV_SUMMARY_VARS if multivariate else SUMMARY_VARS
+    diags = {nm: (f.diagnostics if f.diagnostics else diagnose(f.idata, var_names))
+             for nm, f in fits.items()}
     reliable = {nm: bool(d.get("ok", False)) for nm, d in diags.items()}
     est: dict[str, dict[str, dict]] = {}
     for nm, f in fits.items():
@@ -722,6 +763,7 @@ def rank_uniformity(
 
 class _DataSwapper:
     """One compiled model, many data sets: nutpie's ``with_data`` (numba) or ``set_value`` (c).
+    ``updates(name, data)`` gives the containers' values (default :func:`data_updates`).
 
     The numba backend bakes pointers to the data into its C callback and swaps them with
     ``with_data``; the ``"c"`` backend of :mod:`models.compile_cache` calls PyTensor
@@ -729,14 +771,16 @@ class _DataSwapper:
     values changes the data the compiled density reads (PyTensor's shared-storage semantics).
     """
 
-    def __init__(self, model, name: str, backend: str):
+    def __init__(self, model, name: str, backend: str,
+                 updates: Callable[[str, ClusteredData], dict] | None = None):
         from models.compile_cache import compile_nutpie
 
         self.model, self.name, self.backend = model, name, backend
+        self.updates = updates or data_updates
         self.compiled = compile_nutpie(model, backend=backend)
 
     def __call__(self, data: ClusteredData):
-        upd = data_updates(self.name, data)
+        upd = self.updates(self.name, data)
         if self.backend == "numba":
             return self.compiled.with_data(**upd)
         for key, value in upd.items():
@@ -861,14 +905,15 @@ def plot_sbc(result: SBCResult, path: str | Path | None = None):
     from matplotlib.figure import Figure
 
     qs = list(result.band)
+    # the per-quantity level (the multivariate SBC splits its family-wise alpha)
+    alpha = result.details.get("alpha_per_quantity", result.details.get("alpha", 0.01))
     fig = Figure(figsize=(3.0 * len(qs), 2.8), layout="constrained")
     axes = fig.subplots(1, len(qs), sharey=True, squeeze=False)[0]
     for ax, q in zip(axes, qs, strict=True):
         b = result.band[q]
         ax.fill_between(b["p"], b["band_lo"], b["band_hi"], step="mid", color="0.85",
-                        label=f"{100 * (1 - result.details.get('alpha', 0.01)):.0f}% band")
-        ax.step(b["p"], b["ecdf_diff"], where="mid", color="C3" if b["p_ecdf"] < result.details.get(
-            "alpha", 0.01) else "C0")
+                        label=f"{100 * (1 - alpha):.3g}% band")
+        ax.step(b["p"], b["ecdf_diff"], where="mid", color="C3" if b["p_ecdf"] < alpha else "C0")
         ax.axhline(0.0, color="0.4", lw=0.6)
         ax.set_title(f"{q} (p={b['p_ecdf']:.3f})", fontsize=9)
         ax.set_xlabel("fractional rank")
@@ -878,3 +923,20 @@ def plot_sbc(result: SBCResult, path: str | Path | None = None):
     if path is not None:
         fig.savefig(path, dpi=110)
     return fig
+
+
+# ============================================================================ multivariate
+_MV_EXPORTS = ("BROKEN_MV", "MV_SUMMARY_VARS", "SBC_MV_PRIORS", "build_broken_V_not_scaled_by_n",
+               "build_data_model_mv", "compare_logp_mv", "mv_prior_draw", "sbc_mv",
+               "scipy_loglik_mv")
+__all__ += list(_MV_EXPORTS)
+
+
+def __getattr__(name: str):
+    """The multivariate checks of :mod:`models.checks_mv`, re-exported lazily (it imports this
+    module)."""
+    if name in _MV_EXPORTS:
+        from models import checks_mv
+
+        return getattr(checks_mv, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
