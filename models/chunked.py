@@ -17,7 +17,6 @@ rounding. Memory is O(chunk + L), time O(N).
 
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path

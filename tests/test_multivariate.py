@@ -6,10 +6,10 @@ import numpy as np
 import pytensor
 import pytensor.tensor as pt
 import pytest
-from scipy import stats
 
 import models
 from models import multivariate as mv
+from models.checks_mv import scipy_loglik_mv as scipy_loglik
 from models.data import DataError, load
 from models.priors import MvPriors
 from models.simulate import Simulated
@@ -42,17 +42,6 @@ def partly_missing(p, seed, L=6, prob=0.3):
     return Simulated(frame, sim.effects, sim.params).data()
 
 
-def scipy_loglik(data, mu, V, Sigma):
-    """Sum over clusters of scipy's MvNormal log density of the stacked observed vector."""
-    total = 0.0
-    for l in range(data.n_groups):
-        y = data.y[data.codes == l]
-        r, k = np.nonzero(np.isfinite(y))
-        cov = V[np.ix_(k, k)] + (r[:, None] == r[None, :]) * Sigma[np.ix_(k, k)]
-        total += stats.multivariate_normal(mu[k], cov).logpdf(y[r, k])
-    return total
-
-
 def value_point(model, values):
     """The model's value variables (sampler space) for constrained values of its free RVs."""
     point = {}
@@ -73,26 +62,6 @@ def model_loglik(model, values):
     terms = model.logp(vars=others, jacobian=False, sum=False)
     fn = model.compile_fn([t.sum() for t in terms], mode="FAST_COMPILE")
     return float(sum(fn(point)))
-
-
-def latent_loglik(model, name, data, mu, V, Sigma, values):
-    r"""log p(X) from a latent form by the exact Gaussian identity.
-
-    For each cluster log p(X_l) = log p(X_l, M_hat_l) + 1/2 log|2 pi Cov(M_l | X_l)|, with
-    M_hat_l the conditional mean; in the non-centred coordinates the offset's conditional
-    covariance is L_V^-1 C L_V^-T, whose log-determinant is lower by 2 log|L_V|.
-    """
-    st = mv.pattern_stats(data)
-    mean, root = mv.cluster_conditional(st, mu, V, Sigma)
-    half_logdet = (np.linalg.slogdet(root)[1].sum()  # C = root root^T
-                   + 0.5 * data.n_groups * data.p * np.log(2 * np.pi))
-    Lv = np.linalg.cholesky(V)
-    if name == "centred":  # group_mean = mu + M: a shift, Jacobian 1
-        values = {**values, "group_mean": mu + mean}
-    else:
-        values = {**values, "group_effect_offset": np.linalg.solve(Lv, mean.T).T}
-        half_logdet -= data.n_groups * np.log(np.diag(Lv)).sum()
-    return model_loglik(model, values) + half_logdet
 
 
 def random_point(data, seed):
@@ -210,25 +179,19 @@ def test_mv_priors_are_scaled_to_each_outcome():
 def test_four_forms_and_scipy_agree_exactly_with_missing_components(p, seed):
     """Integrating M_l out of the latent model gives the MvNormal of the stacked observed vector.
 
-    At a random (mu, V, Sigma), with clusters of 1..6 rows and ~30% of the outcomes missing:
-    scipy on each cluster's stacked observed vector, the numpy information form, the
-    ``marginal`` and ``sufficient`` models, and the latent models through the Gaussian identity
-    log p(X) = log p(X, M_hat) + 1/2 log|2 pi Cov(M | X)| agree to 1e-9.
+    With clusters of 1..6 rows and ~30% of the outcomes missing, the library check
+    (:func:`models.checks_mv.compare_logp_mv`: scipy on each cluster's stacked observed vector,
+    the numpy information form, ``marginal``, ``sufficient`` and the latent forms through the
+    Gaussian identity) agrees to 1e-9 at random (mu, V, Sigma).
     """
+    from models.checks_mv import compare_logp_mv
+
     data = partly_missing(p, seed)
     assert not np.isfinite(data.y).all()
-    mu, V, Sigma = random_point(data, seed + 100)
-    ref = scipy_loglik(data, mu, V, Sigma)
-    values = MvPriors.default(data).point(mu, V, Sigma)
-    got = {"numpy": mv.marginal_loglik(mv.pattern_stats(data), mu, V, Sigma)}
-    for name in FORMS:
-        model = getattr(mv, f"build_{name}")(data)
-        if name in ("centred", "noncentred"):
-            got[name] = latent_loglik(model, name, data, mu, V, Sigma, values)
-        else:
-            got[name] = model_loglik(model, values)
-    for name, value in got.items():
-        assert value == pytest.approx(ref, rel=1e-9, abs=0), name
+    res = compare_logp_mv(data, n_points=3, seed=seed)
+    assert res.passed, res.table
+    assert set(res.details["max_rel_err"]) >= {*FORMS, "numpy"}
+    assert max(res.details["max_rel_err"].values()) <= 1e-9
 
 
 @pytest.mark.parametrize("p", [2, 3])
