@@ -180,6 +180,11 @@ def cmd_fit(args) -> int:
     data.require_identifiable()
     for w in data.warnings:
         print(f"varcomp: warning: {w}", file=sys.stderr)
+    if args.model == "all":
+        from analyses.fit import skipped_in_all
+
+        for name, why in skipped_in_all(data).items():
+            print(f"varcomp: warning: --model all skips {name}: {why}", file=sys.stderr)
     result = fit(data, args.model, draws=args.draws, tune=args.tune, chains=args.chains,
                  seed=args.seed, sampler=args.sampler, priors=priors,
                  target_accept=args.target_accept, progress=is_terminal())

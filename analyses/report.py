@@ -1120,6 +1120,8 @@ def render_report(
         f"<p class='sub'>Bayesian one-way variance-components model · {len(fits)} fit(s): "
         f"{_e(', '.join(fits)) or '–'} · generated {stamp}</p>",
         "<nav>" + "".join(x for x in nav if x) + "</nav>",
+        "".join(f"<p class='note'>Not fitted: {_e(n)}, because {_e(why)}.</p>"
+                for n, why in ((summary or {}).get("skipped") or {}).items()),
         glance, data_html, est_html, comp_html, fits_html,
         f"<footer>Rendered in {time.perf_counter() - t0:.1f} s by varcomp. Intervals are "
         f"{HDI_PROB:.0%} highest-density intervals. Diagnostics gate: r_hat ≤ {GATE['r_hat']}, "

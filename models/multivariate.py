@@ -512,6 +512,12 @@ MARGINAL_MAX_DIM = 400
 """Largest stacked cluster vector :func:`build_marginal` accepts (observed components)."""
 
 
+def marginal_block_count(data: ClusteredData) -> int:
+    """How many ``pm.MvNormal`` blocks :func:`build_marginal` makes (distinct cluster layouts)."""
+    n = pattern_stats(data).n
+    return int(np.unique(n[n.sum(axis=1) > 0], axis=0).shape[0])
+
+
 def marginal_blocks(data: ClusteredData):
     """Clusters batched by identical missingness signature, for :func:`build_marginal`.
 

@@ -133,3 +133,20 @@ def test_interrupted_run_leaves_earlier_output_untouched(tmp_path, sig, delay):
     assert b"Traceback" not in err
     assert (out / "summary.json").read_bytes() == before
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".o.")]  # no temp dirs left
+
+
+def test_model_all_skips_the_many_block_mv_marginal_and_says_so():
+    """gcsemv's literal MvNormal would need 68 blocks: `all` leaves it out, named with the
+    reason (in summary.json and the report); asked for by name it is still built."""
+    from analyses.fit import MV_MARGINAL_MAX_BLOCKS, skipped_in_all
+    from analyses.report import render_report
+    from models import load
+    from models.multivariate import marginal_block_count
+
+    data = load("gcsemv")
+    assert marginal_block_count(data) == 68 > MV_MARGINAL_MAX_BLOCKS
+    skipped = skipped_in_all(data)
+    assert list(skipped) == ["marginal"] and "68 blocks" in skipped["marginal"]
+    assert skipped_in_all(load("dyestuff")) == {}
+    html = render_report(data=data, fits={}, estimates=None, summary={"skipped": skipped})
+    assert "Not fitted: marginal" in html
