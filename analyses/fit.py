@@ -29,11 +29,11 @@ from models.sampling import SUMMARY_VARS, Fit, diagnose, sample_model
 __all__ = ["FitResult", "fit", "run", "summarise", "check_output_dir", "write_atomically"]
 
 HDI_PROB = 0.94
-# The univariate sufficient form runs on models.native (hand-written numba, cached on disk: no
-# pytensor at all). Every other form uses nutpie's numba backend: fastest per gradient and free
-# of the GIL across chains. pytensor's C backend ("c", cached on disk: models.compile_cache)
-# compiles faster on re-runs but samples the multivariate sufficient form 20x slower (gcsemv:
-# 23.7 s against 1.1 s of sampling, 39.5 s against 27 s end to end), so no form uses it here.
+# The sufficient form runs on models.native / models.native_mv (hand-written numba, cached on
+# disk: no pytensor graph at all). Every other form uses nutpie's numba backend: fastest per
+# gradient and free of the GIL across chains. pytensor's C backend ("c", cached on disk:
+# models.compile_cache) compiles faster on re-runs but samples 20x slower (gcsemv sufficient:
+# 23.7 s against 1.1 s of sampling), so no form uses it here.
 COMPILE_BACKEND: dict[str, str] = {}
 
 
@@ -148,12 +148,17 @@ def fit(
 def prepare(name: str, data, *, priors=None, sampler: str = "nutpie") -> tuple[object, str]:
     """What :func:`fit` samples for form ``name``: ``(model, backend)``.
 
-    The univariate ``sufficient`` form sampled by nutpie is :mod:`models.native`'s compiled
-    density (an already compiled nutpie model, backend ``"native"``); every other form is its
+    The ``sufficient`` form sampled by nutpie is :mod:`models.native`'s (univariate) or
+    :mod:`models.native_mv`'s (multivariate) compiled density (an already compiled nutpie
+    model, backend ``"native"``); every other form is its
     PyMC model with the nutpie compiler of :data:`COMPILE_BACKEND`. PyMC is imported only
     when a PyMC model is built.
     """
     if _native_route(name, data, sampler, priors):
+        if data.p > 1:
+            from models import native_mv
+
+            return native_mv.compile_sufficient_mv(data, priors), "native"
         from models import native
 
         return native.compile_sufficient(data.stats, priors or _default_priors(data)), "native"
@@ -163,6 +168,7 @@ def prepare(name: str, data, *, priors=None, sampler: str = "nutpie") -> tuple[o
 def _import_for(name: str, data, sampler: str, priors) -> None:
     if _native_route(name, data, sampler, priors):
         import models.native  # noqa: F401  (loads the cached machine code)
+        import models.native_mv  # noqa: F401
         import nutpie  # noqa: F401
     else:
         import pymc  # noqa: F401
@@ -175,9 +181,12 @@ def _default_priors(data):
 
 
 def _native_route(name: str, data, sampler: str, priors) -> bool:
-    """Whether this fit runs on :mod:`models.native` (the univariate sufficient form, nutpie)."""
-    if name != "sufficient" or data.p != 1 or sampler != "nutpie":
+    """Whether this fit runs on :mod:`models.native` / :mod:`models.native_mv` (the
+    sufficient form sampled by nutpie)."""
+    if name != "sufficient" or sampler != "nutpie":
         return False
+    if data.p > 1:
+        return True  # MvPriors: HalfNormal sds and LKJ, all covered by models.native_mv
     from models.native import supported
 
     return supported(priors or _default_priors(data))
