@@ -165,7 +165,8 @@ def cmd_describe(args) -> int:
 
 def cmd_fit(args) -> int:
     """Fit, write the outputs, print where they are."""
-    from analyses.fit import check_output_dir, fit, is_terminal, write_outputs
+    from analyses.fit import (check_output_dir, checkpoint, fit, is_terminal, stop_on_signals,
+                              write_outputs)
     from models.priors import Priors, parse_prior_overrides
 
     t_start = time.perf_counter()
@@ -185,10 +186,12 @@ def cmd_fit(args) -> int:
 
         for name, why in skipped_in_all(data).items():
             print(f"varcomp: warning: --model all skips {name}: {why}", file=sys.stderr)
-    result = fit(data, args.model, draws=args.draws, tune=args.tune, chains=args.chains,
-                 seed=args.seed, sampler=args.sampler, priors=priors,
-                 target_accept=args.target_accept, progress=is_terminal())
-    write_outputs(result, out)
+    with stop_on_signals():
+        result = fit(data, args.model, draws=args.draws, tune=args.tune, chains=args.chains,
+                     seed=args.seed, sampler=args.sampler, priors=priors,
+                     target_accept=args.target_accept, progress=is_terminal())
+        checkpoint()
+        write_outputs(result, out)
     for name, f in result.fits.items():
         post = f.idata.posterior["icc"].values
         flat = post.reshape(post.shape[0] * post.shape[1], -1)

@@ -13,6 +13,7 @@ import shutil
 import signal
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterable, Sequence
 from contextlib import contextmanager
@@ -124,6 +125,7 @@ def fit(
         idata, sec = sample_model(m, draws=draws, tune=tune, chains=chains, seed=seed,
                                   sampler=sampler, target_accept=target_accept,
                                   progress=progress, backend=backend)
+        checkpoint()
         t1 = time.perf_counter()
         _add_group_effects(idata, data, seed)
         seconds = {"build": t_build, "compile": sec["compile"], "sample": sec["sample"]}
@@ -325,21 +327,42 @@ def check_output_dir(out: Path) -> None:
         raise DataError(f"cannot write to {out.parent}: {exc.strerror or exc}") from None
 
 
+_STOP = threading.Event()
+_DEPTH = [0]
+
+
 @contextmanager
-def _terminate_as_interrupt():
-    """Turn SIGTERM into KeyboardInterrupt so temporary output is cleaned up on ``kill``."""
+def stop_on_signals():
+    """SIGINT and SIGTERM raise KeyboardInterrupt, and are remembered.
+
+    Remembering matters: a signal that arrives while C code calls back into Python (numba's
+    LLVM callbacks, for one) raises inside the callback, where the exception is printed and
+    dropped. :func:`checkpoint` raises it again at the next safe point, so a run that was
+    interrupted never writes its output. Nestable; a no-op outside the main thread.
+    """
     def handler(signum, frame):
+        _STOP.set()
         raise KeyboardInterrupt
 
-    try:
-        old = signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not in the main thread
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
+    if _DEPTH[0] == 0:
+        _STOP.clear()  # the outermost context starts a fresh run
+    old = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    _DEPTH[0] += 1
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, old)
+        _DEPTH[0] -= 1
+        for sig, h in old.items():
+            signal.signal(sig, h)
+
+
+def checkpoint() -> None:
+    """Raise KeyboardInterrupt if a signal arrived (see :func:`stop_on_signals`)."""
+    if _STOP.is_set():
+        raise KeyboardInterrupt
 
 
 def write_atomically(out: Path, writer) -> Path:
@@ -356,8 +379,9 @@ def write_atomically(out: Path, writer) -> Path:
     os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes 0700; the output is an ordinary folder
     old = None
     try:
-        with _terminate_as_interrupt():
+        with stop_on_signals():
             writer(tmp)
+            checkpoint()
             if out.exists():
                 old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old-"))
                 os.rmdir(old)
@@ -418,8 +442,10 @@ def write_outputs(result: FitResult, out: Path) -> Path:
 def run(data: ClusteredData, *, out: Path, **kwargs) -> FitResult:
     """Fit (see :func:`fit`) and write the outputs into ``out``; returns the result."""
     check_output_dir(Path(out))
-    result = fit(data, **kwargs)
-    write_outputs(result, Path(out))
+    with stop_on_signals():
+        result = fit(data, **kwargs)
+        checkpoint()
+        write_outputs(result, Path(out))
     return result
 
 
