@@ -436,7 +436,6 @@ def _logp_grad(x, b, grad):
 @numba.njit(cache=True)
 def _expand(x, b, out):
     p = int(b[_P])
-    T = p * (p + 1) // 2
     n = x.shape[0]
     z = np.empty(n, np.complex128)
     for k in range(n):
