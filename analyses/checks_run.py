@@ -264,8 +264,11 @@ def _run_multivariate(*, quick: bool, sims: int | None, seed: int, t_start: floa
         twin = {"sufficient (pm.Data)": lambda d, priors: checks_mv.build_data_model_mv(
             "sufficient", d, priors=priors)}
         lp = checks_mv.compare_logp_mv(data, seed=seed + i, priors=priors, builders=twin)
-        logp_ok &= lp.passed
-        report["logp"][setting.name] = {"passed": lp.passed, **lp.details, "text": lp.text,
+        native = checks.compare_compiled(data, priors, seed=seed + i)
+        logp_ok &= lp.passed and native.passed
+        report["logp"][setting.name] = {"passed": lp.passed and native.passed, **lp.details,
+                                        "text": lp.text + "\n" + native.text,
+                                        "compiled": {"passed": native.passed, **native.details},
                                         "seconds": time.perf_counter() - t0}
         line = f"{setting.name}: logp {'ok' if lp.passed else 'FAILS'}"
         if quick and setting.name not in MV_QUICK_SETTINGS:
@@ -388,8 +391,12 @@ def run_checks(*, quick: bool, sims: int | None, out: Path | None, seed: int = 0
             priors = Priors.default(data)
             t0 = time.perf_counter()
             lp = checks.compare_logp(data, seed=seed + i, builders=_data_twins(forms))
-            logp_ok &= lp.passed
-            report["logp"][setting.name] = {"passed": lp.passed, **lp.details, "text": lp.text,
+            native = checks.compare_compiled(data, priors, seed=seed + i)
+            logp_ok &= lp.passed and native.passed
+            report["logp"][setting.name] = {"passed": lp.passed and native.passed, **lp.details,
+                                            "text": lp.text + "\n" + native.text,
+                                            "compiled": {"passed": native.passed,
+                                                         **native.details},
                                             "seconds": time.perf_counter() - t0}
             reference = checks.reference_posterior(data, priors)
             fits, skipped = {}, {}

@@ -237,3 +237,24 @@ def test_sbc_fails_the_broken_model():
                      thin=4, seed=2)
     assert not res.passed
     assert res.pvalues["tau"] < 0.01
+
+
+def test_compare_compiled_passes_and_catches_a_broken_block(monkeypatch):
+    """The compiled sufficient densities equal the PyMC models (uni- and bivariate), and the
+    same check fails when the compiled block is wrong (cluster counts doubled)."""
+    from models import checks, load, native
+
+    for name in ("dyestuff", "gcsemv"):
+        res = checks.compare_compiled(load(name), n_points=5)
+        assert res.passed, res.text
+    real = native.parameter_block
+
+    def broken(stats, priors, k=0):
+        block = real(stats, priors, k).copy()
+        K = int(block[0])
+        block[native.HEADER + K:native.HEADER + 2 * K] *= 2.0
+        return block
+
+    monkeypatch.setattr(native, "parameter_block", broken)
+    res = checks.compare_compiled(load("rail"), n_points=5)
+    assert not res.passed and res.details["max_grad_rel_err"] > 1e-3
