@@ -290,6 +290,9 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``varcomp`` console script."""
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", category=UserWarning, module="arviz")
+    # pytensor's advice to install BLAS through conda: nothing a user of varcomp can act on
+    warnings.filterwarnings("ignore", message="PyTensor could not link to a BLAS",
+                            category=UserWarning)
     os.environ.setdefault("PYTHONWARNINGS", "ignore::FutureWarning")
     try:
         args = build_parser().parse_args(argv)  # inside: Ctrl-C while importing is handled too
