@@ -32,6 +32,7 @@ figures: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_univariate.py
+	$(BIN)/python benchmarks/bench_multivariate.py --json benchmarks/results_mv.json
 
 clean:
 	rm -rf $(VENV) reports .pytest_cache
