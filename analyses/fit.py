@@ -35,7 +35,6 @@ HDI_PROB = 0.94
 # gradient and free of the GIL across chains. pytensor's C backend ("c", cached on disk:
 # models.compile_cache) compiles faster on re-runs but samples 20x slower (gcsemv sufficient:
 # 23.7 s against 1.1 s of sampling), so no form uses it here.
-COMPILE_BACKEND: dict[str, str] = {}
 
 
 @dataclass
@@ -153,7 +152,7 @@ def prepare(name: str, data, *, priors=None, sampler: str = "nutpie") -> tuple[o
     The ``sufficient`` form sampled by nutpie is :mod:`models.native`'s (univariate) or
     :mod:`models.native_mv`'s (multivariate) compiled density (an already compiled nutpie
     model, backend ``"native"``); every other form is its
-    PyMC model with the nutpie compiler of :data:`COMPILE_BACKEND`. PyMC is imported only
+    PyMC model, compiled by nutpie's numba backend. PyMC is imported only
     when a PyMC model is built.
     """
     if _native_route(name, data, sampler, priors):
@@ -164,7 +163,7 @@ def prepare(name: str, data, *, priors=None, sampler: str = "nutpie") -> tuple[o
         from models import native
 
         return native.compile_sufficient(data.stats, priors or _default_priors(data)), "native"
-    return build(name, data, priors=priors), COMPILE_BACKEND.get(name, "numba")
+    return build(name, data, priors=priors), "numba"
 
 
 def _import_for(name: str, data, sampler: str, priors) -> None:

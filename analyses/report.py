@@ -215,20 +215,17 @@ def _img(fig: Figure, alt: str, caption: str = "") -> str:
 
 def _hdi(x: np.ndarray, prob: float = HDI_PROB) -> tuple[float, float]:
     """Highest-density interval of 1-D draws (shortest window holding ``prob`` of them)."""
-    x = np.sort(np.asarray(x, dtype=np.float64).ravel())
+    x = np.asarray(x, dtype=np.float64).ravel()
     x = x[np.isfinite(x)]
     if x.size == 0:
         return math.nan, math.nan
-    k = max(int(math.floor(prob * x.size)), 1)
-    if k >= x.size:
-        return float(x[0]), float(x[-1])
-    width = x[k:] - x[: x.size - k]
-    i = int(np.argmin(width))
-    return float(x[i]), float(x[i + k])
+    lo, hi = _hdi_columns(x[:, None], prob)
+    return float(lo[0]), float(hi[0])
 
 
 def _hdi_columns(draws: np.ndarray, prob: float = HDI_PROB) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`_hdi` of each column of ``draws`` (S, G) at once (finite draws assumed)."""
+    """Highest-density interval of each column of ``draws`` (S, G): the shortest window of
+    sorted draws holding ``prob`` of them (finite draws assumed)."""
     x = np.sort(np.asarray(draws, dtype=np.float64), axis=0)
     S = x.shape[0]
     k = max(int(math.floor(prob * S)), 1)
