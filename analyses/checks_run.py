@@ -165,11 +165,9 @@ def _fit_form(name: str, data, priors, plan: list[dict], seed: int, *,
     attempts; a retry is skipped when the previous attempt's sampling took longer than
     ``retry_budget`` seconds.
     """
-    import nutpie
-
     from models import PARAMETERISATIONS, checks
     from models.compile_cache import compile_nutpie
-    from models.sampling import Fit, _quiet, diagnose
+    from models.sampling import Fit, _quiet
 
     backend = "numba" if name == "marginal" else "c"
     t0 = time.perf_counter()
@@ -177,8 +175,25 @@ def _fit_form(name: str, data, priors, plan: list[dict], seed: int, *,
         model = (PARAMETERISATIONS[name](data, priors=priors) if name == "marginal"
                  else checks.build_data_model(name, data, priors=priors))
         compiled = compile_nutpie(model, backend=backend)
-    seconds = {"compile": time.perf_counter() - t0, "sample": 0.0}
-    attempt, settings = 0, plan[0]
+    seconds = {"compile": time.perf_counter() - t0}
+    idata, seconds["sample"], settings, attempt, diagnostics = _sample_until_ok(
+        compiled, plan, seed, retry_budget)
+    used = dict(settings, attempt=attempt, seed=seed, sampler="nutpie", backend=backend,
+                model="registry" if name == "marginal" else "pm.Data twin")
+    return Fit(name, idata, seconds, used, diagnostics)
+
+
+def _sample_until_ok(compiled, plan: list[dict], seed: int, retry_budget: float | None,
+                     var_names=None):
+    """Sample with each attempt of ``plan`` until the diagnostics gate (on ``var_names``,
+    default mu, tau, sigma, icc) passes, or an attempt's sampling took longer than
+    ``retry_budget`` s. Returns (idata, sampling seconds of all attempts, the last attempt's
+    settings, its number, its diagnostics)."""
+    import nutpie
+
+    from models.sampling import SUMMARY_VARS, _quiet, diagnose
+
+    total, attempt, settings = 0.0, 0, plan[0]
     for settings in plan:
         attempt += 1
         t1 = time.perf_counter()
@@ -186,42 +201,28 @@ def _fit_form(name: str, data, priors, plan: list[dict], seed: int, *,
             idata = nutpie.sample(compiled, seed=seed, cores=2, progress_bar=False,
                                   save_warmup=False, **settings)
         took = time.perf_counter() - t1
-        seconds["sample"] += took
-        diagnostics = diagnose(idata)
+        total += took
+        with _quiet():
+            diagnostics = diagnose(idata, var_names or SUMMARY_VARS)
         if diagnostics["ok"] or (retry_budget is not None and took > retry_budget):
             break
-    used = dict(settings, attempt=attempt, seed=seed, sampler="nutpie", backend=backend,
-                model="registry" if name == "marginal" else "pm.Data twin")
-    return Fit(name, idata, seconds, used, diagnostics)
+    return idata, total, settings, attempt, diagnostics
 
 
 def _fit_form_mv(name: str, data, priors, plan: list[dict], seed: int, *, backend: str,
                  retry_budget: float | None = None):
     """Sample the registry's multivariate form ``name`` (as :func:`_fit_form`, diagnostics on
     mu, V, Sigma, icc and the correlations)."""
-    import nutpie
-
     from models import build
     from models.compile_cache import compile_nutpie
-    from models.sampling import Fit, _quiet, diagnose
+    from models.sampling import Fit, _quiet
 
     t0 = time.perf_counter()
     with _quiet():
         compiled = compile_nutpie(build(name, data, priors=priors), backend=backend)
-    seconds = {"compile": time.perf_counter() - t0, "sample": 0.0}
-    attempt, settings = 0, plan[0]
-    for settings in plan:
-        attempt += 1
-        t1 = time.perf_counter()
-        with _quiet():
-            idata = nutpie.sample(compiled, seed=seed, cores=2, progress_bar=False,
-                                  save_warmup=False, **settings)
-        took = time.perf_counter() - t1
-        seconds["sample"] += took
-        with _quiet():
-            diagnostics = diagnose(idata, MV_COMPARE_VARS)
-        if diagnostics["ok"] or (retry_budget is not None and took > retry_budget):
-            break
+    seconds = {"compile": time.perf_counter() - t0}
+    idata, seconds["sample"], settings, attempt, diagnostics = _sample_until_ok(
+        compiled, plan, seed, retry_budget, MV_COMPARE_VARS)
     used = dict(settings, attempt=attempt, seed=seed, sampler="nutpie", backend=backend,
                 model="registry")
     return Fit(name, idata, seconds, used, diagnostics)
