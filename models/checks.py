@@ -50,6 +50,7 @@ __all__ = [
     "data_updates",
     "integrated_loglik",
     "plot_sbc",
+    "rank_table",
     "rank_uniformity",
     "reference_posterior",
     "sbc",
@@ -819,6 +820,22 @@ def rank_uniformity(
             "ecdf_diff": counts / n - p, "band_lo": band_lo, "band_hi": band_hi, "p": p}
 
 
+def rank_table(ranks: pd.DataFrame, n_ranks: int, alpha: float, seed: int = 0):
+    """:func:`rank_uniformity` of each column of ``ranks`` at level ``alpha``.
+
+    Returns ``(table, pvalues, band)``: one row per quantity (``p_ecdf``, ``p_chi2``,
+    ``passed`` iff p_ecdf >= alpha), the ECDF p-values and each quantity's full result.
+    """
+    rows, pvals, band = [], {}, {}
+    for q in ranks.columns:
+        u = rank_uniformity(ranks[q].to_numpy(), n_ranks, alpha=alpha, seed=seed)
+        pvals[q] = u["p_ecdf"]
+        band[q] = u
+        rows.append({"quantity": q, "p_ecdf": u["p_ecdf"], "p_chi2": u["p_chi2"],
+                     "passed": u["p_ecdf"] >= alpha})
+    return pd.DataFrame(rows), pvals, band
+
+
 class _DataSwapper:
     """One compiled model, many data sets: nutpie's ``with_data`` (numba) or ``set_value`` (c).
     ``updates(name, data)`` gives the containers' values (default :func:`data_updates`).
@@ -927,16 +944,9 @@ def sbc(
                                                                             "sigma")))})
     ranks_df = pd.DataFrame(ranks, columns=list(SBC_QUANTITIES))
     sims_df = pd.DataFrame(sims)
-    rows, pvals, band = [], {}, {}
-    for q in SBC_QUANTITIES:
-        u = rank_uniformity(ranks_df[q].to_numpy(), n_ranks, alpha=alpha, seed=seed)
-        pvals[q] = u["p_ecdf"]
-        band[q] = u
-        rows.append({"quantity": q, "p_ecdf": u["p_ecdf"], "p_chi2": u["p_chi2"],
-                     "passed": u["p_ecdf"] >= alpha})
-    table = pd.DataFrame(rows)
+    table, pvals, band = rank_table(ranks_df, n_ranks, alpha, seed)
     passed = bool(table.passed.all())
-    failing = [r["quantity"] for r in rows if not r["passed"]]
+    failing = list(table.quantity[~table.passed])
     div = int(sims_df.divergences.sum())
     text = (f"SBC {parameterisation}: {n_sims} simulations, L={L}, ranks 0..{n_ranks} "
             f"({chains}x{draws} draws thinned by {thin}); ECDF p-values "

@@ -25,7 +25,7 @@ import pandas as pd
 from scipy import special, stats
 
 from models import multivariate as mv
-from models.checks import CheckResult, SBCResult, _constrained_logp, _DataSwapper, rank_uniformity
+from models.checks import CheckResult, SBCResult, _constrained_logp, _DataSwapper, rank_table
 from models.data import ClusteredData, DataError
 from models.priors import MvPriors
 from models.simulate import Simulated, cluster_sizes
@@ -560,16 +560,9 @@ def sbc_mv(
     ranks_df = pd.DataFrame(ranks, columns=quantities)
     sims_df = pd.DataFrame(sims)
     alpha_q = alpha / len(quantities)
-    rows, pvals, band = [], {}, {}
-    for q in quantities:
-        u = rank_uniformity(ranks_df[q].to_numpy(), n_ranks, alpha=alpha_q, seed=seed)
-        pvals[q] = u["p_ecdf"]
-        band[q] = u
-        rows.append({"quantity": q, "p_ecdf": u["p_ecdf"], "p_chi2": u["p_chi2"],
-                     "passed": u["p_ecdf"] >= alpha_q})
-    table = pd.DataFrame(rows)
+    table, pvals, band = rank_table(ranks_df, n_ranks, alpha_q, seed)
     passed = bool(table.passed.all())
-    failing = [r["quantity"] for r in rows if not r["passed"]]
+    failing = list(table.quantity[~table.passed])
     div = int(sims_df.divergences.sum())
     med_ess = float(sims_df.min_ess_bulk.median())
     text = (f"SBC multivariate {form}: {n_sims} simulations, L={L}, p={p}"
