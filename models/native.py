@@ -37,8 +37,8 @@ from models.data import GroupStats
 from models.density import LOG_2PI
 from models.priors import Priors, ScalePrior
 
-__all__ = ["EXPANDED", "compile_sufficient", "logp_and_grad", "parameter_block", "size_groups",
-           "supported"]
+__all__ = ["EXPANDED", "compile_sufficient", "logp_and_grad", "nutpie_model", "parameter_block",
+           "size_groups", "supported"]
 
 FAMILY_CODE = {"halfnormal": 0.0, "halfstudentt": 1.0, "halfcauchy": 2.0, "exponential": 3.0}
 # The sampler's (unconstrained) coordinates, then the constrained values and the ICC: the
@@ -220,6 +220,36 @@ def _support_z(priors: Priors) -> np.ndarray:
     return to_unconstrained(priors, priors.mu.loc, priors.tau.scale, priors.sigma.scale)
 
 
+def nutpie_model(layout, block: np.ndarray, c_logp, c_expand, start: np.ndarray, *,
+                 dims=None, coords=None):
+    """A ``nutpie.compile_pymc.CompiledPyMCModel`` around compiled callbacks.
+
+    ``layout``: the expanded variables ``[(name, shape), ...]`` in the order ``c_expand`` writes
+    them; ``block``: the float64 array the callbacks read (``user_data``, kept alive by the
+    model); ``start``: the unconstrained initial point, jittered by U(-1, 1) per chain as PyMC's
+    initial points are. This is the one place that relies on nutpie 0.16's internals
+    (DEVELOPERS.md).
+    """
+    from nutpie.compile_pymc import CompiledPyMCModel
+
+    def initial_point(seed=None):
+        return start + np.random.default_rng(seed).uniform(-1.0, 1.0, size=start.size)
+
+    names = [n for n, _ in layout]
+    shapes = [tuple(s) for _, s in layout]
+    slices, at = [], 0
+    for shape in shapes:
+        size = int(np.prod(shape))
+        slices.append(slice(at, at + size))
+        at += size
+    return CompiledPyMCModel(
+        _n_dim=int(start.size), dims=dims or {}, _coords=coords or {},
+        _shapes=dict(zip(names, shapes, strict=True)),
+        compiled_logp_func=c_logp, compiled_expand_func=c_expand,
+        initial_point_func=initial_point, shared_data={}, user_data=block,
+        n_expanded=at, shape_info=(names, slices, shapes), logp_func=None, expand_func=None)
+
+
 def compile_sufficient(stats: GroupStats, priors: Priors, *, k: int = 0):
     """A nutpie model of the univariate ``sufficient`` posterior for response ``k``.
 
@@ -228,21 +258,5 @@ def compile_sufficient(stats: GroupStats, priors: Priors, *, k: int = 0):
     nutpie has. Initial points are PyMC's: the priors' support points jittered by U(-1, 1) in
     the unconstrained coordinates.
     """
-    from nutpie.compile_pymc import CompiledPyMCModel
-
-    block = parameter_block(stats, priors, k)
-    start = _support_z(priors)
-
-    def initial_point(seed=None):
-        rng = np.random.default_rng(seed)
-        return start + rng.uniform(-1.0, 1.0, size=N_DIM)
-
-    names = list(EXPANDED)
-    shapes = [()] * len(names)
-    slices = [slice(i, i + 1) for i in range(len(names))]
-    return CompiledPyMCModel(
-        _n_dim=N_DIM, dims={}, _coords={}, _shapes={name: () for name in names},
-        compiled_logp_func=_c_logp, compiled_expand_func=_c_expand,
-        initial_point_func=initial_point, shared_data={}, user_data=block,
-        n_expanded=len(names), shape_info=(names, slices, shapes),
-        logp_func=None, expand_func=None)
+    return nutpie_model([(name, ()) for name in EXPANDED], parameter_block(stats, priors, k),
+                        _c_logp, _c_expand, _support_z(priors))

@@ -551,40 +551,25 @@ def compile_sufficient_mv(data, priors: MvPriors | None = None):
     factor at diag(0.5 (1 + k/p)) (``build_sufficient``'s), jittered by U(-1, 1).
     """
     import pandas as pd
-    from nutpie.compile_pymc import CompiledPyMCModel
+
+    from models.native import nutpie_model
 
     priors = priors or MvPriors.default(data)
-    block = parameter_block(data, priors)
     p = data.p
     T = p * (p + 1) // 2
     rows, cols = np.tril_indices(p)
     start = np.zeros(p + 2 * T)
     start[:p] = (np.asarray(priors.mu_loc) - np.asarray(priors.center)) / np.asarray(priors.scale)
     start[p:p + T][rows == cols] = np.log(0.5 * (1.0 + np.arange(p) / p))
-
-    def initial_point(seed=None):
-        return start + np.random.default_rng(seed).uniform(-1.0, 1.0, size=start.size)
-
-    outcomes = [str(r) for r in data.responses]
+    outcomes = pd.Index([str(r) for r in data.responses])
     layout = expanded_names(p)
-    names = [n for n, _ in layout]
-    shapes = [s for _, s in layout]
-    slices, at = [], 0
-    for s in shapes:
-        size = int(np.prod(s))
-        slices.append(slice(at, at + size))
-        at += size
     # as nutpie names them for build_sufficient: labelled dims for the model's named variables,
     # ArviZ's default ``<name>_dim_0`` for the packed ones
     dims: dict[str, tuple[str, ...]] = {}
-    coords = {"outcome": pd.Index(outcomes), "outcome_bis": pd.Index(outcomes)}
     for name, s in layout:
         if name in ("mu", "tau", "sigma", "icc"):
             dims[name] = ("outcome",)
         elif len(s) == 2:
             dims[name] = ("outcome", "outcome_bis")
-    return CompiledPyMCModel(
-        _n_dim=p + 2 * T, dims=dims, _coords=coords, _shapes=dict(layout),
-        compiled_logp_func=_c_logp, compiled_expand_func=_c_expand,
-        initial_point_func=initial_point, shared_data={}, user_data=block,
-        n_expanded=at, shape_info=(names, slices, shapes), logp_func=None, expand_func=None)
+    return nutpie_model(layout, parameter_block(data, priors), _c_logp, _c_expand, start,
+                        dims=dims, coords={"outcome": outcomes, "outcome_bis": outcomes})
