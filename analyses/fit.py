@@ -337,11 +337,20 @@ def stop_on_signals():
     Remembering matters: a signal that arrives while C code calls back into Python (numba's
     LLVM callbacks, for one) raises inside the callback, where the exception is printed and
     dropped. :func:`checkpoint` raises it again at the next safe point, so a run that was
-    interrupted never writes its output. Nestable; a no-op outside the main thread.
+    interrupted never writes its output. Python would print such a dropped interrupt with a
+    traceback ("Exception ignored on calling ctypes callback function"); while this context is
+    active, :data:`sys.unraisablehook` silences exactly those (remembered) interrupts, so stderr
+    carries only the one-line message; any error that escapes after a signal is reported as the
+    interrupt it was. Nestable; a no-op outside the main thread.
     """
     def handler(signum, frame):
         _STOP.set()
         raise KeyboardInterrupt
+
+    def unraisable(info, _default=sys.unraisablehook):
+        if isinstance(info.exc_value, KeyboardInterrupt) and _STOP.is_set():
+            return  # remembered: checkpoint() raises it again at the next safe point
+        _default(info)
 
     if threading.current_thread() is not threading.main_thread():
         yield
@@ -349,11 +358,17 @@ def stop_on_signals():
     if _DEPTH[0] == 0:
         _STOP.clear()  # the outermost context starts a fresh run
     old = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    old_hook, sys.unraisablehook = sys.unraisablehook, unraisable
     _DEPTH[0] += 1
     try:
         yield
+    except Exception as exc:
+        if _STOP.is_set():  # an interrupt some library caught and re-raised as another error
+            raise KeyboardInterrupt from exc
+        raise
     finally:
         _DEPTH[0] -= 1
+        sys.unraisablehook = old_hook
         for sig, h in old.items():
             signal.signal(sig, h)
 
