@@ -869,6 +869,25 @@ def _loglik_draws(n, xbar, ss, mu, tau, sigma) -> np.ndarray:
                                np.asarray(sigma)[..., None]).sum(-1)
 
 
+def _sbc_fit(compiled, rng, names, *, draws, tune, chains, cores, target_accept):
+    """One SBC fit (:func:`sbc`, :func:`models.checks_mv.sbc_mv`) of a data-swapped nutpie model.
+
+    Returns the posterior and the simulation's record: total divergences and the smallest bulk
+    ESS over the variables ``names`` (every element of array-valued ones). The sampler's seed is
+    the next draw of ``rng``.
+    """
+    import arviz as az
+    import nutpie
+
+    idata = nutpie.sample(compiled, draws=draws, tune=tune, chains=chains,
+                          cores=cores or min(chains, 2), seed=int(rng.integers(2**31)),
+                          progress_bar=False, target_accept=target_accept, save_warmup=False)
+    post = idata.posterior
+    ess = az.ess(post[list(names)], method="bulk")
+    return post, {"divergences": int(idata.sample_stats["diverging"].values.sum()),
+                  "min_ess_bulk": float(min(np.nanmin(ess[v].values) for v in names))}
+
+
 def sbc(
     parameterisation: str,
     n_sims: int,
@@ -902,8 +921,6 @@ def sbc(
     SBCResult
         ``passed`` iff every quantity's ECDF p-value >= ``alpha``.
     """
-    import arviz as az
-    import nutpie
     from threadpoolctl import threadpool_limits
 
     from models.sampling import _quiet
@@ -925,23 +942,16 @@ def sbc(
             theta = priors.draw(rng)
             data = simulate_univariate(L, sizes, rng=rng, **theta).data()
             nn, xbar, ss = data.stats.column(0)
-            idata = nutpie.sample(swap(data),
-                                  draws=draws, tune=tune, chains=chains,
-                                  cores=cores or min(chains, 2),
-                                  seed=int(rng.integers(2**31)), progress_bar=False,
-                                  target_accept=target_accept, save_warmup=False)
-            post = idata.posterior
+            post, fit_stats = _sbc_fit(swap(data), rng, ("mu", "tau", "sigma"), draws=draws,
+                                       tune=tune, chains=chains, cores=cores,
+                                       target_accept=target_accept)
             kept = {v: post[v].values[:, ::thin].ravel() for v in ("mu", "tau", "sigma", "icc")}
             truth = dict(theta, icc=theta["tau"]**2 / (theta["tau"]**2 + theta["sigma"]**2))
             kept["loglik"] = _loglik_draws(nn, xbar, ss, kept["mu"], kept["tau"], kept["sigma"])
             truth["loglik"] = float(_loglik_draws(nn, xbar, ss, theta["mu"], theta["tau"],
                                                   theta["sigma"]))
             ranks.append({q: int(np.sum(kept[q] < truth[q])) for q in SBC_QUANTITIES})
-            ess = az.ess(post[["mu", "tau", "sigma"]], method="bulk")
-            sims.append({**{f"true_{k}": v for k, v in truth.items()},
-                         "divergences": int(idata.sample_stats["diverging"].values.sum()),
-                         "min_ess_bulk": float(min(float(ess[v]) for v in ("mu", "tau",
-                                                                            "sigma")))})
+            sims.append({**{f"true_{k}": v for k, v in truth.items()}, **fit_stats})
     ranks_df = pd.DataFrame(ranks, columns=list(SBC_QUANTITIES))
     sims_df = pd.DataFrame(sims)
     table, pvals, band = rank_table(ranks_df, n_ranks, alpha, seed)

@@ -25,7 +25,8 @@ import pandas as pd
 from scipy import special, stats
 
 from models import multivariate as mv
-from models.checks import CheckResult, SBCResult, _constrained_logp, _DataSwapper, rank_table
+from models.checks import (CheckResult, SBCResult, _constrained_logp, _DataSwapper, _sbc_fit,
+                           rank_table)
 from models.data import ClusteredData, DataError
 from models.priors import MvPriors
 from models.simulate import Simulated, cluster_sizes
@@ -507,8 +508,6 @@ def sbc_mv(
     SBCResult
         ``passed`` iff every quantity's ECDF p-value >= alpha / Q.
     """
-    import arviz as az
-    import nutpie
     from threadpoolctl import threadpool_limits
 
     from models.sampling import _quiet
@@ -538,11 +537,9 @@ def sbc_mv(
             sim = simulate_multivariate(L, sizes, theta["mu"], theta["V"], theta["Sigma"], rng)
             data = Simulated(_fixed_mask(sim.frame, frame0), sim.effects, sim.params).data()
             st = _design(data)
-            idata = nutpie.sample(swap(data), draws=draws, tune=tune, chains=chains,
-                                  cores=cores or min(chains, 2),
-                                  seed=int(rng.integers(2**31)), progress_bar=False,
-                                  target_accept=target_accept, save_warmup=False)
-            post = idata.posterior
+            post, fit_stats = _sbc_fit(swap(data), rng, ("mu", "V", "Sigma"), draws=draws,
+                                       tune=tune, chains=chains, cores=cores,
+                                       target_accept=target_accept)
             kept = {v: post[v].values[:, ::thin].reshape(-1, *post[v].shape[2:])
                     for v in ("mu", "V", "Sigma")}
             draws_q = _sbc_quantities(kept)
@@ -552,11 +549,7 @@ def sbc_mv(
                                                       theta["Sigma"]))
             quantities = list(draws_q)
             ranks.append({q: int(np.sum(draws_q[q] < truth_q[q])) for q in quantities})
-            ess = az.ess(post[["mu", "V", "Sigma"]], method="bulk")
-            sims.append({**{f"true_{k}": float(v) for k, v in truth_q.items()},
-                         "divergences": int(idata.sample_stats["diverging"].values.sum()),
-                         "min_ess_bulk": float(min(np.nanmin(ess[v].values)
-                                                   for v in ("mu", "V", "Sigma")))})
+            sims.append({**{f"true_{k}": float(v) for k, v in truth_q.items()}, **fit_stats})
     ranks_df = pd.DataFrame(ranks, columns=quantities)
     sims_df = pd.DataFrame(sims)
     alpha_q = alpha / len(quantities)
