@@ -347,10 +347,10 @@ def stop_on_signals():
         _STOP.set()
         raise KeyboardInterrupt
 
-    def unraisable(info, _default=sys.unraisablehook):
+    def unraisable(info):
         if isinstance(info.exc_value, KeyboardInterrupt) and _STOP.is_set():
             return  # remembered: checkpoint() raises it again at the next safe point
-        _default(info)
+        old_hook(info)
 
     if threading.current_thread() is not threading.main_thread():
         yield
