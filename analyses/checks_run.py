@@ -476,7 +476,7 @@ def run_checks(*, quick: bool, sims: int | None, out: Path | None, seed: int = 0
               f"{f} {'pass' if r.passed else 'FAIL'}" for f, r in sbc_results.items())
           + f"; {'PASSED' if passed else 'FAILED'} in {report['seconds']:.0f} s")
     if out is not None:
-        from analyses.fit import write_atomically
+        from analyses.outputs import write_atomically
 
         def writer(tmp: Path) -> None:
             (tmp / "checks.json").write_text(json.dumps(_jsonable(report), indent=2) + "\n",

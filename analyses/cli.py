@@ -34,6 +34,19 @@ def _positive_int(text: str) -> int:
     return value
 
 
+SEED_MAX = 2**32 - 1
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got '{text}'") from None
+    if not 0 <= value <= SEED_MAX:
+        raise argparse.ArgumentTypeError(f"must be between 0 and {SEED_MAX}, got {value}")
+    return value
+
+
 def _unit_interval(text: str) -> float:
     try:
         value = float(text)
@@ -68,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--draws", type=_positive_int, default=1000)
     f.add_argument("--tune", type=_positive_int, default=1000)
     f.add_argument("--chains", type=_positive_int, default=4)
-    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--seed", type=_seed, default=0)
     f.add_argument("--sampler", default="nutpie", choices=["nutpie", "pymc"])
     f.add_argument("--target-accept", type=_unit_interval, default=0.8)
     f.add_argument("--prior", action="append", metavar="NAME=FAMILY:SCALE",
@@ -80,24 +93,25 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("check", help="show that every parameterisation gives one posterior")
     c.add_argument("--quick", action="store_true", help="fewer settings and draws (<= 5 min)")
     c.add_argument("--sims", type=_positive_int, help="SBC simulations per form")
-    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--seed", type=_seed, default=0)
     c.add_argument("--out", help="write checks.json and plots here")
 
     s = sub.add_parser("simulate", help="simulate the notes' model into a CSV file")
     s.add_argument("--clusters", type=_positive_int, required=True, help="number of clusters L")
-    s.add_argument("--size", type=int, action="append", required=True,
+    s.add_argument("--size", type=_positive_int, action="append", required=True,
                    help="cluster size (once for all, or once per cluster)")
     s.add_argument("--mu", default="0", help="grand mean (comma-separated for p > 1)")
     s.add_argument("--tau", type=float, help="between-cluster sd (univariate)")
     s.add_argument("--sigma", type=float, help="within-cluster sd (univariate)")
     s.add_argument("--V", help="between-cluster covariance, rows split by ';', e.g. '4,3;3,4'")
     s.add_argument("--Sigma", help="within-cluster covariance, e.g. '0.25,-0.24;-0.24,0.36'")
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--out", required=True, help="CSV file to write")
+    s.add_argument("--seed", type=_seed, default=0)
+    s.add_argument("--out", required=True,
+                   help="file to write: .csv, .csv.gz or .parquet (the suffix picks the format)")
 
     g = sub.add_parser("figures", help="the notes' three simulations as PNG figures")
     g.add_argument("--out", default="reports/figures")
-    g.add_argument("--seed", type=int, default=23984)
+    g.add_argument("--seed", type=_seed, default=23984)
     return p
 
 
@@ -163,16 +177,31 @@ def cmd_describe(args) -> int:
     return 0
 
 
+def _inputs(spec: str) -> list[Path]:
+    """The file a data argument reads (a path, or a shipped dataset's CSV)."""
+    from models.data import DATASETS, data_dir
+
+    path = Path(spec)
+    if path.exists():
+        return [path]
+    if spec.lower() in DATASETS:
+        return [data_dir() / DATASETS[spec.lower()].file]
+    return []
+
+
 def cmd_fit(args) -> int:
     """Fit, write the outputs, print where they are."""
-    from analyses.fit import (check_output_dir, checkpoint, fit, is_terminal, stop_on_signals,
-                              write_outputs)
+    from analyses.fit import fit, is_terminal, write_outputs
+    from analyses.outputs import checkpoint, resolve_out, stop_on_signals
     from models.priors import Priors, parse_prior_overrides
 
     t_start = time.perf_counter()
+    inputs = _inputs(args.data)
+    if args.out:  # a bad --out is refused before the data are read
+        resolve_out(args.out, inputs=inputs)
     data = _load(args, stats_only=args.model == "sufficient")
     out = Path(args.out) if args.out else Path("reports") / data.name
-    check_output_dir(out)
+    resolve_out(out, inputs=inputs)
     priors = None
     if args.prior:
         if data.p != 1:
@@ -191,7 +220,7 @@ def cmd_fit(args) -> int:
                      seed=args.seed, sampler=args.sampler, priors=priors,
                      target_accept=args.target_accept, progress=is_terminal())
         checkpoint()
-        write_outputs(result, out)
+        out = write_outputs(result, out, inputs=inputs)
     for name, f in result.fits.items():
         post = f.idata.posterior["icc"].values
         flat = post.reshape(post.shape[0] * post.shape[1], -1)
@@ -215,9 +244,9 @@ def cmd_check(args) -> int:
 
     out = Path(args.out) if args.out else None
     if out is not None:
-        from analyses.fit import check_output_dir
+        from analyses.outputs import resolve_out
 
-        check_output_dir(out)
+        resolve_out(out)
     return run_checks(quick=args.quick, sims=args.sims, out=out, seed=args.seed)
 
 
@@ -232,17 +261,27 @@ def _matrix(text: str, name: str):
 
 
 def cmd_simulate(args) -> int:
-    """Simulate the univariate or multivariate model and write a CSV atomically."""
+    """Simulate the univariate or multivariate model; write .csv, .csv.gz or .parquet atomically."""
     import numpy as np
 
-    out = Path(args.out)
-    if out.exists() and out.is_dir():
-        raise ValueError(f"--out {out} is a directory: give a CSV file name")
+    from analyses.outputs import resolve_out_file, write_file_atomically
+    from models.data import TABLE_SUFFIXES, memory_budget, write_table
+
+    resolve_out_file(args.out, suffixes=TABLE_SUFFIXES)
     try:
         mu = [float(x) for x in args.mu.split(",")]
     except ValueError:
         raise ValueError(f"--mu must be numbers separated by ',', got '{args.mu}'") from None
+    if not all(np.isfinite(mu)):
+        raise ValueError(f"--mu must be finite numbers, got '{args.mu}'")
     sizes = args.size[0] if len(args.size) == 1 else args.size
+    n_rows = args.clusters * sizes if len(args.size) == 1 else sum(args.size)
+    width = len(mu) if args.V is not None else 1
+    need = int(n_rows) * (8 * width + 16) * 3  # values, labels and the writer's copies
+    if need > memory_budget():
+        raise ValueError(f"{n_rows:,} rows would need about {need / 2**30:.1f} GiB in memory, "
+                         f"more than the {memory_budget() / 2**30:.1f} GiB budget (half of this "
+                         f"machine's memory): simulate fewer rows, or several files")
     if args.V is not None or args.Sigma is not None:
         from models.simulate_mv import simulate_multivariate
 
@@ -258,14 +297,9 @@ def cmd_simulate(args) -> int:
                              "(or --V and --Sigma for the multivariate model)")
         sim = simulate_univariate(args.clusters, sizes, mu=mu[0], tau=args.tau,
                                   sigma=args.sigma, rng=args.seed)
-    if not out.parent.is_dir():
-        raise ValueError(f"cannot write {out}: folder {out.parent} does not exist")
-    tmp = out.with_name(f".{out.name}.tmp")
-    try:
-        sim.frame.to_csv(tmp, index=False)
-        tmp.replace(out)
-    finally:
-        tmp.unlink(missing_ok=True)
+    out = write_file_atomically(Path(args.out), lambda tmp: write_table(sim.frame, tmp,
+                                                                        like=args.out),
+                                suffixes=TABLE_SUFFIXES)
     print(f"{out}: {len(sim.frame)} rows in {args.clusters} clusters")
     return 0
 
@@ -273,12 +307,17 @@ def cmd_simulate(args) -> int:
 def cmd_figures(args) -> int:
     """Write the notes' figures."""
     from analyses.figures import make_figures
-    from analyses.fit import check_output_dir
+    from analyses.outputs import resolve_out, write_atomically
 
-    out = Path(args.out)
-    check_output_dir(out)
-    for path in make_figures(out, seed=args.seed):
-        print(path)
+    resolve_out(args.out)
+    names: list[str] = []
+
+    def writer(tmp: Path) -> None:
+        names.extend(p.name for p in make_figures(tmp, seed=args.seed))
+
+    out = write_atomically(Path(args.out), writer)
+    for name in names:
+        print(out / name)
     return 0
 
 
@@ -298,7 +337,14 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)  # inside: Ctrl-C while importing is handled too
         return COMMANDS[args.command](args)
     except KeyboardInterrupt:
-        print("varcomp: interrupted; no output was written", file=sys.stderr)
+        from analyses.outputs import COMMITTED
+
+        if COMMITTED:
+            print(f"varcomp: interrupted after the output was complete: {COMMITTED[-1]}",
+                  file=sys.stderr)
+        else:
+            print("varcomp: interrupted; no output was written (earlier output untouched)",
+                  file=sys.stderr)
         return 130
     except (ValueError, OSError) as exc:  # DataError is a ValueError
         msg = " ".join(str(exc).split()) or type(exc).__name__

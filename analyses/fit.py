@@ -6,28 +6,23 @@ The Python API for notebooks is :func:`fit` (returns the InferenceData objects) 
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import shutil
-import signal
 import sys
-import tempfile
-import threading
 import time
 from collections.abc import Iterable, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from analyses.outputs import (checkpoint, dump_json, resolve_out, stop_on_signals,
+                              write_atomically)
 from models import NAMES, ClusteredData, build
 from models.data import DataError
 from models.estimate import PointEstimate, fit_ml, fit_reml
 from models.sampling import SUMMARY_VARS, Fit, diagnose, sample_model
 
-__all__ = ["FitResult", "fit", "run", "summarise", "check_output_dir", "write_atomically"]
+__all__ = ["FitResult", "fit", "run", "summarise", "write_outputs"]
 
 HDI_PROB = 0.94
 # The sufficient form runs on models.native / models.native_mv (hand-written numba, cached on
@@ -305,136 +300,7 @@ def summarise(result: FitResult) -> dict:
     return summary
 
 
-# ---------------------------------------------------------------------------- writing outputs
-def check_output_dir(out: Path) -> None:
-    """Fail early (before any sampling) if ``out`` cannot be created or written."""
-    out = Path(out)
-    probe_parent = out if out.exists() else out.parent
-    while not probe_parent.exists():
-        probe_parent = probe_parent.parent
-    if out.exists() and not out.is_dir():
-        raise DataError(f"output path {out} exists and is not a directory: choose another --out")
-    if not probe_parent.is_dir():
-        raise DataError(f"cannot create output directory {out}: {probe_parent} is not a directory")
-    if not os.access(probe_parent, os.W_OK | os.X_OK):
-        raise DataError(f"output directory {out} is not writable: choose another --out")
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.probe-"):
-            pass
-    except OSError as exc:
-        raise DataError(f"cannot write to {out.parent}: {exc.strerror or exc}") from None
-
-
-_STOP = threading.Event()
-_DEPTH = [0]
-
-
-@contextmanager
-def stop_on_signals():
-    """SIGINT and SIGTERM raise KeyboardInterrupt, and are remembered.
-
-    Remembering matters: a signal that arrives while C code calls back into Python (numba's
-    LLVM callbacks, for one) raises inside the callback, where the exception is printed and
-    dropped. :func:`checkpoint` raises it again at the next safe point, so a run that was
-    interrupted never writes its output. Python would print such a dropped interrupt with a
-    traceback ("Exception ignored on calling ctypes callback function"); while this context is
-    active, :data:`sys.unraisablehook` silences exactly those (remembered) interrupts, so stderr
-    carries only the one-line message; any error that escapes after a signal is reported as the
-    interrupt it was. Nestable; a no-op outside the main thread.
-    """
-    def handler(signum, frame):
-        _STOP.set()
-        raise KeyboardInterrupt
-
-    def unraisable(info):
-        if isinstance(info.exc_value, KeyboardInterrupt) and _STOP.is_set():
-            return  # remembered: checkpoint() raises it again at the next safe point
-        old_hook(info)
-
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    if _DEPTH[0] == 0:
-        _STOP.clear()  # the outermost context starts a fresh run
-    old = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-    old_hook, sys.unraisablehook = sys.unraisablehook, unraisable
-    _DEPTH[0] += 1
-    try:
-        yield
-    except Exception as exc:
-        if _STOP.is_set():  # an interrupt some library caught and re-raised as another error
-            raise KeyboardInterrupt from exc
-        raise
-    finally:
-        _DEPTH[0] -= 1
-        sys.unraisablehook = old_hook
-        for sig, h in old.items():
-            signal.signal(sig, h)
-
-
-def checkpoint() -> None:
-    """Raise KeyboardInterrupt if a signal arrived (see :func:`stop_on_signals`)."""
-    if _STOP.is_set():
-        raise KeyboardInterrupt
-
-
-def write_atomically(out: Path, writer) -> Path:
-    """Call ``writer(tmp_dir)`` then swap the complete directory into place as ``out``.
-
-    An interrupted run leaves no partial output and any earlier complete ``out`` untouched
-    (only the final pair of renames, microseconds long, can be interrupted).
-    """
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes 0700; the output is an ordinary folder
-    old = None
-    try:
-        with stop_on_signals():
-            writer(tmp)
-            checkpoint()
-            if out.exists():
-                old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old-"))
-                os.rmdir(old)
-                os.rename(out, old)
-            os.rename(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if old is not None and old.exists() and not out.exists():
-            os.rename(old, out)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-    return out
-
-
-def _json_default(o):
-    if isinstance(o, (np.integer,)):
-        return int(o)
-    if isinstance(o, (np.floating,)):
-        return _num(o)
-    if isinstance(o, np.bool_):
-        return bool(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    return str(o)
-
-
-def _clean(o):
-    """Replace non-finite floats by None so the JSON is standard."""
-    if isinstance(o, dict):
-        return {k: _clean(v) for k, v in o.items()}
-    if isinstance(o, (list, tuple)):
-        return [_clean(v) for v in o]
-    if isinstance(o, (float, np.floating)):
-        return _num(o)
-    return o
-
-
-def write_outputs(result: FitResult, out: Path) -> Path:
+def write_outputs(result: FitResult, out: Path, *, inputs=()) -> Path:
     """Write summary.json, report.html and ``<model>.nc`` into ``out`` atomically."""
     from analyses.report import render_report
 
@@ -446,20 +312,23 @@ def write_outputs(result: FitResult, out: Path) -> Path:
         html = render_report(data=result.data, fits=result.fits, estimates=result.estimates,
                              comparison=result.comparison, summary=result.summary)
         (tmp / "report.html").write_text(html, encoding="utf-8")
-        (tmp / "summary.json").write_text(
-            json.dumps(_clean(result.summary), indent=2, default=_json_default) + "\n",
-            encoding="utf-8")
+        dump_json(result.summary, tmp / "summary.json")
 
-    return write_atomically(out, writer)
+    return write_atomically(out, writer, inputs=inputs)
 
 
 def run(data: ClusteredData, *, out: Path, **kwargs) -> FitResult:
-    """Fit (see :func:`fit`) and write the outputs into ``out``; returns the result."""
-    check_output_dir(Path(out))
+    """Fit (see :func:`fit`) and write the outputs into ``out``; returns the result.
+
+    ``out`` is checked first (:func:`analyses.outputs.resolve_out`): an existing folder that
+    varcomp did not write is refused before any sampling.
+    """
+    inputs = [data.source] if Path(data.source).is_file() else []
+    resolve_out(out, inputs=inputs)
     with stop_on_signals():
         result = fit(data, **kwargs)
         checkpoint()
-        write_outputs(result, Path(out))
+        write_outputs(result, Path(out), inputs=inputs)
     return result
 
 

@@ -80,6 +80,8 @@ def simulate_univariate(
     """
     sizes = cluster_sizes(L, n)
     tau, sigma = _positive("tau", tau), _positive("sigma", sigma)
+    if not np.isfinite(float(mu)):
+        raise ValueError(f"mu must be a finite number, got {mu}")
     rng = np.random.default_rng(rng)
     effects = rng.normal(0.0, tau, size=sizes.size)
     codes = np.repeat(np.arange(sizes.size), sizes)

@@ -182,7 +182,7 @@ def test_output_directory_cannot_be_written(good_csv, tmp_path, capsys):
     blocker = tmp_path / "a_file"
     blocker.write_text("x")
     out = blocker / "sub"
-    assert_bad_input(fit_args(good_csv, out), capsys, "not a directory", out)
+    assert_bad_input(fit_args(good_csv, out), capsys, "not a folder", out)
 
 
 def test_simulator_refuses_non_pd_V(tmp_path, capsys):

@@ -160,7 +160,7 @@ def test_interrupt_inside_a_c_callback_is_remembered_and_silent():
     because pytest replaces sys.unraisablehook with its own."""
     script = """
 import ctypes, os, signal, sys, time
-from analyses.fit import checkpoint, stop_on_signals
+from analyses.outputs import checkpoint, stop_on_signals
 
 @ctypes.CFUNCTYPE(None)
 def callback():
