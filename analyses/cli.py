@@ -7,12 +7,14 @@ nothing written. ``fit --strict`` exits 3 when a fit fails the diagnostics gate.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import time
 import warnings
 from pathlib import Path
 
+EXIT_BUG = 1
 EXIT_BAD_INPUT = 2
 EXIT_UNTRUSTED = 3
 
@@ -59,7 +61,7 @@ def _unit_interval(text: str) -> float:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for tests and docs)."""
-    from models import NAMES
+    from models.forms import FORM_NAMES
 
     p = _Parser(prog="varcomp", description="Bayesian variance components (one-way random "
                 "effects) with PyMC and ArviZ.")
@@ -76,8 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("data", help="CSV/Parquet path or shipped dataset name")
     f.add_argument("--group", help="grouping column")
     f.add_argument("--response", action="append", help="response column (repeat for several)")
-    f.add_argument("--model", default="sufficient", choices=[*NAMES, "all"],
-                   help="parameterisation (default sufficient) or all")
+    f.add_argument("--model", default=None, choices=[*FORM_NAMES, "all"],
+                   help="parameterisation (default: the family's, sufficient) or all")
     f.add_argument("--draws", type=_positive_int, default=1000)
     f.add_argument("--tune", type=_positive_int, default=1000)
     f.add_argument("--chains", type=_positive_int, default=4)
@@ -165,16 +167,26 @@ def cmd_describe(args) -> int:
         a = data.anova(k)
         print(f"\none-way ANOVA of {r}")
         print(f"  {'source':<8} {'SS':>14} {'df':>6} {'mean square':>14} {'F':>9}")
-        print(f"  {'between':<8} {a['ss_between']:>14.6g} {a['df_between']:>6g} "
-              f"{a['ms_between']:>14.6g} {a['F']:>9.4g}")
-        print(f"  {'within':<8} {a['ss_within']:>14.6g} {a['df_within']:>6g} "
-              f"{a['ms_within']:>14.6g}")
+        print(f"  {'between':<8} {_g(a['ss_between'], 14, '.6g')} {a['df_between']:>6g} "
+              f"{_g(a['ms_between'], 14, '.6g')} {_g(a['F'], 9, '.4g')}")
+        print(f"  {'within':<8} {_g(a['ss_within'], 14, '.6g')} {a['df_within']:>6g} "
+              f"{_g(a['ms_within'], 14, '.6g')}")
+        if not all(math.isfinite(a[key]) for key in ("n0", "tau2", "sigma2", "icc")):
+            why = ("every cluster has a single row: no within-cluster mean square"
+                   if a["df_within"] <= 0 else "one cluster: no between-cluster mean square")
+            print(f"  method of moments: undefined ({why})")
+            continue
         print(f"  method of moments (n0 = {a['n0']:.4g}): tau^2 = {a['tau2']:.6g}, "
               f"sigma^2 = {a['sigma2']:.6g}, ICC = {a['icc']:.4f}")
         if a["truncated"]:
             print("  note: MSB < MSW, so the moment estimate of tau^2 is negative and was "
                   "truncated at 0 (the data show no between-cluster variance beyond noise)")
     return 0
+
+
+def _g(x: float, width: int, spec: str) -> str:
+    """A number for the describe table; '-' where it is undefined (never 'nan')."""
+    return f"{x:>{width}{spec}}" if math.isfinite(x) else f"{'-':>{width}}"
 
 
 def _inputs(spec: str) -> list[Path]:
@@ -191,29 +203,26 @@ def _inputs(spec: str) -> list[Path]:
 
 def cmd_fit(args) -> int:
     """Fit, write the outputs, print where they are."""
-    from analyses.fit import fit, is_terminal, write_outputs
+    from analyses.fit import check_memory, fit, is_terminal, write_outputs
     from analyses.outputs import checkpoint, resolve_out, stop_on_signals
-    from models.priors import Priors, parse_prior_overrides
+    from models.forms import family_of
 
     t_start = time.perf_counter()
     inputs = _inputs(args.data)
     if args.out:  # a bad --out is refused before the data are read
         resolve_out(args.out, inputs=inputs)
-    data = _load(args, stats_only=args.model == "sufficient")
+    data = _load(args, stats_only=args.model in (None, "sufficient"))
     out = Path(args.out) if args.out else Path("reports") / data.name
     resolve_out(out, inputs=inputs)
-    priors = None
-    if args.prior:
-        if data.p != 1:
-            raise ValueError("--prior applies to univariate fits only")
-        priors = parse_prior_overrides(Priors.default(data), args.prior)
+    family = family_of(data)
+    priors = family.parse_priors(data, args.prior) if args.prior else None
+    names = list(family.forms) if args.model == "all" else [args.model or family.default_form]
+    check_memory(family, data, names, args.draws, args.chains)
     data.require_identifiable()
     for w in data.warnings:
         print(f"varcomp: warning: {w}", file=sys.stderr)
     if args.model == "all":
-        from analyses.fit import skipped_in_all
-
-        for name, why in skipped_in_all(data).items():
+        for name, why in family.skipped(data).items():
             print(f"varcomp: warning: --model all skips {name}: {why}", file=sys.stderr)
     with stop_on_signals():
         result = fit(data, args.model, draws=args.draws, tune=args.tune, chains=args.chains,
@@ -325,9 +334,35 @@ COMMANDS = {"datasets": cmd_datasets, "describe": cmd_describe, "fit": cmd_fit,
             "check": cmd_check, "simulate": cmd_simulate, "figures": cmd_figures}
 
 
+def _log_internal_error(exc: BaseException) -> Path | None:
+    """Write the traceback of an unexpected error to a log file; return its path."""
+    import tempfile
+    import traceback
+    from datetime import datetime
+
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    text = "".join(traceback.format_exception(exc))
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    for folder in (Path(base) / "varcomp" / "logs", Path(tempfile.gettempdir())):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            path = folder / f"varcomp-error-{stamp}-{os.getpid()}.log"
+            path.write_text(f"varcomp {' '.join(sys.argv[1:])}\n{text}", encoding="utf-8")
+            return path
+        except OSError:
+            continue
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``varcomp`` console script."""
+    """Entry point of the ``varcomp`` console script.
+
+    Exit codes: 0 done; 2 bad input (one line on stderr, nothing written); 3 ``fit --strict``
+    and a fit failed the diagnostics gate; 1 an error that is our bug (one line pointing to a
+    log file with the traceback); 130 interrupted.
+    """
     warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=RuntimeWarning)  # numpy's overflow chatter
     warnings.filterwarnings("ignore", category=UserWarning, module="arviz")
     # pytensor's advice to install BLAS through conda: nothing a user of varcomp can act on
     warnings.filterwarnings("ignore", message="PyTensor could not link to a BLAS",
@@ -346,10 +381,21 @@ def main(argv: list[str] | None = None) -> int:
             print("varcomp: interrupted; no output was written (earlier output untouched)",
                   file=sys.stderr)
         return 130
+    except BrokenPipeError:  # e.g. `varcomp describe x | head -1`: the reader stopped
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
     except (ValueError, OSError) as exc:  # DataError is a ValueError
         msg = " ".join(str(exc).split()) or type(exc).__name__
         print(f"varcomp: error: {msg}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except Exception as exc:  # our bug: one line, the traceback in a log file
+        log = _log_internal_error(exc)
+        msg = " ".join(str(exc).split())[:200] or type(exc).__name__
+        where = f"; the traceback is in {log}" if log else ""
+        print(f"varcomp: internal error ({type(exc).__name__}: {msg}){where}; please report it",
+              file=sys.stderr)
+        return EXIT_BUG
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,7 +1,9 @@
-"""Fitting: build, compile and sample each parameterisation, summarise, write outputs atomically.
+"""Fitting: build, compile and sample each form of the data's family, summarise, write outputs.
 
 The Python API for notebooks is :func:`fit` (returns the InferenceData objects) and
 :func:`run` (fit and write ``summary.json``, ``report.html`` and one NetCDF per form).
+Which forms exist, what each samples and which names it reports are asked of the family
+(:func:`models.forms.family_of`); this module tests nothing about the kind of data.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 import math
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,19 +19,13 @@ import numpy as np
 
 from analyses.outputs import (checkpoint, dump_json, resolve_out, stop_on_signals,
                               write_atomically)
-from models import NAMES, ClusteredData, build
-from models.data import DataError
-from models.estimate import PointEstimate, fit_ml, fit_reml
-from models.sampling import SUMMARY_VARS, Fit, diagnose, sample_model
+from models import ClusteredData, family_of
+from models.forms import Family, Form
+from models.sampling import Fit, diagnose, sample_model
 
-__all__ = ["FitResult", "fit", "run", "summarise", "write_outputs"]
+__all__ = ["FitResult", "check_memory", "fit", "param_table", "prepare", "run", "summarise", "write_outputs"]
 
 HDI_PROB = 0.94
-# The sufficient form runs on models.native / models.native_mv (hand-written numba, cached on
-# disk: no pytensor graph at all). Every other form uses nutpie's numba backend: fastest per
-# gradient and free of the GIL across chains. pytensor's C backend ("c", cached on disk:
-# models.compile_cache) compiles faster on re-runs but samples 20x slower (gcsemv sufficient:
-# 23.7 s against 1.1 s of sampling), so no form uses it here.
 
 
 @dataclass
@@ -37,10 +33,12 @@ class FitResult:
     """Everything one ``varcomp fit`` produces."""
 
     data: ClusteredData
+    family: Family
     fits: dict[str, Fit]
-    estimates: dict[str, PointEstimate] = field(default_factory=dict)
+    estimates: dict = field(default_factory=dict)
     comparison: object | None = None
     summary: dict = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
 
     @property
     def idata(self) -> dict[str, object]:
@@ -48,33 +46,14 @@ class FitResult:
         return {name: f.idata for name, f in self.fits.items()}
 
 
-# ``--model all`` leaves out the multivariate literal MvNormal when it would need more blocks
-# (distinct cluster layouts, each its own MvNormal graph) than this: gcsemv has 68, and compiling
-# and sampling them takes far longer than the other three forms together. Asked for by name,
-# it still runs.
-MV_MARGINAL_MAX_BLOCKS = 8
-
-
-def _models(model: str | Sequence[str]) -> list[str]:
-    names = list(NAMES) if model == "all" else [model] if isinstance(model, str) else list(model)
+def _models(family: Family, model: str | Sequence[str] | None) -> list[str]:
+    if model is None:
+        return [family.default_form]
+    names = list(family.forms) if model == "all" else [model] if isinstance(model, str) \
+        else list(model)
     for n in names:
-        if n not in NAMES:
-            raise ValueError(f"unknown model '{n}': choose one of {', '.join(NAMES)} or all")
+        family.form(n)  # one line naming the choices for an unknown name
     return names
-
-
-def skipped_in_all(data) -> dict[str, str]:
-    """Forms that ``model="all"`` leaves out for these data, with the reason."""
-    if data.p == 1:
-        return {}
-    from models.multivariate import marginal_block_count
-
-    blocks = marginal_block_count(data)
-    if blocks <= MV_MARGINAL_MAX_BLOCKS:
-        return {}
-    return {"marginal": f"the literal MvNormal would need {blocks} blocks (distinct cluster "
-                        f"layouts; limit {MV_MARGINAL_MAX_BLOCKS} for --model all): ask for "
-                        f"--model marginal to run it anyway"}
 
 
 def _check_settings(draws: int, tune: int, chains: int, sampler: str) -> None:
@@ -85,9 +64,37 @@ def _check_settings(draws: int, tune: int, chains: int, sampler: str) -> None:
         raise ValueError(f"unknown sampler '{sampler}': choose nutpie or pymc")
 
 
+def check_memory(family: Family, data, names: Sequence[str], draws: int, chains: int) -> None:
+    """Refuse, before any work, a run whose posterior draws would not fit in memory.
+
+    Per draw and form: the parameters (a few dozen numbers, p^2 per matrix) plus the group
+    effects (L x p; latent forms hold their sampled coordinates too; a form that integrates them
+    out stores their moments instead of draws above 10^7 values); 8 bytes each, three copies
+    (the sampler's trace, the InferenceData, the NetCDF writer). The budget is half of this
+    machine's memory (:func:`models.data.memory_budget`).
+    """
+    from models.data import memory_budget
+    from models.effects import MAX_DRAW_VALUES
+
+    p = len(data.responses)
+    total = 0
+    for name in names:
+        form = family.form(name)
+        group = data.n_groups * p * (2 if form.latent else 1)
+        if not form.latent and draws * chains * data.n_groups > MAX_DRAW_VALUES:
+            group = 0
+        total += (64 + 6 * p * p + group) * draws * chains * 8 * 3
+    budget = memory_budget()
+    if total > budget:
+        raise ValueError(f"{len(names)} fit(s) of {chains} chains x {draws:,} draws would hold "
+                         f"about {total / 2**30:.1f} GiB of draws, more than the "
+                         f"{budget / 2**30:.1f} GiB budget (half of this machine's memory): use "
+                         f"fewer --draws or --chains")
+
+
 def fit(
     data: ClusteredData,
-    model: str | Sequence[str] = "sufficient",
+    model: str | Sequence[str] | None = None,
     *,
     draws: int = 1000,
     tune: int = 1000,
@@ -98,179 +105,131 @@ def fit(
     target_accept: float = 0.8,
     progress: bool = False,
 ) -> FitResult:
-    """Fit one parameterisation (or ``"all"``) to ``data``; no files are written.
+    """Fit one form (default: the family's default), several, or ``"all"`` to ``data``.
 
-    Every fit gets ``group_effect`` draws (the marginal forms by exact conditional draws),
-    its diagnostics, and timings of build, compile and sampling. Univariate data also get the
-    ML and REML estimates, and several fits get the posterior comparison of
-    :func:`models.checks.compare_posteriors`.
+    No files are written. Every fit gets group effects (the marginal forms by exact conditional
+    draws from the family), its diagnostics and timings of build, compile and sampling; the
+    family's ML/REML estimates are added when it has them, and several fits get the posterior
+    comparison of :func:`models.checks.compare_posteriors`.
     """
-    names = _models(model)
+    family = family_of(data)
+    names = _models(family, model)
     _check_settings(draws, tune, chains, sampler)
+    check_memory(family, data, names, draws, chains)
     data.require_identifiable()
-    skipped = skipped_in_all(data) if model == "all" else {}
-    names = [n for n in names if n not in skipped]
+    skipped = family.skipped(data) if model == "all" else {}
     fits: dict[str, Fit] = {}
-    for name in names:
-        _import_for(name, data, sampler, priors)  # imports are not build time
+    for name in [n for n in names if n not in skipped]:
+        form = family.form(name)
+        _import_for(form, sampler)  # imports are not build time
         t0 = time.perf_counter()
-        m, backend = prepare(name, data, priors=priors, sampler=sampler)
+        m, backend = prepare(form, data, priors=priors, sampler=sampler)
         t_build = time.perf_counter() - t0
         idata, sec = sample_model(m, draws=draws, tune=tune, chains=chains, seed=seed,
                                   sampler=sampler, target_accept=target_accept,
                                   progress=progress, backend=backend)
         checkpoint()
         t1 = time.perf_counter()
-        _add_group_effects(idata, data, seed)
+        if not form.latent:
+            family.add_effects(idata, data, seed)
         seconds = {"build": t_build, "compile": sec["compile"], "sample": sec["sample"]}
         seconds["total"] = t_build + sec["compile"] + sec["sample"] + (time.perf_counter() - t1)
         settings = {"draws": draws, "tune": tune, "chains": chains, "seed": seed,
                     "sampler": sampler, "target_accept": target_accept,
                     "backend": backend if sampler == "nutpie" else "pymc"}
-        fits[name] = Fit(name, idata, seconds, settings, diagnose(idata, _summary_vars(idata)))
-    estimates = {}
-    if data.p == 1:
-        estimates = {"ml": fit_ml(data), "reml": fit_reml(data)}
+        fits[name] = Fit(name, idata, seconds, settings, diagnose(idata, family.summary_vars))
+    estimates = family.estimates(data) if family.estimates else {}
     comparison = None
     if len(fits) > 1:
-        comparison = _compare(data, fits, priors)
-    result = FitResult(data, fits, estimates, comparison)
+        from models.checks import compare_posteriors
+
+        reference = family.reference(data, priors) if family.reference else None
+        comparison = compare_posteriors(fits, reference=reference,
+                                        var_names=family.compare_vars)
+    result = FitResult(data, family, fits, estimates, comparison, skipped=skipped)
     result.summary = summarise(result)
-    if skipped:
-        result.summary["skipped"] = skipped
     return result
 
 
-def prepare(name: str, data, *, priors=None, sampler: str = "nutpie") -> tuple[object, str]:
-    """What :func:`fit` samples for form ``name``: ``(model, backend)``.
+def prepare(form: Form, data, *, priors=None, sampler: str = "nutpie") -> tuple[object, str]:
+    """What :func:`fit` samples for ``form``: ``(model, backend)``.
 
-    The ``sufficient`` form sampled by nutpie is :mod:`models.native`'s (univariate) or
-    :mod:`models.native_mv`'s (multivariate) compiled density (an already compiled nutpie
-    model, backend ``"native"``); every other form is its
-    PyMC model, compiled by nutpie's numba backend. PyMC is imported only
-    when a PyMC model is built.
+    With nutpie, a form with a compiled route (:mod:`models.compiled`) runs as that hand-written
+    machine code (an already compiled nutpie model, backend ``"native"``) when it covers the
+    priors; every other form is its PyMC model, compiled by nutpie's numba backend. PyMC is
+    imported only when a PyMC model is built.
     """
-    if _native_route(name, data, sampler, priors):
-        if data.p > 1:
-            from models import native_mv
-
-            return native_mv.compile_sufficient_mv(data, priors), "native"
-        from models import native
-
-        return native.compile_sufficient(data.stats, priors or _default_priors(data)), "native"
-    return build(name, data, priors=priors), "numba"
+    if sampler == "nutpie" and form.compiled is not None:
+        compiled = form.compiled(data, priors)
+        if compiled is not None:
+            return compiled, "native"
+    return form.build(data, priors=priors), "numba"
 
 
-def _import_for(name: str, data, sampler: str, priors) -> None:
-    if _native_route(name, data, sampler, priors):
-        import models.native  # noqa: F401  (loads the cached machine code)
-        import models.native_mv  # noqa: F401
-        import nutpie  # noqa: F401
+def _import_for(form: Form, sampler: str) -> None:
+    if sampler == "nutpie" and form.compiled is not None:
+        import nutpie  # noqa: F401  (the compiled route's only heavy import)
     else:
         import pymc  # noqa: F401
 
 
-def _default_priors(data):
-    from models.priors import Priors
-
-    return Priors.default(data)
-
-
-def _native_route(name: str, data, sampler: str, priors) -> bool:
-    """Whether this fit runs on :mod:`models.native` / :mod:`models.native_mv` (the
-    sufficient form sampled by nutpie)."""
-    if name != "sufficient" or sampler != "nutpie":
-        return False
-    if data.p > 1:
-        return True  # MvPriors: HalfNormal sds and LKJ, all covered by models.native_mv
-    from models.native import supported
-
-    return supported(priors or _default_priors(data))
-
-
-def _add_group_effects(idata, data: ClusteredData, seed: int) -> None:
-    if "group_effect" in idata.posterior:
-        return
-    if data.p == 1:
-        from models.effects import add_group_effects
-
-        add_group_effects(idata, data, seed=seed)
-    else:
-        from models import multivariate
-
-        multivariate.add_group_effects_mv(idata, data, seed=seed)
-
-
-def _compare(data: ClusteredData, fits: dict[str, Fit], priors):
-    from models import checks
-
-    reference = None
-    if data.p == 1:
-        reference = checks.reference_posterior(data, priors or _default_priors(data))
-    return checks.compare_posteriors(fits, reference=reference)
-
-
-def _summary_vars(idata) -> list[str]:
-    names = list(SUMMARY_VARS)
-    names += [v for v in ("corr_between", "corr_within") if v in idata.posterior]
-    return names
-
-
-def _flat_names(da) -> Iterable[tuple[str, dict]]:
-    """Contract names: ``mu``; ``mu[written]``; ``corr_between[written,course]`` (a < b only)."""
-    dims = [d for d in da.dims if d not in ("chain", "draw")]
-    if not dims:
-        yield da.name, {}
-        return
-    if len(dims) == 1:
-        for label in da[dims[0]].values:
-            yield f"{da.name}[{label}]", {dims[0]: label}
-        return
-    a, b = dims
-    labels_a, labels_b = list(da[a].values), list(da[b].values)
-    for i, la in enumerate(labels_a):
-        for j, lb in enumerate(labels_b):
-            if j > i:
-                yield f"{da.name}[{la},{lb}]", {a: la, b: lb}
-
-
+# ---------------------------------------------------------------------------- summary.json
 def _num(x) -> float | None:
     x = float(x)
     return x if math.isfinite(x) else None
 
 
-def param_table(idata) -> dict[str, dict]:
-    """Posterior summary per scalar parameter (mean, sd, 94% HDI, ESS, r_hat, MCSE)."""
+def _contract_name(label: str) -> str:
+    """ArviZ's ``corr_between[written, course]`` -> the contract's ``corr_between[written,course]``."""
+    return label.replace(", ", ",")
+
+
+def param_table(idata, var_names: Sequence[str]) -> dict[str, dict]:
+    """Posterior summary per scalar parameter: ArviZ's ``az.summary`` (94% HDI, unrounded).
+
+    Vectors give one row per element (``mu[written]``); matrices over (outcome, outcome_bis)
+    give their upper triangle without the diagonal (``corr_between[written,course]``). The one
+    table behind summary.json and the report.
+    """
+    import warnings
+
     import arviz as az
 
-    out: dict[str, dict] = {}
     post = idata.posterior
-    for var in _summary_vars(idata):
-        if var not in post:
+    names = [v for v in var_names if v in post]
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore")  # constant diagonals of correlation matrices
+        table = az.summary(idata, var_names=names, hdi_prob=HDI_PROB, round_to="none",
+                           kind="all")
+    lo, hi = (f"hdi_{100 * (1 - HDI_PROB) / 2:g}%", f"hdi_{100 * (1 + HDI_PROB) / 2:g}%")
+    keep: list[str] = []
+    for var in names:
+        dims = [d for d in post[var].dims if d not in ("chain", "draw")]
+        if len(dims) < 2:
+            keep += [lab for lab in table.index if lab == var or lab.startswith(f"{var}[")]
             continue
-        for name, sel in _flat_names(post[var]):
-            x = post[var].sel(sel) if sel else post[var]
-            vals = x.values
-            ds = x.to_dataset(name="x")
-            hdi = az.hdi(ds, hdi_prob=HDI_PROB)["x"].values
-            out[name] = {
-                "mean": _num(vals.mean()), "sd": _num(vals.std(ddof=1)),
-                "hdi_low": _num(hdi[0]), "hdi_high": _num(hdi[1]),
-                "ess_bulk": _num(az.ess(ds, method="bulk")["x"]),
-                "ess_tail": _num(az.ess(ds, method="tail")["x"]),
-                "r_hat": _num(az.rhat(ds)["x"]),
-                "mcse_mean": _num(az.mcse(ds, method="mean")["x"]),
-            }
+        labels = [str(x) for x in post[var][dims[0]].values]
+        keep += [f"{var}[{a}, {b}]" for i, a in enumerate(labels)
+                 for j, b in enumerate(labels) if j > i]
+    out: dict[str, dict] = {}
+    for label in keep:
+        row = table.loc[label]
+        out[_contract_name(label)] = {
+            "mean": _num(row["mean"]), "sd": _num(row["sd"]),
+            "hdi_low": _num(row[lo]), "hdi_high": _num(row[hi]),
+            "ess_bulk": _num(row["ess_bulk"]), "ess_tail": _num(row["ess_tail"]),
+            "r_hat": _num(row["r_hat"]), "mcse_mean": _num(row["mcse_mean"])}
     return out
 
 
 def summarise(result: FitResult) -> dict:
     """The ``summary.json`` contract (see the README)."""
-    d = result.data
+    d, family = result.data, result.family
     summary: dict = {
         "data": {"source": d.source, "n_obs": d.n_obs, "n_groups": d.n_groups,
                  "group": d.group_name, "response": list(d.responses),
                  "dropped_rows": d.dropped_rows},
+        "family": family.name,
         "fits": {},
     }
     if d.warnings:
@@ -285,21 +244,20 @@ def summarise(result: FitResult) -> dict:
             "diagnostics": {k: _num(dg[k]) for k in ("r_hat", "ess_bulk", "ess_tail", "ebfmi")}
             | {"treedepth_hits": int(dg["treedepth_hits"])},
             "settings": dict(f.settings),
-            "params": param_table(f.idata),
+            "params": param_table(f.idata, family.summary_vars),
         }
     if result.estimates:
-        summary["estimates"] = {
-            k: {"mu": e.mu, "tau": e.tau, "sigma": e.sigma, "icc": e.icc,
-                "boundary": e.boundary, "criterion": e.criterion}
-            for k, e in result.estimates.items()
-        }
+        summary["estimates"] = {k: e.as_dict() for k, e in result.estimates.items()}
     if result.comparison is not None:
         c = result.comparison
         table = c.table.replace({np.nan: None}).to_dict(orient="records")
         summary["comparison"] = {"passed": bool(c.passed), "table": table, "text": c.text}
+    if result.skipped:
+        summary["skipped"] = dict(result.skipped)
     return summary
 
 
+# ---------------------------------------------------------------------------- outputs
 def write_outputs(result: FitResult, out: Path, *, inputs=()) -> Path:
     """Write summary.json, report.html and ``<model>.nc`` into ``out`` atomically."""
     from analyses.report import render_report
@@ -309,8 +267,7 @@ def write_outputs(result: FitResult, out: Path, *, inputs=()) -> Path:
             # uncompressed: zlib saves 3% on posterior draws (31k-row set: 75.4 vs 77.8 MB) and
             # costs 2 s there
             f.idata.to_netcdf(str(tmp / f"{name}.nc"), compress=False)
-        html = render_report(data=result.data, fits=result.fits, estimates=result.estimates,
-                             comparison=result.comparison, summary=result.summary)
+        html = render_report(result)
         (tmp / "report.html").write_text(html, encoding="utf-8")
         dump_json(result.summary, tmp / "summary.json")
 

@@ -10,9 +10,10 @@ holding its rows: pyarrow streams the file in record batches, each batch is redu
     n = n_a + n_b,\quad \bar x = \bar x_a + (\bar x_b - \bar x_a)\, n_b / n,\quad
     S = S_a + S_b + (\bar x_b - \bar x_a)^2\, n_a n_b / n.
 
-Group labels get codes in order of first appearance across chunks, as
-:meth:`models.data.ClusteredData.from_frame` gives them, so the result equals the in-memory path to
-rounding. Memory is O(chunk + L), time O(N).
+Group labels are text exactly as written (the dialect is :func:`models.io.sniff`'s, the same
+as the in-memory reader's) and get codes in order of first appearance across chunks, as
+:meth:`models.data.ClusteredData.from_frame` gives them, so the result equals the in-memory path
+to rounding. Memory is O(chunk + L), time O(N).
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from models.data import ClusteredData, DataError, GroupStats, _label, group_stats
+from models.data import ClusteredData, DataError, GroupStats, group_stats
+from models.io import EXTRA, labels_as_text, open_text, sniff
 
 __all__ = ["SufficientData", "default_priors", "from_stats", "read_stats"]
 
@@ -54,6 +56,14 @@ class SufficientData:
     anova = ClusteredData.anova
     moments = ClusteredData.moments
     require_identifiable = ClusteredData.require_identifiable
+
+    def _range(self, k: int) -> float:
+        """A lower bound of max - min (the rows are gone): the spread of the cluster means, or
+        the largest within-cluster deviation the sums of squares imply."""
+        n, m, ss = self.stats.column(k)
+        with np.errstate(all="ignore"):
+            within = float(np.sqrt(np.max(ss / n)))
+        return max(float(np.ptp(m)), within)
 
     @property
     def y(self) -> np.ndarray:
@@ -118,50 +128,49 @@ def default_priors(data: SufficientData):
 
 # ------------------------------------------------------------------------------ reading
 def _batches(path: Path, group: str, response: str, chunk_rows: int, csv_block: int):
-    """Yield (group, response) pyarrow arrays chunk by chunk, after checking the header."""
+    """Yield (group, response) pyarrow arrays chunk by chunk, in the dialect :func:`sniff` read."""
     import pyarrow as pa
 
-    suffix = path.suffix.lower()
-    if suffix in {".parquet", ".pq"}:
+    d = sniff(path)
+    _check_columns(path, d, group, response)
+    if d.kind == "parquet":
         import pyarrow.parquet as pq
 
-        try:
-            pf = pq.ParquetFile(path)
-        except Exception as exc:  # pyarrow's own error types for corrupt files
-            raise DataError(f"cannot read {path}: {_first_line(exc)}") from None
-        _check_columns(path, list(pf.schema_arrow.names), group, response)
+        pf = pq.ParquetFile(path)
         for batch in pf.iter_batches(batch_size=chunk_rows, columns=[group, response]):
             yield batch.column(0), batch.column(1)
         return
 
     import pyarrow.csv as pcsv
 
-    with open(path, newline="", encoding="utf-8", errors="replace") as fh:
-        header = fh.readline().rstrip("\r\n")
-    if not header:
-        raise DataError(f"{path} is empty: it has no header and no rows")
-    import csv
-
-    _check_columns(path, next(csv.reader([header]), []), group, response)
+    names = list(d.raw_columns) + ([EXTRA] if d.extra_field else [])
+    spare = [c for c in names if c in ("", EXTRA)]
     try:
         reader = pcsv.open_csv(
-            path,
-            read_options=pcsv.ReadOptions(block_size=csv_block),
+            open_text(path, d),
+            read_options=pcsv.ReadOptions(block_size=csv_block, column_names=names,
+                                          skip_rows=1),
+            parse_options=pcsv.ParseOptions(delimiter=d.delimiter),
             convert_options=pcsv.ConvertOptions(
-                include_columns=[group, response],
-                # labels as text (pandas-like typing is applied to the unique labels at the
-                # end); the response as float64 in every block, whatever the first block holds
-                column_types={group: pa.string(), response: pa.float64()},
+                include_columns=[group, response, *spare],
+                # labels as text, exactly as written; the response as float64 in every block
+                column_types={group: pa.string(), response: pa.float64(),
+                              **{c: pa.string() for c in spare}},
                 strings_can_be_null=True),
         )
         for batch in reader:
+            for k in range(2, batch.num_columns):
+                if batch.column(k).null_count < len(batch.column(k)):
+                    raise DataError(f"{path}: rows have one field more than the header names "
+                                    f"({len(d.columns)}), and it holds values: the columns "
+                                    f"would shift; fix the header ({d.describe()})")
             yield batch.column(0), batch.column(1)
     except pa.ArrowInvalid as exc:
         msg = _first_line(exc)
         if "conversion error to double" in msg:
             raise DataError(f"response '{response}' is not numeric ({msg}): choose a numeric "
                             f"column or clean it") from None
-        raise DataError(f"cannot read {path}: {msg}") from None
+        raise DataError(f"cannot read {path}: {msg} ({d.describe()})") from None
 
 
 def _first_line(exc: BaseException) -> str:
@@ -169,7 +178,8 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def _check_columns(path: Path, cols: list[str], group: str, response: str) -> None:
+def _check_columns(path: Path, d, group: str, response: str) -> None:
+    cols = list(d.columns)
     dupes = sorted({c for c in cols if cols.count(c) > 1})
     if dupes:
         raise DataError(f"{path} has duplicate column names {dupes}: rename them so each column "
@@ -177,7 +187,7 @@ def _check_columns(path: Path, cols: list[str], group: str, response: str) -> No
     for name, role in ((group, "group"), (response, "response")):
         if name not in cols:
             raise DataError(f"{role} column '{name}' not found; columns present: "
-                            f"{', '.join(cols)}")
+                            f"{', '.join(cols)} (read as {d.describe()})")
     if group == response:
         raise DataError(f"column '{group}' cannot be both the group and a response")
 
@@ -226,11 +236,6 @@ def read_stats(
     import pyarrow.compute as pc
 
     p = Path(path)
-    if not p.exists():
-        raise DataError(f"file not found: {p}")
-    if p.is_dir():
-        raise DataError(f"{p} is a directory, not a data file")
-    is_csv = p.suffix.lower() not in {".parquet", ".pq"}
     raw: pd.Index | None = None  # raw label values seen so far, position = provisional code
     total: GroupStats | None = None
     rows = dropped = 0
@@ -252,7 +257,8 @@ def read_stats(
         # chunk-local codes (first-appearance order), then their global codes
         enc = pc.dictionary_encode(g_col)
         local = enc.indices.to_numpy(zero_copy_only=False).astype(np.int64)
-        uniques = enc.dictionary.to_pandas()
+        uniques = pd.Index(labels_as_text(enc.dictionary.to_numpy(zero_copy_only=False)),
+                           dtype=object)
         if raw is None:
             raw, where = pd.Index(uniques), np.arange(len(uniques))
         else:
@@ -267,9 +273,7 @@ def read_stats(
         raise DataError(f"{p} has a header but no rows")
     if total is None or raw is None:
         raise DataError(f"every value of ['{response}'] is missing or not finite")
-    labels = _labels(raw, is_csv)
-    total = _merge_equal_labels(total, labels)
-    groups = pd.unique(np.asarray(labels, dtype=object))
+    groups = raw.to_numpy(dtype=object)
     return from_stats(total, groups, response=response, group_name=group, source=str(p),
                       dropped_rows=dropped)
 
@@ -292,32 +296,3 @@ def _merge(total: GroupStats | None, part: GroupStats, where: np.ndarray, L: int
     # univariate pooled within-group scatter = sum of S_l (combine adds chunk scatters, which
     # would miss the between-chunk term of a group split across chunks)
     return GroupStats(n=out.n, mean=out.mean, ss=out.ss, scatter=np.array([[out.ss.sum()]]))
-
-
-def _labels(raw: pd.Index, is_csv: bool) -> list[str]:
-    """Label text as :meth:`ClusteredData.from_frame` gives it after ``pd.read_*``.
-
-    CSV labels were read as text; pandas would have typed a column whose every label is a
-    number as numeric (``"07"`` -> 7 -> ``"7"``), so the same typing is applied here.
-    """
-    values = raw.to_numpy(dtype=object)
-    if is_csv and values.size:
-        num = pd.to_numeric(pd.Series(values, dtype=object), errors="coerce")
-        if num.notna().all():  # int64, or float64 whose integral values _label prints as ints
-            values = num.to_numpy().astype(object)
-    return [_label(v) for v in values]
-
-
-def _merge_equal_labels(total: GroupStats, labels: list[str]) -> GroupStats:
-    """Pool groups whose raw values give one label (e.g. CSV ``7`` and ``07``); rarely needed."""
-    codes, uniques = pd.factorize(pd.Series(labels, dtype=object), sort=False)
-    if uniques.size == len(labels):
-        return total
-    L = uniques.size
-    n = np.bincount(codes, weights=total.n[:, 0], minlength=L)
-    s = np.bincount(codes, weights=total.n[:, 0] * np.nan_to_num(total.mean[:, 0]), minlength=L)
-    mean = s / n
-    dev = np.nan_to_num(total.mean[:, 0] - mean[codes])
-    ss = np.bincount(codes, weights=total.ss[:, 0] + total.n[:, 0] * dev**2, minlength=L)
-    return GroupStats(n=n.astype(np.int64)[:, None], mean=mean[:, None], ss=ss[:, None],
-                      scatter=np.array([[ss.sum()]]))

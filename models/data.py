@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import math
 import os
 from collections.abc import Sequence
@@ -12,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from models.errors import DataError
 
 __all__ = [
     "DATASETS",
@@ -25,10 +26,6 @@ __all__ = [
     "read_table",
     "write_table",
 ]
-
-
-class DataError(ValueError):
-    """Bad input data: the message names the problem and the fix, in one line."""
 
 
 @dataclass(frozen=True)
@@ -67,35 +64,11 @@ def data_dir() -> Path:
     return Path(env) if env else Path(__file__).resolve().parents[1] / "data"
 
 
-def read_table(path: str | os.PathLike) -> pd.DataFrame:
-    """Read a CSV or Parquet file, turning every reading problem into one :class:`DataError`."""
-    p = Path(path)
-    if not p.exists():
-        raise DataError(f"file not found: {p} (give a CSV/Parquet path or a shipped dataset name; "
-                        f"`varcomp datasets` lists those)")
-    if p.is_dir():
-        raise DataError(f"{p} is a directory, not a data file")
-    suffix = p.suffix.lower()
-    try:
-        if suffix in {".parquet", ".pq"}:
-            df = pd.read_parquet(p)
-        else:
-            df = pd.read_csv(p)
-            if not suffix == ".csv" and df.shape[1] < 2:
-                raise DataError(f"{p}: not a CSV or Parquet file (expected .csv or .parquet)")
-    except DataError:
-        raise
-    except pd.errors.EmptyDataError:
-        raise DataError(f"{p} is empty: it has no header and no rows") from None
-    except Exception as exc:  # parser, decoding, OS and pyarrow's own errors for corrupt files
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DataError(f"cannot read {p}: {first}") from None
-    dupes = _duplicate_columns(p, df)
-    if dupes:
-        raise DataError(f"{p} has duplicate column names {dupes}: rename them so each column is unique")
-    if df.shape[0] == 0:
-        raise DataError(f"{p} has a header but no rows")
-    return df
+def read_table(path: str | os.PathLike, *, text_columns=()) -> pd.DataFrame:
+    """Read a CSV or Parquet file (:func:`models.io.read_frame`; dialect detected once)."""
+    from models.io import read_frame
+
+    return read_frame(path, text_columns=text_columns)
 
 
 TABLE_SUFFIXES = (".csv", ".csv.gz", ".parquet")
@@ -131,22 +104,6 @@ def memory_budget() -> int:
         return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2)
     except (ValueError, OSError, AttributeError):  # pragma: no cover - non-POSIX
         return 8 << 30
-
-
-def _duplicate_columns(path: Path, df: pd.DataFrame) -> list[str]:
-    """Duplicate header names (pandas silently renames CSV duplicates ``a`` -> ``a.1``)."""
-    cols = list(df.columns)
-    if path.suffix.lower() not in {".parquet", ".pq"}:
-        with open(path, newline="", encoding="utf-8", errors="replace") as fh:
-            header = fh.readline().rstrip("\r\n")
-        cols = next(csv.reader([header]), [])
-    seen: set[str] = set()
-    dupes: list[str] = []
-    for c in cols:
-        if c in seen and c not in dupes:
-            dupes.append(str(c))
-        seen.add(c)
-    return dupes
 
 
 @dataclass(frozen=True)
@@ -221,13 +178,15 @@ def group_stats(y: np.ndarray, codes: np.ndarray, n_groups: int) -> GroupStats:
         c, v = codes[o], y[o, k]
         nk = np.bincount(c, minlength=n_groups)
         with np.errstate(invalid="ignore", divide="ignore"):
-            m = np.bincount(c, weights=v, minlength=n_groups) / nk
+            # sum of v / n_l, not sum of v: no overflow for values up to 1e300
+            m = np.bincount(c, weights=v / nk[c], minlength=n_groups)
             # corrected two-pass (Chan, Golub & LeVeque 1983): add back the mean residual, so
             # a large common offset costs no accuracy in the mean or in sum (x - xbar)^2
             m = m + np.bincount(c, weights=v - m[c], minlength=n_groups) / nk
         r = v - m[c]
         n[:, k] = nk
-        ss[:, k] = np.bincount(c, weights=r * r, minlength=n_groups)
+        with np.errstate(over="ignore", under="ignore"):  # refused by require_identifiable
+            ss[:, k] = np.bincount(c, weights=r * r, minlength=n_groups)
         mean[:, k] = np.where(nk > 0, m, np.nan)
     complete = obs.all(axis=1)
     if complete.any():
@@ -240,10 +199,17 @@ def group_stats(y: np.ndarray, codes: np.ndarray, n_groups: int) -> GroupStats:
                 mc = np.stack([np.bincount(cc, weights=resid[:, k], minlength=n_groups)
                                for k in range(p)], axis=1) / nc[:, None]
             resid = resid - mc[cc]
-        scatter = resid.T @ resid
+        with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+            scatter = resid.T @ resid
     else:
         scatter = np.zeros((p, p))
     return GroupStats(n=n, mean=mean, ss=ss, scatter=scatter)
+
+
+MAX_ABS = 1e300
+"""Largest magnitude of a response value the statistics accept (sums stay below 1.8e308)."""
+MIN_SPREAD, MAX_SPREAD = 1e-150, 1e150
+"""Allowed span (max - min) of a response: its squares (variances) stay normal float64 numbers."""
 
 
 @dataclass(frozen=True)
@@ -323,16 +289,7 @@ class ClusteredData:
 
         y = np.empty((len(df), len(responses)))
         for k, r in enumerate(responses):
-            col = df[r]
-            if pd.api.types.is_bool_dtype(col) or not pd.api.types.is_numeric_dtype(col):
-                converted = pd.to_numeric(col, errors="coerce")
-                bad = converted.isna() & col.notna()
-                if bad.any() or pd.api.types.is_bool_dtype(col):
-                    example = col[bad].iloc[0] if bad.any() else col.iloc[0]
-                    raise DataError(f"response '{r}' is not numeric (e.g. value {example!r}): "
-                                    f"choose a numeric column or clean it")
-                col = converted
-            y[:, k] = col.to_numpy(dtype=np.float64, na_value=np.nan)
+            y[:, k] = _numeric_response(df[r], r)
         y[~np.isfinite(y)] = np.nan
 
         observed = np.isfinite(y)
@@ -341,9 +298,9 @@ class ClusteredData:
         if not keep.any():
             raise DataError(f"every value of {list(responses)} is missing or not finite")
         y = y[keep]
-        labels = g.to_numpy()[keep]
-        codes, uniques = pd.factorize(pd.Series(labels), sort=False)
-        groups = np.asarray([_label(u) for u in uniques], dtype=object)
+        labels = _labels_text(g.to_numpy()[keep], str(group))
+        codes, uniques = pd.factorize(pd.Series(labels, dtype=object), sort=False)
+        groups = np.asarray(uniques, dtype=object)
         warnings: list[str] = []
         if dropped:
             warnings.append(f"{dropped} row(s) with a missing or non-finite response were dropped")
@@ -401,18 +358,61 @@ class ClusteredData:
         return out
 
     def require_identifiable(self) -> None:
-        """Raise :class:`DataError` unless tau and sigma can both be learned from these data."""
+        """Raise :class:`DataError` unless tau and sigma can both be learned from these data.
+
+        Also refuses values float64 cannot carry through the model: magnitudes above
+        :data:`MAX_ABS` (sums of them would overflow) and spreads (sd) outside
+        [:data:`MIN_SPREAD`, :data:`MAX_SPREAD`] (variances would underflow to 0 or overflow);
+        the message says how to rescale.
+        """
         if self.n_groups < 2:
             raise DataError("only one cluster: the between-cluster sd tau is not identifiable; "
                             "a variance-components model needs at least 2 (better 3+) clusters")
         st = self.stats
         for k, r in enumerate(self.responses):
             n = st.n[:, k]
+            if n.sum() == 0:
+                raise DataError(f"response '{r}' has no observed value: drop it from --response")
+            biggest = float(np.nanmax(np.abs(st.mean[n > 0, k])))
+            if not biggest <= MAX_ABS:
+                raise DataError(f"values of '{r}' reach {biggest:.3g}: beyond {MAX_ABS:.0e} their "
+                                f"sums overflow float64; rescale the column (e.g. divide by "
+                                f"1e100) and fit again")
             if (n[n > 0] == 1).all():
                 raise DataError(f"every cluster has a single '{r}' observation: tau and sigma are "
                                 f"not separately identifiable; clusters need repeated measurements")
-            if np.nansum(st.ss[:, k]) == 0.0 and np.nanstd(st.mean[n > 0, k]) == 0.0:
+            spread = self._range(k)
+            if spread == 0.0:
                 raise DataError(f"response '{r}' is constant: there is no variance to decompose")
+            if not spread <= MAX_SPREAD:
+                raise DataError(f"the values of '{r}' span {spread:.3g}, more than {MAX_SPREAD:.0e}:"
+                                f" their variances overflow float64; divide the column by a power "
+                                f"of ten (e.g. 1e{int(math.log10(spread))}) and fit again")
+            if spread < MIN_SPREAD:
+                raise DataError(f"the values of '{r}' span only {spread:.3g}, less than "
+                                f"{MIN_SPREAD:.0e}: their variances underflow float64; multiply "
+                                f"the column by a power of ten (e.g. 1e{-int(math.log10(spread))})"
+                                f" and fit again")
+            if np.nansum(st.ss[:, k]) == 0.0:
+                raise DataError(f"'{r}' is constant within every cluster: the within-cluster sd "
+                                f"sigma is 0 and the model needs within-cluster variation")
+        W = np.asarray(st.scatter, dtype=np.float64)
+        if W.shape[0] > 1:
+            scale = np.sqrt(np.diag(W))
+            if (scale > 0).all():
+                R = W / np.outer(scale, scale)
+                if np.linalg.eigvalsh(R)[0] < 1e-10:
+                    i, j = np.unravel_index(np.argmax(np.abs(np.triu(R, 1))), R.shape)
+                    a, b = self.responses[i], self.responses[j]
+                    raise DataError(f"responses {a!r} and {b!r} are collinear within clusters "
+                                    f"(within-cluster correlation {R[i, j]:+.6f}): the "
+                                    f"within-cluster covariance Sigma would be singular; drop "
+                                    f"one of them")
+
+    def _range(self, k: int) -> float:
+        """max - min of response ``k`` (no squares: meaningful at any magnitude)."""
+        y = self.y[:, k]
+        return float(np.nanmax(y) - np.nanmin(y))
 
     def moments(self, k: int = 0) -> tuple[float, float]:
         """Mean and sd (ddof 1) of all rows of response ``k``, from the statistics.
@@ -422,9 +422,10 @@ class ClusteredData:
         """
         n, m, ss = self.stats.column(k)
         N = float(n.sum())
-        grand = float((n * m).sum() / N)
-        grand += float((n * (m - grand)).sum() / N)  # corrected two-pass, as in group_stats
-        total = float(ss.sum() + (n * (m - grand) ** 2).sum())
+        grand = float(((n / N) * m).sum())  # weights first: no overflow for values up to 1e300
+        grand += float(((n / N) * (m - grand)).sum())  # corrected two-pass, as in group_stats
+        with np.errstate(over="ignore"):
+            total = float(ss.sum() + (n * (m - grand) ** 2).sum())
         return grand, math.sqrt(total / (N - 1.0)) if N > 1 else 0.0
 
     def anova(self, k: int = 0) -> dict[str, float]:
@@ -435,7 +436,8 @@ class ClusteredData:
         """
         n, m, ss = self.stats.column(k)
         N, L = float(n.sum()), int(n.size)
-        grand = float((n * m).sum() / N)
+        grand = float(((n / N) * m).sum())
+        grand += float(((n / N) * (m - grand)).sum())
         ssb = float((n * (m - grand) ** 2).sum())
         ssw = float(ss.sum())
         dfb, dfw = L - 1, N - L
@@ -454,11 +456,45 @@ class ClusteredData:
         }
 
 
-def _label(u: object) -> str:
-    """A group label as text (integral floats lose their '.0')."""
-    if isinstance(u, float) and u.is_integer():
-        return str(int(u))
-    return str(u)
+def _numeric_response(col: pd.Series, name: str) -> np.ndarray:
+    """A response column as float64 (NaN for missing), refusing anything not a real number.
+
+    Integers, floats and text that parses as numbers (CSV) are accepted; booleans, dates,
+    durations, complex numbers and text that is not a number are refused, naming an example.
+    """
+    kind = getattr(col.dtype, "kind", "O")
+    if pd.api.types.is_bool_dtype(col) or kind in "bcmM":
+        what = {"b": "true/false", "c": "complex", "m": "a duration", "M": "a date/time"}
+        raise DataError(f"response '{name}' is {what.get(kind, 'true/false')} "
+                        f"(e.g. value {col.iloc[0]!r}), not a real number: choose a numeric "
+                        f"column or convert it")
+    if kind in "iuf":
+        return col.to_numpy(dtype=np.float64, na_value=np.nan)
+    converted = pd.to_numeric(col, errors="coerce")
+    bad = converted.isna() & col.notna()
+    if bad.any():
+        raise DataError(f"response '{name}' is not numeric (e.g. value {col[bad].iloc[0]!r}): "
+                        f"choose a numeric column or clean it")
+    return converted.to_numpy(dtype=np.float64, na_value=np.nan)
+
+
+def _labels_text(values: np.ndarray, group: str) -> np.ndarray:
+    """Group labels as text (:func:`models.io.labels_as_text`), refusing labels of different
+    types that read the same (the number 1 and the text "1"): they would merge two clusters."""
+    from models.io import labels_as_text
+
+    text = labels_as_text(values)
+    if values.dtype == object and len(values):
+        kinds = pd.Series([type(v).__name__ for v in values], dtype=object)
+        if kinds.nunique() > 1:
+            per_text = pd.DataFrame({"t": text, "k": kinds}).groupby("t")["k"].nunique()
+            clash = per_text[per_text > 1]
+            if len(clash):
+                label = clash.index[0]
+                raise DataError(f"'{group}' holds labels of different types that read the same "
+                                f"({label!r} as text and as a number): make the column all "
+                                f"text (or all numbers) so clusters are not merged silently")
+    return text
 
 
 def load(
@@ -470,24 +506,34 @@ def load(
     """Load a shipped dataset by name, or a CSV/Parquet file by path.
 
     For a shipped dataset ``group`` and ``response`` default to its natural columns; for a file
-    both are required.
+    both are required. The group column is read as text exactly as written. A column that is
+    not found is named with the columns present and the dialect that was read.
     """
+    from models.io import read_frame, sniff
+
     key = str(spec)
     if key.lower() in DATASETS and not Path(key).exists():
         ds = DATASETS[key.lower()]
-        df = read_table(data_dir() / ds.file)
         resp: str | Sequence[str] = response if response else list(ds.response)
         if not response and len(ds.response) == 1:
             resp = ds.response[0]
-        return ClusteredData.from_frame(df, group=group or ds.group, response=resp,
-                                        source=ds.name)
-    path = Path(key)
-    if not path.exists() and not path.suffix:
-        raise DataError(f"'{key}' is neither a file nor a shipped dataset "
-                        f"({', '.join(DATASETS)})")
-    df = read_table(path)
-    if group is None or not response:
+        path, source = data_dir() / ds.file, ds.name
+        group = group or ds.group
+    else:
+        path, source, resp = Path(key), str(key), response
+        if not path.exists() and not path.suffix:
+            raise DataError(f"'{key}' is neither a file nor a shipped dataset "
+                            f"({', '.join(DATASETS)})")
+    dialect = sniff(path)
+    if group is None or not resp:
         missing = "--group" if group is None else "--response"
         raise DataError(f"{missing} is required for a data file; columns present: "
-                        f"{', '.join(map(str, df.columns))}")
-    return ClusteredData.from_frame(df, group=group, response=response, source=str(path))
+                        f"{', '.join(dialect.columns)}")
+    wanted = [(group, "group")] + [(r, "response") for r in
+                                   ([resp] if isinstance(resp, str) else list(resp))]
+    for name, role in wanted:
+        if name not in dialect.columns:
+            raise DataError(f"{role} column '{name}' not found; columns present: "
+                            f"{', '.join(dialect.columns)} (read as {dialect.describe()})")
+    df = read_frame(path, text_columns=[group], dialect=dialect)
+    return ClusteredData.from_frame(df, group=group, response=resp, source=source)

@@ -15,6 +15,12 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["FAMILIES", "NormalPrior", "Priors", "ScalePrior", "parse_prior_overrides"]
 
 FAMILIES = ("halfnormal", "halfstudentt", "halfcauchy", "exponential")
+NU_MAX = 1000.0
+"""Largest Student-t degrees of freedom accepted (beyond it use halfnormal)."""
+RELATIVE_SCALE = 1e6
+"""Prior scales (and a mean's distance from the data's) must lie within this factor of sd(y):
+the sampler's coordinates are standardised by sd(y), and a prior 10^6 times narrower or wider
+than the data leaves nothing for the sampler to adapt to in float64."""
 
 
 @dataclass(frozen=True)
@@ -34,8 +40,9 @@ class ScalePrior:
             raise ValueError(f"unknown prior family '{self.family}'; choose one of {FAMILIES}")
         if not (self.scale > 0 and math.isfinite(self.scale)):
             raise ValueError(f"prior scale must be positive and finite, got {self.scale}")
-        if not self.nu > 0:
-            raise ValueError(f"Student-t degrees of freedom must be positive, got {self.nu}")
+        if not 0 < self.nu <= NU_MAX:
+            raise ValueError(f"Student-t degrees of freedom must be in (0, {NU_MAX:g}], got "
+                             f"{self.nu} (for a normal tail use halfnormal)")
 
     def _scipy(self):
         return {
@@ -205,12 +212,28 @@ def parse_prior_overrides(priors: Priors, specs: list[str] | None) -> Priors:
             raise ValueError(
                 f"bad prior '{spec}'{detail}: use mu=normal:LOC:SCALE or "
                 f"tau|sigma=FAMILY:SCALE[:NU] with FAMILY in {', '.join(FAMILIES)}") from None
+    _check_relative(priors)
     return priors
+
+
+def _check_relative(priors: Priors) -> None:
+    """Scales within :data:`RELATIVE_SCALE` of the data's sd, the mean's location too."""
+    sd = priors.scale
+    lo, hi = sd / RELATIVE_SCALE, sd * RELATIVE_SCALE
+    for name, value in (("mu scale", priors.mu.scale), ("tau scale", priors.tau.scale),
+                        ("sigma scale", priors.sigma.scale)):
+        if not lo <= value <= hi:
+            raise ValueError(f"prior {name} {value:g} is outside [{lo:.3g}, {hi:.3g}] (10^-6 to "
+                             f"10^6 times the data's sd {sd:.4g}): choose a scale on the data's "
+                             f"scale")
+    if not abs(priors.mu.loc - priors.center) <= hi:
+        raise ValueError(f"prior mu location {priors.mu.loc:g} is more than 10^6 sd(y) from the "
+                         f"data's mean {priors.center:.6g}: choose a location near the data")
 
 
 @dataclass(frozen=True)
 class MvPriors:
-    r"""The prior of the multivariate model, used by every builder in :mod:`models.multivariate`.
+    r"""The prior of the multivariate model, used by every builder in :mod:`models.forms.multivariate`.
 
     .. math::
         \mu_k \sim \mathrm{Normal}(m_k, s_{\mu,k}),\qquad
@@ -319,7 +342,7 @@ class MvPriors:
         import pymc as pm
         import pytensor.tensor as pt
 
-        from models.multivariate import OutcomeAffine
+        from models.transforms import OutcomeAffine
 
         p = self.p
         scale = np.asarray(self.scale)

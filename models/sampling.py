@@ -1,7 +1,8 @@
-"""Sampling a built model (nutpie by default, or PyMC's NUTS) and the diagnostics gate.
+"""Sampling, in one module: a built or compiled model with nutpie (or PyMC's NUTS), one compiled
+model for many data sets of one design (SBC, checks), and the diagnostics gate.
 
-This is the small piece of "using" a model that :mod:`models.checks` needs itself;
-:mod:`analyses.fit` builds the user-facing fitting on top of it.
+:mod:`models.checks` needs sampling itself; :mod:`analyses.fit` builds the user-facing fitting on
+top of it. Nothing else calls ``nutpie.sample`` or ``pm.sample``.
 """
 
 from __future__ import annotations
@@ -17,12 +18,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["GATE", "Fit", "diagnose", "sample_model"]
+__all__ = ["GATE", "DataSwapper", "Fit", "diagnose", "quiet", "sample_compiled", "sample_model"]
 
 # The diagnostics gate (Vehtari et al. 2021 thresholds): a fit failing any of these is not
 # trusted, in the checks (never "agrees") and in the report (banner, summary.json).
 GATE = {"r_hat": 1.01, "ess_bulk": 400.0, "ess_tail": 400.0, "ebfmi": 0.2, "divergences": 0}
-SUMMARY_VARS = ("mu", "tau", "sigma", "icc")
 
 
 @dataclass
@@ -41,7 +41,7 @@ class Fit:
         return bool(self.diagnostics.get("ok", False))
 
 
-def _quiet():
+def quiet():
     """Silence PyMC/pytensor chatter (sampler logs, warnings) for library use."""
     stack = contextlib.ExitStack()
     stack.enter_context(warnings.catch_warnings())
@@ -69,12 +69,12 @@ def sample_model(
 ) -> tuple[object, dict[str, float]]:
     """Sample ``model``; returns ``(InferenceData, {"compile": s, "sample": s})``.
 
-    ``model`` is a ``pm.Model``, or a model nutpie has already compiled (such as
-    :func:`models.native.compile_sufficient`'s; then ``compile`` is 0). nutpie compiles the model with numba then samples in Rust; ``sampler="pymc"`` uses
-    ``pm.sample`` (its compile time is measured by compiling logp and gradient first, which
-    fills pytensor's cache for the sampler's own compile). ``backend`` is nutpie's compiler:
-    ``"numba"`` (fastest per gradient) or ``"c"`` (pytensor's C backend, cached between runs;
-    see :mod:`models.compile_cache`).
+    ``model`` is a ``pm.Model``, or a model nutpie has already compiled (such as a form's
+    compiled route, :mod:`models.compiled`; then ``compile`` is 0). nutpie compiles the model
+    with numba then samples in Rust; ``sampler="pymc"`` uses ``pm.sample`` (its compile time is
+    measured by compiling logp and gradient first, which fills pytensor's cache for the sampler's
+    own compile). ``backend`` is nutpie's compiler: ``"numba"`` (fastest per gradient) or ``"c"``
+    (pytensor's C backend, cached between runs; see :mod:`models.compiled.nutpie`).
     """
     for name, value in (("draws", draws), ("tune", tune), ("chains", chains)):
         if int(value) < 1:
@@ -83,19 +83,17 @@ def sample_model(
     from threadpoolctl import threadpool_limits
 
     # Small matrices: multi-threaded BLAS makes them 100x slower on a shared 2-core machine.
-    with _quiet(), threadpool_limits(limits=1, user_api="blas"):
+    with quiet(), threadpool_limits(limits=1, user_api="blas"):
         if sampler == "nutpie":
-            import nutpie
-
-            from models.compile_cache import compile_nutpie
+            from models.compiled.nutpie import compile_pymc
 
             t0 = time.perf_counter()
             precompiled = hasattr(model, "_make_sampler")  # a nutpie CompiledModel
-            compiled = model if precompiled else compile_nutpie(model, backend=backend)
+            compiled = model if precompiled else compile_pymc(model, backend=backend)
             t1 = time.perf_counter()
-            idata = nutpie.sample(compiled, draws=int(draws), tune=int(tune), chains=int(chains),
-                                  cores=cores, seed=int(seed), progress_bar=progress,
-                                  target_accept=float(target_accept), save_warmup=False)
+            idata = sample_compiled(compiled, draws=draws, tune=tune, chains=chains,
+                                    cores=cores, seed=seed, progress=progress,
+                                    target_accept=target_accept)
             t2 = time.perf_counter()
             # nutpie turns Ctrl-C into a partial trace; a partial run must never look complete
             got = (idata.posterior.sizes.get("chain"), idata.posterior.sizes.get("draw"))
@@ -120,13 +118,59 @@ def sample_model(
     return idata, {"compile": t1 - t0, "sample": t2 - t1}
 
 
+def sample_compiled(compiled, *, draws: int, tune: int, chains: int, seed: int,
+                    target_accept: float = 0.8, cores: int | None = None,
+                    progress: bool = False, maxdepth: int | None = None):
+    """``nutpie.sample`` of a compiled model (no warm-up saved); returns the InferenceData."""
+    import nutpie
+
+    extra = {} if maxdepth is None else {"maxdepth": int(maxdepth)}
+    return nutpie.sample(compiled, draws=int(draws), tune=int(tune), chains=int(chains),
+                         cores=int(cores or min(int(chains), os.cpu_count() or 1)),
+                         seed=int(seed), progress_bar=progress,
+                         target_accept=float(target_accept), save_warmup=False, **extra)
+
+
+class DataSwapper:
+    """One compiled model of a form, many data sets of the same design (checks, SBC).
+
+    The form's builder puts its data in ``pm.Data`` containers and ``form.data_values(data)``
+    gives their values for new data. The numba backend bakes pointers to the data into its C
+    callback and swaps them with nutpie's ``with_data``; the ``"c"`` backend calls PyTensor
+    functions whose shared variables are the containers, so ``set_value`` changes the data the
+    compiled density reads. Data whose containers have other shapes than the template's are
+    refused (the compiled graph holds the design).
+    """
+
+    def __init__(self, form, template, priors, backend: str = "numba"):
+        from models.compiled.nutpie import compile_pymc
+
+        self.form, self.backend = form, backend
+        self.shapes = {k: np.shape(v) for k, v in form.data_values(template).items()}
+        with quiet():
+            self.model = form.build(template, priors=priors)
+            self.compiled = compile_pymc(self.model, backend=backend)
+
+    def __call__(self, data):
+        """The compiled model with ``data``'s values in its containers."""
+        values = {k: np.asarray(v, dtype=np.float64) for k, v in
+                  self.form.data_values(data).items()}
+        if {k: v.shape for k, v in values.items()} != self.shapes:
+            raise ValueError("the data's design differs from the compiled model's; rebuild it")
+        if self.backend == "numba":
+            return self.compiled.with_data(**values)
+        for key, value in values.items():
+            self.model[key].set_value(value)
+        return self.compiled
+
+
 def _ebfmi(energy: np.ndarray) -> np.ndarray:
     """E-BFMI per chain (Betancourt 2016): mean squared energy change over energy variance."""
     de = np.diff(energy, axis=1)
     return (de**2).mean(axis=1) / energy.var(axis=1)
 
 
-def diagnose(idata, var_names=SUMMARY_VARS) -> dict:
+def diagnose(idata, var_names) -> dict:
     """Sampler diagnostics and the gate's verdict for ``var_names``.
 
     Returns r_hat (max), ess_bulk and ess_tail (min), divergences, E-BFMI (min over chains),
@@ -134,7 +178,7 @@ def diagnose(idata, var_names=SUMMARY_VARS) -> dict:
     """
     import arviz as az
 
-    with _quiet():
+    with quiet():
         names = [v for v in var_names if v in idata.posterior]
         post = idata.posterior[names]
         rhat = az.rhat(post)

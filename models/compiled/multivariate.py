@@ -1,12 +1,12 @@
 r"""The multivariate ``sufficient`` posterior as cached machine code (complex-step gradient).
 
-:func:`models.multivariate.build_sufficient` defines the model: mu ~ Normal per outcome,
+:func:`models.forms.multivariate.build_sufficient` defines the model: mu ~ Normal per outcome,
 LKJ-Cholesky priors on the standardised factors of V and Sigma (:class:`models.priors.MvPriors`),
-and the exact per-pattern likelihood of :func:`models.multivariate.sufficient_loglik`. nutpie's
+and the exact per-pattern likelihood of :func:`models.forms.multivariate.sufficient_loglik`. nutpie's
 numba backend compiles that PyMC graph in 12-17 s in every process (its callbacks cannot be
 cached); this module evaluates the same log density in hand-written numba (``cache=True``,
 compiled once per installation) and hands it to nutpie as C callbacks, as
-:mod:`models.native` does for the univariate form.
+:mod:`models.compiled.oneway` does for the univariate form.
 
 The gradient is by complex step: for the n_dim = p + p(p+1) unconstrained coordinates,
 d logp / dx_k = Im logp(x + i h e_k) / h with h = 1e-30, exact to rounding because no
@@ -16,7 +16,7 @@ written for complex-step arguments (see ``_clog``).
 Cost: n_dim evaluations of an O(L P p^2 + L p^3) density per gradient.
 
 ``tests/test_native_mv.py`` shows the log density equals scipy's MvNormal of each cluster's
-stacked observed vector plus the independent prior density of :mod:`models.checks_mv` (to 1e-9),
+stacked observed vector plus the independent prior density of :mod:`models.checks.oracles` (to 1e-9),
 and the gradient equals PyMC's ``dlogp`` of ``build_sufficient`` (to 1e-8), with missing cells.
 """
 
@@ -29,14 +29,25 @@ import numpy as np
 from numba import types
 from scipy.special import betaln
 
+from models.compiled.layout import Layout
 from models.density import LOG_2PI
 from models.priors import MvPriors
 
 __all__ = ["compile_sufficient_mv", "expanded_names", "logp_and_grad", "parameter_block"]
 
 STEP = 1e-30
-HEADER = 10
-_P, _NPAT, _L, _NDIM, _ETAV, _ETAS, _CONST, _NEXP, _KC, _LC = range(HEADER)
+# The float64 parameter block (``user_data``): sizes and constants, the priors, then the
+# per-pattern statistics, the partly observed clusters one by one (information form, complex
+# step) and the complete-only clusters grouped by size (analytic gradient).
+LAYOUT = Layout(
+    scalars=("p", "n_patterns", "L", "n_dim", "eta_between", "eta_within", "const",
+             "n_expanded", "n_size_groups", "n_complete"),
+    arrays=("center", "scale", "mu_loc", "mu_scale", "sd_between", "sd_within", "patterns",
+            "pattern_rows", "pattern_scatter", "n", "mean", "size_groups"))
+(_P, _NPAT, _L, _NDIM, _ETAV, _ETAS, _CONST, _NEXP, _KC, _LC, _O_CENTER, _O_SCALE, _O_MULOC,
+ _O_MUSCALE, _O_SDV, _O_SDS, _O_PAT, _O_NQ, _O_W, _O_N, _O_MEAN, _O_GROUPS) = LAYOUT.constants()
+HEADER = LAYOUT.header
+_SIZE = LAYOUT.size_slot
 
 
 def _lkj_log_norm(p: int, eta: float) -> float:
@@ -59,7 +70,7 @@ def expanded_names(p: int) -> list[tuple[str, tuple[int, ...]]]:
 
 def parameter_block(data, priors: MvPriors | None = None) -> np.ndarray:
     """The float64 array the compiled functions read: constants, priors, pattern statistics."""
-    from models.multivariate import pattern_stats
+    from models.mvstats import pattern_stats
 
     priors = priors or MvPriors.default(data)
     st = pattern_stats(data)
@@ -93,15 +104,16 @@ def parameter_block(data, priors: MvPriors | None = None) -> np.ndarray:
              - _lkj_log_norm(p, priors.eta_between) - _lkj_log_norm(p, priors.eta_within)
              + float(np.sum(0.5 * math.log(2.0 / math.pi) - np.log(sd_v)))  # HalfNormal sds
              + float(np.sum(0.5 * math.log(2.0 / math.pi) - np.log(sd_s))))
-    head = np.array([p, P, L, p + 2 * T, priors.eta_between, priors.eta_within, const,
-                     sum(int(np.prod(s)) for _, s in expanded_names(p)), groups.shape[0],
-                     int(complete.sum())], dtype=np.float64)
-    parts = [head, np.asarray(priors.center, dtype=np.float64), scale,
-             np.asarray(priors.mu_loc, dtype=np.float64),
-             np.asarray(priors.mu_scale, dtype=np.float64), sd_v, sd_s,
-             st.patterns.astype(np.float64).ravel(), N_q, st.scatter.astype(np.float64).ravel(),
-             n.ravel(), np.nan_to_num(mean, nan=0.0).ravel(), groups.ravel()]
-    return np.ascontiguousarray(np.concatenate(parts))
+    scalars = {"p": p, "n_patterns": P, "L": L, "n_dim": p + 2 * T,
+               "eta_between": priors.eta_between, "eta_within": priors.eta_within,
+               "const": const, "n_expanded": sum(int(np.prod(s)) for _, s in expanded_names(p)),
+               "n_size_groups": groups.shape[0], "n_complete": int(complete.sum())}
+    arrays = {"center": np.asarray(priors.center), "scale": scale,
+              "mu_loc": np.asarray(priors.mu_loc), "mu_scale": np.asarray(priors.mu_scale),
+              "sd_between": sd_v, "sd_within": sd_s, "patterns": st.patterns.astype(np.float64),
+              "pattern_rows": N_q, "pattern_scatter": st.scatter, "n": n,
+              "mean": np.nan_to_num(mean, nan=0.0), "size_groups": groups}
+    return LAYOUT.pack(scalars, arrays)
 
 
 # ------------------------------------------------------------------------ compiled code
@@ -142,12 +154,12 @@ def _chol(A, m, out):
 
 
 @numba.njit(cache=True)
-def _factors(x, b, p, o_sd, lp_in):
+def _factors(x, b, p, lp_in):
     """(mu, L_V, L_Sigma, log density of priors and Jacobians) at complex x."""
     T = p * (p + 1) // 2
-    o = HEADER
-    center, scale = b[o:o + p], b[o + p:o + 2 * p]
-    mu_loc, mu_scale = b[o + 2 * p:o + 3 * p], b[o + 3 * p:o + 4 * p]
+    o_c, o_s, o_l, o_m = int(b[_O_CENTER]), int(b[_O_SCALE]), int(b[_O_MULOC]), int(b[_O_MUSCALE])
+    center, scale = b[o_c:o_c + p], b[o_s:o_s + p]
+    mu_loc, mu_scale = b[o_l:o_l + p], b[o_m:o_m + p]
     lp = lp_in
     mu = np.empty(p, np.complex128)
     for k in range(p):
@@ -157,7 +169,8 @@ def _factors(x, b, p, o_sd, lp_in):
     chols = np.zeros((2, p, p), np.complex128)
     for w in range(2):
         eta = b[_ETAV + w]
-        sds = b[o_sd + w * p:o_sd + (w + 1) * p]
+        o_sd = int(b[_O_SDV]) if w == 0 else int(b[_O_SDS])
+        sds = b[o_sd:o_sd + p]
         off = p + w * T
         idx = 0
         for i in range(p):
@@ -185,13 +198,9 @@ def _factors(x, b, p, o_sd, lp_in):
 @numba.njit(cache=True)
 def _logp_complex(x, b):
     p, P, L = int(b[_P]), int(b[_NPAT]), int(b[_L])
-    o_sd = HEADER + 4 * p
-    o_pat = o_sd + 2 * p
-    o_N = o_pat + P * p
-    o_W = o_N + P
-    o_n = o_W + P * p * p
-    o_mean = o_n + L * P
-    mu, chols, lp = _factors(x, b, p, o_sd, b[_CONST] + 0.0j)
+    o_pat, o_N, o_W = int(b[_O_PAT]), int(b[_O_NQ]), int(b[_O_W])
+    o_n, o_mean = int(b[_O_N]), int(b[_O_MEAN])
+    mu, chols, lp = _factors(x, b, p, b[_CONST] + 0.0j)
     LV, LS = chols[0], chols[1]
     Sigma = np.zeros((p, p), np.complex128)
     for i in range(p):
@@ -334,13 +343,13 @@ def _complete_part(x, b, gx):
     + n_k/2 M_k^-1 S_k M_k^-1: d/dmu = sum n_k m_k M_k^-1 e_k, d/dSigma = sum G_k
     + L_c/2 Sigma^-1, d/dV = sum n_k G_k, and d/dL = 2 G L for Sigma = L L^T.
     """
-    p, P, L, Kc = int(b[_P]), int(b[_NPAT]), int(b[_L]), int(b[_KC])
+    p, Kc = int(b[_P]), int(b[_KC])
     if Kc == 0:
         return 0.0
     T = p * (p + 1) // 2
-    o = HEADER
-    center, scale = b[o:o + p], b[o + p:o + 2 * p]
-    o_g = HEADER + 6 * p + P * p + P + P * p * p + L * P + L * P * p
+    o_c, o_s = int(b[_O_CENTER]), int(b[_O_SCALE])
+    center, scale = b[o_c:o_c + p], b[o_s:o_s + p]
+    o_g = int(b[_O_GROUPS])
     mu = np.empty(p)
     for k in range(p):
         mu[k] = center[k] + scale[k] * x[k]
@@ -440,8 +449,9 @@ def _expand(x, b, out):
     z = np.empty(n, np.complex128)
     for k in range(n):
         z[k] = x[k]
-    mu, chols, _ = _factors(z, b, p, HEADER + 4 * p, 0.0j)
-    scale = b[HEADER + p:HEADER + 2 * p]
+    mu, chols, _ = _factors(z, b, p, 0.0j)
+    o_s = int(b[_O_SCALE])
+    scale = b[o_s:o_s + p]
     o = 0
     for k in range(n):  # the three unconstrained blocks
         out[o] = x[k]
@@ -485,10 +495,7 @@ def _expand(x, b, out):
 @numba.njit(cache=True)
 def _block(user_data):
     head = numba.carray(user_data, (HEADER,), dtype=np.float64)
-    p, P, L, Kc = int(head[_P]), int(head[_NPAT]), int(head[_L]), int(head[_KC])
-    size = (HEADER + 6 * p + P * p + P + P * p * p + L * P + L * P * p
-            + Kc * (2 + p + p * p))
-    return numba.carray(user_data, (size,), dtype=np.float64)
+    return numba.carray(user_data, (int(head[_SIZE]),), dtype=np.float64)
 
 
 @numba.cfunc(types.int64(types.uint64, types.CPointer(types.double),
@@ -552,7 +559,7 @@ def compile_sufficient_mv(data, priors: MvPriors | None = None):
     """
     import pandas as pd
 
-    from models.native import nutpie_model
+    from models.compiled.nutpie import nutpie_model
 
     priors = priors or MvPriors.default(data)
     p = data.p

@@ -5,74 +5,89 @@ r"""PyMC builders of the one-way model: four parameterisations of one posterior.
 
 Every builder returns an unfitted ``pm.Model`` with coords ``group`` (the real labels), the
 same free parameters ``mu``, ``tau``, ``sigma`` created by :meth:`models.priors.Priors.create`,
-and the Deterministic ``icc = tau^2 / (tau^2 + sigma^2)``. :mod:`models.checks` shows that
-their log densities (with the latent effects integrated out) agree to 1e-9 and that their
-posteriors agree within Monte Carlo error.
+and the Deterministic ``icc = tau^2 / (tau^2 + sigma^2)``. The data enter through ``pm.Data``
+containers (``y_obs``; ``y_b<K>_obs`` blocks; ``n``, ``xbar``, ``ss``), so the checks and SBC
+compile the same builders once and swap data sets of the same design (:data:`FAMILY`'s
+``data_values``). :mod:`models.checks` shows that their log densities (with the latent effects
+integrated out) agree to 1e-9 and that their posteriors agree within Monte Carlo error.
 """
 
 from __future__ import annotations
 
 import numpy as np
-import pymc as pm
-import pytensor.tensor as pt
 
-from models.data import ClusteredData
+from models.data import ClusteredData, DataError
 from models.density import LOG_2PI, marginal_logp
 from models.effects import add_group_effects
-from models.priors import Priors
-from models.transforms import Affine
+from models.forms.base import Family, Form
+from models.priors import Priors, parse_prior_overrides
 
 __all__ = [
-    "add_group_effects",
+    "FAMILY",
     "build_centred",
     "build_marginal",
     "build_noncentred",
     "build_sufficient",
+    "size_blocks",
 ]
 
 
-def _start(data: ClusteredData, priors: Priors | None) -> tuple[pm.Model, Priors]:
-    if data.p != 1:
-        raise ValueError("univariate builder given multivariate data; use models.multivariate")
+def _start(data: ClusteredData, priors: Priors | None):
+    import pymc as pm
+
     priors = priors or Priors.default(data)
     model = pm.Model(coords={"group": [str(g) for g in data.groups]})
     return model, priors
 
 
 def _icc(tau, sigma):
+    import pymc as pm
+
     return pm.Deterministic("icc", tau**2 / (tau**2 + sigma**2))
 
 
-def build_centred(data: ClusteredData, *, priors: Priors | None = None) -> pm.Model:
+def build_centred(data: ClusteredData, *, priors: Priors | None = None):
     r"""Latent (centred) form: ``group_effect ~ N(0, tau)``, ``y ~ N(mu + group_effect, sigma)``.
 
     Same posterior for ``mu``, ``tau``, ``sigma``, ``icc`` as :func:`build_sufficient`, which
     integrates the group effects out. Struggles when tau is near 0 (funnel).
     """
+    import pymc as pm
+
+    from models.transforms import Affine
+
     model, priors = _start(data, priors)
     with model:
+        y = pm.Data("y_obs", data.y[:, 0])
         mu, tau, sigma = priors.create()
         effect = pm.Normal("group_effect", 0.0, tau, dims="group",
                            default_transform=Affine(0.0, priors.scale))
-        pm.Normal("y", mu + effect[data.codes], sigma, observed=data.y[:, 0])
+        pm.Normal("y", mu + effect[data.codes], sigma, observed=y)
         _icc(tau, sigma)
     return model
 
 
-def build_noncentred(data: ClusteredData, *, priors: Priors | None = None) -> pm.Model:
+def build_noncentred(data: ClusteredData, *, priors: Priors | None = None):
     r"""Non-centred form: ``group_effect = tau * group_effect_offset``, offset ~ N(0, 1).
 
     The same model as :func:`build_centred` in other coordinates; struggles when the data pin
     the group effects down (large n_l or ICC near 1).
     """
+    import pymc as pm
+
     model, priors = _start(data, priors)
     with model:
+        y = pm.Data("y_obs", data.y[:, 0])
         mu, tau, sigma = priors.create()
         offset = pm.Normal("group_effect_offset", 0.0, 1.0, dims="group")
         effect = pm.Deterministic("group_effect", tau * offset, dims="group")
-        pm.Normal("y", mu + effect[data.codes], sigma, observed=data.y[:, 0])
+        pm.Normal("y", mu + effect[data.codes], sigma, observed=y)
         _icc(tau, sigma)
     return model
+
+
+def _latent_values(data: ClusteredData) -> dict[str, np.ndarray]:
+    return {"y_obs": data.y[:, 0].copy()}
 
 
 def size_blocks(
@@ -119,7 +134,7 @@ def size_blocks(
     return out
 
 
-def build_marginal(data: ClusteredData, *, priors: Priors | None = None) -> pm.Model:
+def build_marginal(data: ClusteredData, *, priors: Priors | None = None):
     r"""Marginal form: the literal MvNormal of each cluster, group effects integrated out.
 
     .. math::
@@ -142,12 +157,23 @@ def build_marginal(data: ClusteredData, *, priors: Priors | None = None) -> pm.M
     triangular solves, O(clusters K^2) per gradient. Same posterior for ``mu``, ``tau``,
     ``sigma``, ``icc`` as :func:`build_sufficient`.
     """
+    import pymc as pm
+    import pytensor.tensor as pt
+
+    from models.data import memory_budget
+
+    blocks = size_blocks(data)
+    need = sum(values.shape[0] * values.shape[1] ** 2 * 17 for _, values in blocks)
+    if need > memory_budget():
+        raise DataError(f"the literal MvNormal of clusters up to {int(data.sizes.max()):,} rows "
+                        f"needs about {need / 2**30:.0f} GiB for its covariance factors: use "
+                        f"--model sufficient (the same posterior, O(clusters))")
     model, priors = _start(data, priors)
     with model:
         mu, tau, sigma = priors.create()
         a, b = sigma * sigma, tau * tau
         n_padded = 0
-        for n, values in size_blocks(data):
+        for n, values in blocks:
             K = values.shape[1]
             j = np.arange(1, K + 1, dtype=np.float64)
             s_prev, s_j = a + b * (j - 1.0), a + b * j
@@ -158,7 +184,8 @@ def build_marginal(data: ClusteredData, *, priors: Priors | None = None) -> pm.M
             below = (col[None, :, None] > col[None, None, :]) & real[:, :, None]
             chol = (off[None, None, :] * below.astype(np.float64))[:, col, col].set(
                 pt.switch(real, diag[None, :], 1.0))
-            pm.MvNormal(f"y_b{K}", mu=mu * real.astype(np.float64), chol=chol, observed=values)
+            pm.MvNormal(f"y_b{K}", mu=mu * real.astype(np.float64), chol=chol,
+                        observed=pm.Data(f"y_b{K}_obs", values))
             n_padded += int((~real).sum())
         # each padded zero contributed log N(0 | 0, 1) = -log(2 pi)/2: add it back exactly
         pm.Potential("padding", pt.constant(0.5 * LOG_2PI * n_padded))
@@ -166,16 +193,90 @@ def build_marginal(data: ClusteredData, *, priors: Priors | None = None) -> pm.M
     return model
 
 
-def build_sufficient(data: ClusteredData, *, priors: Priors | None = None) -> pm.Model:
+def _marginal_values(data: ClusteredData) -> dict[str, np.ndarray]:
+    return {f"y_b{values.shape[1]}_obs": values for _, values in size_blocks(data)}
+
+
+def build_sufficient(data: ClusteredData, *, priors: Priors | None = None):
     r"""Closed-form marginal from sufficient statistics (n_l, xbar_l, S_l): O(L) per gradient.
 
     ``pm.Potential("loglik", ...)`` adds :func:`models.density.marginal_logp`, normalising
-    constants included, so the model's log density equals the MvNormal form's exactly.
+    constants included, so the model's log density equals the MvNormal form's exactly. The
+    statistics are ``pm.Data`` of any length: one compiled model serves any design.
     """
+    import pymc as pm
+    import pytensor.tensor as pt
+
     model, priors = _start(data, priors)
-    n, xbar, ss = data.stats.column(0)
+    values = _sufficient_values(data)
     with model:
+        n, xbar, ss = (pm.Data(k, values[k]) for k in ("n", "xbar", "ss"))
         mu, tau, sigma = priors.create()
         pm.Potential("loglik", marginal_logp(n, xbar, ss, mu, tau, sigma, xp=pt))
         _icc(tau, sigma)
     return model
+
+
+def _sufficient_values(data: ClusteredData) -> dict[str, np.ndarray]:
+    n, xbar, ss = data.stats.column(0)
+    return {"n": n, "xbar": xbar, "ss": ss}
+
+
+def _compiled_sufficient(data: ClusteredData, priors: Priors | None):
+    """The compiled sufficient posterior (:mod:`models.compiled.oneway`), or None for priors it
+    does not cover."""
+    from models.compiled import oneway
+
+    priors = priors or Priors.default(data)
+    return oneway.compile_sufficient(data.stats, priors) if oneway.supported(priors) else None
+
+
+MARGINAL_MAX_CLUSTER = 200
+"""``--model all`` leaves out the literal MvNormal when a cluster has more rows than this: its
+padded blocks cost O(n^2) per cluster and gradient (the notes' 1000-row clusters: minutes)."""
+
+
+def _skip_marginal(data: ClusteredData) -> str | None:
+    biggest = int(data.sizes.max())
+    if biggest <= MARGINAL_MAX_CLUSTER:
+        return None
+    return (f"the literal MvNormal costs O(n^2) per cluster and gradient and a cluster has "
+            f"{biggest} rows (limit {MARGINAL_MAX_CLUSTER} for --model all): ask for "
+            f"--model marginal to run it anyway")
+
+
+def _estimates(data: ClusteredData) -> dict:
+    from models.estimate import fit_ml, fit_reml
+
+    return {"ml": fit_ml(data), "reml": fit_reml(data)}
+
+
+def _reference(data: ClusteredData, priors: Priors | None):
+    from models.checks.reference import reference_posterior
+
+    return reference_posterior(data, priors or Priors.default(data))
+
+
+FAMILY = Family(
+    name="oneway",
+    title="one-way random-effects model",
+    forms={
+        "centred": Form("centred", "group_effect ~ N(0, tau), y ~ N(mu + group_effect, sigma)",
+                        build_centred, _latent_values, latent=True),
+        "noncentred": Form("noncentred", "group_effect = tau * group_effect_offset, offset ~ "
+                           "N(0, 1)", build_noncentred, _latent_values, latent=True),
+        "marginal": Form("marginal", "literal MvNormal(mu 1, sigma^2 I + tau^2 11') per cluster",
+                         build_marginal, _marginal_values, skip=_skip_marginal),
+        "sufficient": Form("sufficient", "closed form from (n_l, xbar_l, S_l): O(L) per "
+                           "gradient", build_sufficient, _sufficient_values,
+                           compiled=_compiled_sufficient),
+    },
+    default_form="sufficient",
+    default_priors=Priors.default,
+    parse_priors=lambda data, specs: parse_prior_overrides(Priors.default(data), specs),
+    summary_vars=("mu", "tau", "sigma", "icc"),
+    compare_vars=("mu", "tau", "sigma", "icc"),
+    add_effects=lambda idata, data, seed: add_group_effects(idata, data, seed=seed),
+    estimates=_estimates,
+    reference=_reference,
+)

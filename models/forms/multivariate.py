@@ -35,222 +35,30 @@ finite). For a cluster whose rows are all complete this is the issue's closed fo
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from functools import cached_property
-
 import numpy as np
-import pymc as pm
-import pytensor.tensor as pt
-import xarray as xr
-from pymc.logprob.transforms import Transform
 
 from models.data import ClusteredData, DataError
+from models.density import LOG_2PI
+from models.forms.base import Family, Form
+from models.mvstats import (PatternStats, add_group_effects_mv, marginal_block_count,
+                            marginal_blocks, pattern_stats)
 from models.priors import MvPriors
 
-__all__ = [
-    "OutcomeAffine",
-    "PatternStats",
-    "add_group_effects_mv",
-    "build_centred",
-    "build_marginal",
-    "build_noncentred",
-    "build_sufficient",
-    "cluster_conditional",
-    "marginal_loglik",
-    "pattern_stats",
-    "sufficient_loglik",
-]
-
-LOG_2PI = float(np.log(2.0 * np.pi))
-
-
-# ---------------------------------------------------------------------------------------------
-# sampler coordinates
-class OutcomeAffine(Transform):
-    """Unconstrained y = (x - center) / scale with one center and scale per outcome (last axis).
-
-    ``event_ndim=0`` for elementwise variables (``mu``), 1 for a multivariate variable whose
-    last axis is the outcome (the centred ``group_effect``): log |dx/dy| is then summed over it.
-    """
-
-    name = "std"
-
-    def __init__(self, center, scale, *, event_ndim: int = 0):
-        self.center = np.asarray(center, dtype=np.float64)
-        self.scale = np.asarray(scale, dtype=np.float64)
-        self.event_ndim = int(event_ndim)
-
-    def forward(self, value, *inputs):
-        """Constrained -> unconstrained."""
-        return (value - self.center) / self.scale
-
-    def backward(self, value, *inputs):
-        """Unconstrained -> constrained."""
-        return self.center + self.scale * value
-
-    def log_jac_det(self, value, *inputs):
-        """Log |Jacobian| of ``backward``."""
-        log_scale = np.log(self.scale)
-        if self.event_ndim == 0:
-            return pt.zeros_like(value) + log_scale
-        return pt.zeros_like(value[..., 0]) + float(log_scale.sum())
-
-
-# ---------------------------------------------------------------------------------------------
-# sufficient statistics by missingness pattern
-@dataclass(frozen=True)
-class PatternStats:
-    """Sufficient statistics of multivariate data with missing components, by row pattern.
-
-    Attributes
-    ----------
-    patterns : (P, p) bool
-        The distinct sets of observed outcomes (the complete pattern first when present).
-    row_pattern : (N,) int
-        Each row's pattern index.
-    n : (L, P) int
-        Rows of each pattern in each cluster.
-    mean : (L, P, p) float
-        Mean of each cluster's pattern-P rows on the observed components (0 elsewhere and where
-        n = 0).
-    scatter : (P, p, p) float
-        Pooled within-(cluster, pattern) scatter W_P (0 outside the observed block). For the
-        complete pattern it equals ``data.stats.scatter``.
-    """
-
-    patterns: np.ndarray
-    row_pattern: np.ndarray
-    n: np.ndarray
-    mean: np.ndarray
-    scatter: np.ndarray
-
-    @property
-    def p(self) -> int:
-        """Number of outcomes."""
-        return int(self.patterns.shape[1])
-
-    @cached_property
-    def complete_only(self) -> np.ndarray:
-        """(L,) bool: clusters whose rows all observe every outcome."""
-        full = self.patterns.all(axis=1)
-        return (self.n[:, ~full].sum(axis=1) == 0) & (self.n[:, full].sum(axis=1) > 0)
-
-    @property
-    def complete_index(self) -> int | None:
-        """Index of the complete pattern, or None."""
-        idx = np.flatnonzero(self.patterns.all(axis=1))
-        return int(idx[0]) if idx.size else None
-
-
-def pattern_stats(data: ClusteredData) -> PatternStats:
-    """Compute :class:`PatternStats` in one vectorised pass per pattern (no loop over groups)."""
-    y, codes, L, p = data.y, data.codes, data.n_groups, data.p
-    obs = np.isfinite(y)
-    uniq, row_pattern = np.unique(obs, axis=0, return_inverse=True)
-    row_pattern = row_pattern.reshape(-1)
-    # the complete pattern first, then by number of observed outcomes (descending)
-    order = np.lexsort((np.arange(len(uniq)), -uniq.sum(axis=1)))
-    uniq = uniq[order]
-    row_pattern = np.argsort(order)[row_pattern]
-    P = uniq.shape[0]
-    n = np.zeros((L, P), dtype=np.int64)
-    mean = np.zeros((L, P, p))
-    scatter = np.zeros((P, p, p))
-    for q in range(P):
-        rows = np.flatnonzero(row_pattern == q)
-        c = codes[rows]
-        nq = np.bincount(c, minlength=L)
-        n[:, q] = nq
-        idx = np.flatnonzero(uniq[q])
-        resid = np.zeros((rows.size, p))
-        for k in idx:
-            v = y[rows, k]
-            with np.errstate(invalid="ignore", divide="ignore"):
-                m = np.bincount(c, weights=v, minlength=L) / nq
-                m = m + np.bincount(c, weights=v - m[c], minlength=L) / nq  # corrected two-pass
-            mean[:, q, k] = np.where(nq > 0, m, 0.0)
-            resid[:, k] = v - m[c]
-        scatter[q] = resid.T @ resid
-    return PatternStats(patterns=uniq, row_pattern=row_pattern, n=n, mean=mean, scatter=scatter)
-
-
-# ---------------------------------------------------------------------------------------------
-# numpy: exact marginal density and the conditional of M_l (vectorised over leading axes)
-def _pattern_precisions_np(Sigma: np.ndarray, patterns: np.ndarray):
-    """A_P (..., P, p, p) and log|Sigma_P| (..., P) for every pattern."""
-    p = patterns.shape[1]
-    A = np.zeros((*Sigma.shape[:-2], patterns.shape[0], p, p))
-    logdet = np.zeros((*Sigma.shape[:-2], patterns.shape[0]))
-    for q, pat in enumerate(patterns):
-        idx = np.flatnonzero(pat)
-        sub = Sigma[..., idx[:, None], idx[None, :]]
-        A[..., q, idx[:, None], idx[None, :]] = np.linalg.inv(sub)
-        logdet[..., q] = np.linalg.slogdet(sub)[1]
-    return A, logdet
-
-
-def _information_np(stats: PatternStats, mu, V, Sigma):
-    """The information-form pieces (see the module docstring) for every cluster."""
-    mu = np.asarray(mu, dtype=np.float64)
-    V = np.asarray(V, dtype=np.float64)
-    Sigma = np.asarray(Sigma, dtype=np.float64)
-    A, logdet = _pattern_precisions_np(Sigma, stats.patterns)
-    Lv = np.linalg.cholesky(V)
-    n = stats.n.astype(np.float64)
-    d = (stats.mean - mu[..., None, None, :]) * stats.patterns  # (..., L, P, p)
-    Ad = np.einsum("...qij,...lqj->...lqi", A, d)
-    quad = np.einsum("lq,...lqi,...lqi->...l", n, d, Ad)
-    g = np.einsum("lq,...lqi->...li", n, Ad)
-    H = np.einsum("lq,...qij->...lij", n, A)
-    K = np.eye(stats.p) + np.einsum("...ki,...lkm,...mj->...lij", Lv, H, Lv)
-    c = np.einsum("...ki,...lk->...li", Lv, g)
-    return A, logdet, Lv, quad, K, c
-
-
-def marginal_loglik(stats: PatternStats, mu, V, Sigma) -> float:
-    """Exact log density of all observed components, M integrated out (numpy, one point)."""
-    A, logdet, _, quad, K, c = _information_np(stats, mu, V, Sigma)
-    N = stats.n.sum(axis=0)
-    dims = stats.patterns.sum(axis=1)
-    const = (-0.5 * N * dims * LOG_2PI - 0.5 * N * logdet
-             - 0.5 * np.einsum("qij,qij->q", A, stats.scatter))
-    R = np.linalg.cholesky(K)
-    w = np.linalg.solve(R, c[..., None])[..., 0]
-    logdet_K = 2.0 * np.log(np.diagonal(R, axis1=-2, axis2=-1)).sum(axis=-1)
-    return float(const.sum() + np.sum(-0.5 * quad - 0.5 * logdet_K + 0.5 * (w * w).sum(-1)))
-
-
-def cluster_conditional(stats: PatternStats, mu, V, Sigma):
-    """Mean and a covariance square root of M_l given the cluster's observed data.
-
-    M_l | x_l ~ N(C_l g_l, C_l) with C_l = (V^-1 + H_l)^-1 = L_V K_l^-1 L_V^T. Vectorised over
-    leading axes of ``mu`` (..., p), ``V`` and ``Sigma`` (..., p, p).
-
-    Returns
-    -------
-    mean : (..., L, p)
-    root : (..., L, p, p)
-        F_l = L_V R_l^-T with K_l = R_l R_l^T, so C_l = F_l F_l^T (stable as V -> 0).
-    """
-    _, _, Lv, _, K, c = _information_np(stats, mu, V, Sigma)
-    R = np.linalg.cholesky(K)
-    w = np.linalg.solve(K, c[..., None])[..., 0]  # K^-1 c
-    mean = np.einsum("...ij,...lj->...li", Lv, w)
-    eye = np.broadcast_to(np.eye(stats.p), R.shape)
-    R_inv_T = np.swapaxes(np.linalg.solve(R, eye), -1, -2)
-    root = np.einsum("...ij,...ljk->...lik", Lv, R_inv_T)
-    return mean, root
+__all__ = ["FAMILY", "build_centred", "build_marginal", "build_noncentred", "build_sufficient",
+           "sufficient_loglik"]
 
 
 # ---------------------------------------------------------------------------------------------
 # pytensor: the closed form from sufficient statistics (O(L) elementwise for p = 2)
-def _chol_unrolled(A, xp=pt):
+def _chol_unrolled(A, xp=None):
     """Lower Cholesky factor of a small symmetric matrix given as nested lists of tensors.
 
     Each entry may be a vector (one matrix per cluster): the p^3/6 steps are elementwise, so a
     batch of small factorisations needs no batched linear-algebra Op (pytensor 2.38's numba
     backend runs batched Cholesky/solve gradients in object mode).
     """
+    if xp is None:
+        import pytensor.tensor as xp
     p = len(A)
     L = [[None] * p for _ in range(p)]
     for j in range(p):
@@ -279,6 +87,8 @@ def _forward_unrolled(L, b):
 
 def _tri_inverse(L):
     """Inverse of a lower-triangular matrix given as nested lists, as a (p, p) tensor."""
+    import pytensor.tensor as pt
+
     p = len(L)
     cols = [_forward_unrolled(L, [1.0 if i == j else 0.0 for i in range(p)]) for j in range(p)]
     return pt.stack([pt.stack([pt.as_tensor(cols[j][i]) for j in range(p)]) for i in range(p)])
@@ -286,6 +96,8 @@ def _tri_inverse(L):
 
 def _pattern_terms(stats: PatternStats, chol_Sigma):
     """A_P (P, p, p) tensors and the per-pattern constant log-density terms (a scalar)."""
+    import pytensor.tensor as pt
+
     p = stats.p
     Sigma = chol_Sigma @ chol_Sigma.T
     N = stats.n.sum(axis=0)
@@ -337,6 +149,8 @@ def sufficient_loglik(stats: PatternStats, mu, chol_V, chol_Sigma, *, complete: 
     the posterior, but :func:`build_sufficient` gives ``chol_V_std`` an initial value with
     distinct eigenvalues for that reason.
     """
+    import pytensor.tensor as pt
+
     if complete not in ("auto", "eigh", "2x2", "cholesky"):
         raise ValueError(f"complete must be 'auto', 'eigh', '2x2' or 'cholesky', got {complete!r}")
     p = stats.p
@@ -392,9 +206,9 @@ def sufficient_loglik(stats: PatternStats, mu, chol_V, chol_Sigma, *, complete: 
 
 # ---------------------------------------------------------------------------------------------
 # builders
-def _start(data: ClusteredData, priors: MvPriors | None) -> tuple[pm.Model, MvPriors]:
-    if data.p < 2:
-        raise ValueError("multivariate builder given one response; use models.univariate")
+def _start(data: ClusteredData, priors: MvPriors | None):
+    import pymc as pm
+
     priors = priors or MvPriors.default(data)
     if priors.p != data.p:
         raise ValueError(f"priors are for {priors.p} outcomes but the data have {data.p}")
@@ -417,6 +231,8 @@ def _mvnormal_chol_logp(p: int):
     chol chol^T; measured on 7,185 x 2 observed rows plus 160 x 2 effects, 41 ms per gradient
     for the centred model against 0.3 ms with this form).
     """
+
+    import pytensor.tensor as pt
 
     def logp(value, mu, chol):
         r = value - mu
@@ -443,7 +259,11 @@ def _mvnormal_chol_random(mu, chol, rng=None, size=None):
 
 
 def _latent_likelihood(data: ClusteredData, cluster_mean, chol_Sigma) -> None:
-    """Observed components of each row given its cluster's mean, one node per row pattern."""
+    """Observed components of each row given its cluster's mean, one node per row pattern
+    (observed values in the ``pm.Data`` containers ``<node>_obs``)."""
+    import pymc as pm
+    import pytensor.tensor as pt
+
     stats = pattern_stats(data)
     Sigma = chol_Sigma @ chol_Sigma.T
     for q, pat in enumerate(stats.patterns):
@@ -454,7 +274,8 @@ def _latent_likelihood(data: ClusteredData, cluster_mean, chol_Sigma) -> None:
         name = _pattern_name(data, pat)
         if idx.size == 1:
             k = int(idx[0])
-            pm.Normal(name, mu=loc[:, 0], sigma=pt.sqrt(Sigma[k, k]), observed=obs[:, 0])
+            pm.Normal(name, mu=loc[:, 0], sigma=pt.sqrt(Sigma[k, k]),
+                      observed=pm.Data(f"{name}_obs", obs[:, 0]))
             continue
         if pat.all():
             chol = chol_Sigma
@@ -463,10 +284,22 @@ def _latent_likelihood(data: ClusteredData, cluster_mean, chol_Sigma) -> None:
             chol = pt.stack([pt.stack([pt.as_tensor(sub[i][j]) if j <= i else pt.constant(0.0)
                                        for j in range(idx.size)]) for i in range(idx.size)])
         pm.CustomDist(name, loc, chol, logp=_mvnormal_chol_logp(int(idx.size)),
-                      random=_mvnormal_chol_random, signature="(p),(p,p)->(p)", observed=obs)
+                      random=_mvnormal_chol_random, signature="(p),(p,p)->(p)",
+                      observed=pm.Data(f"{name}_obs", obs))
 
 
-def build_centred(data: ClusteredData, *, priors: MvPriors | None = None) -> pm.Model:
+def _latent_values(data: ClusteredData) -> dict[str, np.ndarray]:
+    stats = pattern_stats(data)
+    out = {}
+    for q, pat in enumerate(stats.patterns):
+        rows = np.flatnonzero(stats.row_pattern == q)
+        idx = np.flatnonzero(pat)
+        obs = data.y[np.ix_(rows, idx)]
+        out[f"{_pattern_name(data, pat)}_obs"] = obs[:, 0] if idx.size == 1 else obs
+    return out
+
+
+def build_centred(data: ClusteredData, *, priors: MvPriors | None = None):
     r"""Latent centred form: ``group_mean`` = mu + M_l ~ N_p(mu, V), rows ~ N_p(group_mean, Sigma).
 
     The free latent variable is ``group_mean`` (dims group, outcome; the sampler sees it
@@ -480,6 +313,11 @@ def build_centred(data: ClusteredData, *, priors: MvPriors | None = None) -> pm.
     ``pm.CustomDist``, see :func:`_mvnormal_chol_logp`). Same posterior for the shared
     parameters as :func:`build_sufficient`, which integrates M out.
     """
+    import pymc as pm
+    import pytensor.tensor as pt
+
+    from models.transforms import OutcomeAffine
+
     model, priors = _start(data, priors)
     with model:
         mu, chol_V, chol_Sigma = priors.create()
@@ -494,11 +332,13 @@ def build_centred(data: ClusteredData, *, priors: MvPriors | None = None) -> pm.
     return model
 
 
-def build_noncentred(data: ClusteredData, *, priors: MvPriors | None = None) -> pm.Model:
+def build_noncentred(data: ClusteredData, *, priors: MvPriors | None = None):
     r"""Non-centred form: ``group_effect = group_effect_offset @ chol_V^T``, offset ~ N(0, I).
 
     The same model as :func:`build_centred` in other coordinates.
     """
+    import pymc as pm
+
     model, priors = _start(data, priors)
     with model:
         mu, chol_V, chol_Sigma = priors.create()
@@ -508,48 +348,7 @@ def build_noncentred(data: ClusteredData, *, priors: MvPriors | None = None) -> 
     return model
 
 
-MARGINAL_MAX_DIM = 400
-"""Largest stacked cluster vector :func:`build_marginal` accepts (observed components)."""
-
-
-def marginal_block_count(data: ClusteredData) -> int:
-    """How many ``pm.MvNormal`` blocks :func:`build_marginal` makes (distinct cluster layouts)."""
-    n = pattern_stats(data).n
-    return int(np.unique(n[n.sum(axis=1) > 0], axis=0).shape[0])
-
-
-def marginal_blocks(data: ClusteredData):
-    """Clusters batched by identical missingness signature, for :func:`build_marginal`.
-
-    Within a cluster the rows are exchangeable, so they are ordered by pattern (then by their
-    order in the data); clusters with the same count of rows per pattern then share one
-    stacked layout. Yields ``(rows, comps, values)``: the row position and outcome index of
-    each stacked component, and the (clusters, components) observed matrix.
-    """
-    stats = pattern_stats(data)
-    key = np.lexsort((np.arange(data.n_obs), stats.row_pattern, data.codes))
-    sig, inverse = np.unique(stats.n, axis=0, return_inverse=True)
-    inverse = inverse.reshape(-1)
-    starts = np.concatenate([[0], np.cumsum(data.sizes)[:-1]])
-    for s, counts in enumerate(sig):
-        groups = np.flatnonzero(inverse == s)
-        if groups.size == 0 or counts.sum() == 0:
-            continue
-        rows, comps = [], []
-        r = 0
-        for q, cnt in enumerate(counts):
-            idx = np.flatnonzero(stats.patterns[q])
-            for _ in range(cnt):
-                rows.extend([r] * idx.size)
-                comps.extend(idx.tolist())
-                r += 1
-        rows, comps = np.asarray(rows), np.asarray(comps)
-        ordered = key[starts[groups][:, None] + rows[None, :]]  # data row of each component
-        values = data.y[ordered, comps[None, :]]
-        yield rows, comps, values
-
-
-def build_marginal(data: ClusteredData, *, priors: MvPriors | None = None) -> pm.Model:
+def build_marginal(data: ClusteredData, *, priors: MvPriors | None = None):
     r"""Marginal form: the literal MvNormal of each cluster's stacked observed vector.
 
     .. math::
@@ -571,6 +370,8 @@ def build_marginal(data: ClusteredData, *, priors: MvPriors | None = None) -> pm
     for sampling: use ``sufficient``.
     Same posterior as :func:`build_sufficient`.
     """
+    import pymc as pm
+
     model, priors = _start(data, priors)
     blocks = list(marginal_blocks(data))
     biggest = max(b[1].size for b in blocks)
@@ -585,12 +386,17 @@ def build_marginal(data: ClusteredData, *, priors: MvPriors | None = None) -> pm
             same_row = (rows[:, None] == rows[None, :]).astype(np.float64)
             cov = (V[comps[:, None], comps[None, :]]
                    + same_row * Sigma[comps[:, None], comps[None, :]])
-            pm.MvNormal(f"y_block{i}", mu=mu[comps], cov=cov, observed=values)
+            pm.MvNormal(f"y_block{i}", mu=mu[comps], cov=cov,
+                        observed=pm.Data(f"y_block{i}_obs", values))
     return model
 
 
+def _marginal_values(data: ClusteredData) -> dict[str, np.ndarray]:
+    return {f"y_block{i}_obs": values for i, (_, _, values) in enumerate(marginal_blocks(data))}
+
+
 def build_sufficient(data: ClusteredData, *, priors: MvPriors | None = None,
-                     complete: str = "auto") -> pm.Model:
+                     complete: str = "auto", _scale_V: float = 1.0):
     r"""Closed-form marginal from cluster means and pooled scatter matrices, by row pattern.
 
     ``pm.Potential("loglik", ...)`` adds :func:`sufficient_loglik`, normalising constants
@@ -604,13 +410,20 @@ def build_sufficient(data: ClusteredData, *, priors: MvPriors | None = None,
 
     Rows with missing outcomes are handled exactly with per-pattern statistics (module
     docstring). ``complete`` selects the algebra for complete-only clusters (see
-    :func:`sufficient_loglik`). Same posterior as :func:`build_centred`.
+    :func:`sufficient_loglik`). The per-pattern cluster means and pooled scatters are ``pm.Data``
+    (``pattern_mean``, ``pattern_scatter``): one compiled model serves every data set of the
+    same design (clusters, sizes, rows missing the same outcomes). Same posterior as
+    :func:`build_centred`. ``_scale_V`` exists for the checks' deliberately broken model only.
     """
+    import pymc as pm
+
     model, priors = _start(data, priors)
-    stats = pattern_stats(data)
+    st = pattern_stats(data)
     with model:
+        stats = PatternStats(st.patterns, st.row_pattern, st.n, pm.Data("pattern_mean", st.mean),
+                             pm.Data("pattern_scatter", st.scatter))
         mu, chol_V, chol_Sigma = priors.create()
-        pm.Potential("loglik", sufficient_loglik(stats, mu, chol_V, chol_Sigma,
+        pm.Potential("loglik", sufficient_loglik(stats, mu, _scale_V * chol_V, chol_Sigma,
                                                  complete=complete))
     # distinct generalised eigenvalues at the (unjittered) initial point: eigh's gradient is
     # singular where they coincide, and V_std = Sigma_std = I there by default
@@ -621,28 +434,61 @@ def build_sufficient(data: ClusteredData, *, priors: MvPriors | None = None,
     return model
 
 
-# ---------------------------------------------------------------------------------------------
-def add_group_effects_mv(idata, data: ClusteredData, *, seed: int | None = 0):
-    """Add exact ``group_effect`` draws (dims group, outcome) to a marginal posterior.
 
-    For each posterior draw of (mu, V, Sigma), M_l is drawn from its conditional Normal given
-    the cluster's observed components (:func:`cluster_conditional`), which makes
-    (mu, V, Sigma, M) a draw from the joint posterior of the latent model. Does nothing if the
-    posterior already has ``group_effect``.
-    """
-    post = idata.posterior
-    if "group_effect" in post:
-        return idata
-    stats = pattern_stats(data)
-    mu = post["mu"].values
-    V = post["V"].values
-    Sigma = post["Sigma"].values
-    mean, root = cluster_conditional(stats, mu, V, Sigma)
-    rng = np.random.default_rng(seed)
-    z = rng.standard_normal(mean.shape)
-    draws = mean + np.einsum("...ij,...j->...i", root, z)
-    post["group_effect"] = xr.DataArray(
-        draws, dims=("chain", "draw", "group", "outcome"),
-        coords={"chain": post.chain, "draw": post.draw,
-                "group": [str(g) for g in data.groups], "outcome": list(data.responses)})
-    return idata
+def _sufficient_values(data: ClusteredData) -> dict[str, np.ndarray]:
+    st = pattern_stats(data)
+    return {"pattern_mean": st.mean, "pattern_scatter": st.scatter}
+
+
+def _compiled_sufficient(data: ClusteredData, priors: MvPriors | None):
+    from models.compiled import multivariate
+
+    return multivariate.compile_sufficient_mv(data, priors)
+
+
+MARGINAL_MAX_BLOCKS = 8
+"""``--model all`` leaves out the literal MvNormal when it would need more blocks (distinct
+cluster layouts, each its own MvNormal graph) than this: gcsemv has 68, and compiling and
+sampling them takes far longer than the other three forms together. Asked for by name, it runs."""
+
+
+def _skip_marginal(data: ClusteredData) -> str | None:
+    blocks = marginal_block_count(data)
+    if blocks <= MARGINAL_MAX_BLOCKS:
+        return None
+    return (f"the literal MvNormal would need {blocks} blocks (distinct cluster layouts; limit "
+            f"{MARGINAL_MAX_BLOCKS} for --model all): ask for --model marginal to run it anyway")
+
+
+def _parse_priors(data: ClusteredData, specs: list[str]) -> MvPriors:
+    if specs:
+        raise ValueError("--prior applies to univariate fits only (the multivariate priors are "
+                         "LKJ-Cholesky with data-scaled HalfNormal sds; see the README)")
+    return MvPriors.default(data)
+
+
+MV_VARS = ("mu", "V", "Sigma", "icc", "corr_between", "corr_within")
+
+FAMILY = Family(
+    name="multivariate",
+    title="multivariate one-way random-effects model",
+    forms={
+        "centred": Form("centred", "group_mean ~ N_p(mu, V), rows ~ N_p(group_mean, Sigma)",
+                        build_centred, _latent_values, latent=True),
+        "noncentred": Form("noncentred", "group_effect = group_effect_offset @ chol_V', offset ~ "
+                           "N(0, I)", build_noncentred, _latent_values, latent=True),
+        "marginal": Form("marginal", "literal MvNormal of each cluster's stacked observed vector",
+                         build_marginal, _marginal_values, skip=_skip_marginal),
+        "sufficient": Form("sufficient", "closed form from per-pattern cluster means and "
+                           "scatters", build_sufficient, _sufficient_values,
+                           compiled=_compiled_sufficient),
+    },
+    default_form="sufficient",
+    default_priors=MvPriors.default,
+    parse_priors=_parse_priors,
+    summary_vars=("mu", "tau", "sigma", "icc", "corr_between", "corr_within"),
+    compare_vars=MV_VARS,
+    add_effects=lambda idata, data, seed: add_group_effects_mv(idata, data, seed=seed),
+    outcomes=lambda data: list(data.responses),
+    matrices=("V", "Sigma", "corr_between", "corr_within"),
+)

@@ -1,6 +1,6 @@
 r"""The univariate ``sufficient`` posterior as cached machine code: no pytensor graph at all.
 
-:func:`models.univariate.build_sufficient` defines the model (PyMC priors, the standardising
+:func:`models.forms.oneway.build_sufficient` defines the model (PyMC priors, the standardising
 transforms of :mod:`models.transforms`, the closed-form likelihood of :mod:`models.density`).
 This module evaluates exactly that log density and its gradient in hand-written numba code,
 compiled once per installation (``cache=True``) and handed to nutpie as C callbacks, as nutpie's
@@ -33,11 +33,12 @@ import numpy as np
 from numba import types
 from scipy.special import gammaln
 
+from models.compiled.layout import Layout
 from models.data import GroupStats
 from models.density import LOG_2PI
 from models.priors import Priors, ScalePrior
 
-__all__ = ["EXPANDED", "compile_sufficient", "logp_and_grad", "nutpie_model", "parameter_block",
+__all__ = ["EXPANDED", "LAYOUT", "compile_sufficient", "logp_and_grad", "parameter_block",
            "size_groups", "supported"]
 
 FAMILY_CODE = {"halfnormal": 0.0, "halfstudentt": 1.0, "halfcauchy": 2.0, "exponential": 3.0}
@@ -46,10 +47,17 @@ FAMILY_CODE = {"halfnormal": 0.0, "halfstudentt": 1.0, "halfcauchy": 2.0, "expon
 EXPANDED = ("mu_std__", "tau_log_std__", "sigma_log_std__", "mu", "tau", "sigma", "icc")
 N_DIM = 3
 
-# Layout of the float64 parameter block the compiled functions read (``user_data``).
-_K, _N, _L, _SS, _LOC, _SMU, _CENTER, _SCALE, _LOGSCALE = range(9)
-_FT, _ST, _NUT, _FS, _SS2, _NUS, _CONST = range(9, 16)
-HEADER = 16
+# The float64 parameter block the compiled functions read (``user_data``): the data's totals,
+# the priors, every constant of the log density, then the per-size statistics.
+LAYOUT = Layout(
+    scalars=("K", "N", "L", "SS", "mu_loc", "mu_scale", "center", "scale", "log_scale",
+             "tau_family", "tau_scale", "tau_nu", "sigma_family", "sigma_scale", "sigma_nu",
+             "const"),
+    arrays=("sizes", "count", "mean", "scatter"))
+(_K, _N, _L, _SS, _LOC, _SMU, _CENTER, _SCALE, _LOGSCALE, _FT, _ST, _NUT, _FS, _SS2, _NUS, _CONST,
+ _O_SIZES, _O_COUNT, _O_MEAN, _O_SCATTER) = LAYOUT.constants()
+HEADER = LAYOUT.header
+_SIZE = LAYOUT.size_slot
 
 
 def supported(priors: Priors) -> bool:
@@ -88,19 +96,20 @@ def parameter_block(stats: GroupStats, priors: Priors, k: int = 0) -> np.ndarray
     n = np.asarray(n, dtype=np.float64)
     sizes, count, mean, scatter = size_groups(n, np.asarray(xbar, dtype=np.float64))
     N, L = float(n.sum()), float(n.size)
-    head = np.zeros(HEADER)
-    head[_K], head[_N], head[_L], head[_SS] = sizes.size, N, L, float(np.sum(ss))
-    head[_LOC], head[_SMU] = priors.mu.loc, priors.mu.scale
-    head[_CENTER], head[_SCALE] = priors.center, priors.scale
-    head[_LOGSCALE] = math.log(priors.scale)
-    for at, prior in ((_FT, priors.tau), (_FS, priors.sigma)):
-        head[at], head[at + 1], head[at + 2] = FAMILY_CODE[prior.family], prior.scale, prior.nu
-    # every constant of the log density: likelihood, three priors, the three log Jacobians
-    head[_CONST] = (-0.5 * N * LOG_2PI
-                    - 0.5 * LOG_2PI - math.log(priors.mu.scale)
-                    + _prior_const(priors.tau) + _prior_const(priors.sigma)
-                    + math.log(priors.scale) + 2.0 * head[_LOGSCALE])
-    return np.ascontiguousarray(np.concatenate([head, sizes, count, mean, scatter]))
+    log_scale = math.log(priors.scale)
+    scalars = {
+        "K": sizes.size, "N": N, "L": L, "SS": float(np.sum(ss)),
+        "mu_loc": priors.mu.loc, "mu_scale": priors.mu.scale, "center": priors.center,
+        "scale": priors.scale, "log_scale": log_scale,
+        # every constant of the log density: likelihood, three priors, the three log Jacobians
+        "const": (-0.5 * N * LOG_2PI - 0.5 * LOG_2PI - math.log(priors.mu.scale)
+                  + _prior_const(priors.tau) + _prior_const(priors.sigma)
+                  + math.log(priors.scale) + 2.0 * log_scale)}
+    for name, prior in (("tau", priors.tau), ("sigma", priors.sigma)):
+        scalars |= {f"{name}_family": FAMILY_CODE[prior.family], f"{name}_scale": prior.scale,
+                    f"{name}_nu": prior.nu}
+    return LAYOUT.pack(scalars, {"sizes": sizes, "count": count, "mean": mean,
+                                 "scatter": scatter})
 
 
 # ------------------------------------------------------------------------ compiled code
@@ -134,11 +143,12 @@ def _logp_grad(z, p, grad):
     g_mu = 0.0
     g_s2 = -0.5 * (N - L) / s2 + 0.5 * SS / (s2 * s2)
     g_t2 = 0.0
+    o_n, o_m, o_a, o_q = int(p[_O_SIZES]), int(p[_O_COUNT]), int(p[_O_MEAN]), int(p[_O_SCATTER])
     for k in range(K):
-        n = p[HEADER + k]
-        m = p[HEADER + K + k]
-        d = p[HEADER + 2 * K + k] - mu
-        r = p[HEADER + 3 * K + k] + m * d * d
+        n = p[o_n + k]
+        m = p[o_m + k]
+        d = p[o_a + k] - mu
+        r = p[o_q + k] + m * d * d
         v = s2 + n * t2
         ll += -0.5 * m * math.log(v) - 0.5 * n * r / v
         g_mu += n * m * d / v
@@ -168,7 +178,7 @@ def _expand(z, p, out):
 @numba.njit(cache=True)
 def _block(user_data):
     head = numba.carray(user_data, (HEADER,), dtype=np.float64)
-    return numba.carray(user_data, (HEADER + 4 * int(head[_K]),), dtype=np.float64)
+    return numba.carray(user_data, (int(head[_SIZE]),), dtype=np.float64)
 
 
 _N_EXPANDED = len(EXPANDED)
@@ -220,36 +230,6 @@ def _support_z(priors: Priors) -> np.ndarray:
     return to_unconstrained(priors, priors.mu.loc, priors.tau.scale, priors.sigma.scale)
 
 
-def nutpie_model(layout, block: np.ndarray, c_logp, c_expand, start: np.ndarray, *,
-                 dims=None, coords=None):
-    """A ``nutpie.compile_pymc.CompiledPyMCModel`` around compiled callbacks.
-
-    ``layout``: the expanded variables ``[(name, shape), ...]`` in the order ``c_expand`` writes
-    them; ``block``: the float64 array the callbacks read (``user_data``, kept alive by the
-    model); ``start``: the unconstrained initial point, jittered by U(-1, 1) per chain as PyMC's
-    initial points are. This is the one place that relies on nutpie 0.16's internals
-    (DEVELOPERS.md).
-    """
-    from nutpie.compile_pymc import CompiledPyMCModel
-
-    def initial_point(seed=None):
-        return start + np.random.default_rng(seed).uniform(-1.0, 1.0, size=start.size)
-
-    names = [n for n, _ in layout]
-    shapes = [tuple(s) for _, s in layout]
-    slices, at = [], 0
-    for shape in shapes:
-        size = int(np.prod(shape))
-        slices.append(slice(at, at + size))
-        at += size
-    return CompiledPyMCModel(
-        _n_dim=int(start.size), dims=dims or {}, _coords=coords or {},
-        _shapes=dict(zip(names, shapes, strict=True)),
-        compiled_logp_func=c_logp, compiled_expand_func=c_expand,
-        initial_point_func=initial_point, shared_data={}, user_data=block,
-        n_expanded=at, shape_info=(names, slices, shapes), logp_func=None, expand_func=None)
-
-
 def compile_sufficient(stats: GroupStats, priors: Priors, *, k: int = 0):
     """A nutpie model of the univariate ``sufficient`` posterior for response ``k``.
 
@@ -258,5 +238,7 @@ def compile_sufficient(stats: GroupStats, priors: Priors, *, k: int = 0):
     nutpie has. Initial points are PyMC's: the priors' support points jittered by U(-1, 1) in
     the unconstrained coordinates.
     """
+    from models.compiled.nutpie import nutpie_model
+
     return nutpie_model([(name, ()) for name in EXPANDED], parameter_block(stats, priors, k),
                         _c_logp, _c_expand, _support_z(priors))

@@ -1,0 +1,27 @@
+"""Checks that every parameterisation of a family is one posterior.
+
+- :mod:`~models.checks.logp`: exact log densities against independent oracles
+  (:mod:`~models.checks.oracles`: scipy's MvNormal of each cluster's stacked vector, an
+  independent LKJ prior), and the compiled forms against the PyMC ones.
+- :mod:`~models.checks.posteriors`: posterior agreement of fits within Monte Carlo error, and
+  against the quadrature posterior of :mod:`~models.checks.reference`.
+- :mod:`~models.checks.sbc`: simulation-based calibration of the families' own builders.
+- :mod:`~models.checks.broken`: a deliberately wrong form per family, which these must fail.
+
+Each check returns a :class:`~models.checks.base.CheckResult` (``name``, ``passed``, ``table``,
+``text``, ``details``).
+"""
+
+from __future__ import annotations
+
+from models.checks.base import AGREES, DISAGREES, UNRELIABLE, CheckResult
+from models.checks.broken import BROKEN
+from models.checks.logp import compare_compiled, compare_logp, compare_logp_mv
+from models.checks.posteriors import compare_posteriors
+from models.checks.reference import ReferencePosterior, reference_posterior
+from models.checks.sbc import SBCResult, plot_sbc, rank_uniformity, sbc, sbc_mv
+
+__all__ = ["AGREES", "BROKEN", "DISAGREES", "UNRELIABLE", "CheckResult", "ReferencePosterior",
+           "SBCResult", "compare_compiled", "compare_logp", "compare_logp_mv",
+           "compare_posteriors", "plot_sbc", "rank_uniformity", "reference_posterior", "sbc",
+           "sbc_mv"]

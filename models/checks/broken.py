@@ -1,0 +1,76 @@
+"""Deliberately wrong models: a check is trusted only once one of these fails it.
+
+Each is a :class:`~models.forms.base.Form` of its family (same priors, same sampler coordinates,
+same data containers as the form it breaks), with one mistake in the likelihood. Never use them
+for inference.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from models.data import ClusteredData
+from models.forms.base import Form
+from models.priors import MvPriors, Priors
+
+__all__ = ["BROKEN", "build_broken_tau_not_squared", "build_broken_V_not_scaled_by_n"]
+
+
+def build_broken_tau_not_squared(data: ClusteredData, *, priors: Priors | None = None):
+    r"""The one-way ``sufficient`` form with tau where tau^2 belongs (WRONG on purpose).
+
+    .. math::
+        X_l \sim \mathrm{MvNormal}(\mu 1, \sigma^2 I + \tau\, 1 1^\top) \quad (\text{wrong})
+
+    :func:`models.checks.compare_logp` and :func:`models.checks.sbc` must fail it.
+    """
+    import pymc as pm
+    import pytensor.tensor as pt
+
+    from models.density import marginal_logp
+    from models.forms import oneway
+
+    model, priors = oneway._start(data, priors)
+    values = oneway._sufficient_values(data)
+    with model:
+        n, xbar, ss = (pm.Data(k, values[k]) for k in ("n", "xbar", "ss"))
+        mu, tau, sigma = priors.create()
+        pm.Potential("loglik", marginal_logp(n, xbar, ss, mu, pt.sqrt(tau), sigma, xp=pt))
+        oneway._icc(tau, sigma)
+    return model
+
+
+def build_broken_V_not_scaled_by_n(data: ClusteredData, *, priors: MvPriors | None = None):
+    r"""The multivariate ``sufficient`` form with V / n_bar where V belongs (WRONG on purpose).
+
+    For a balanced design with complete rows the likelihood then has log|Sigma + V| and
+    (Sigma + V)^-1 where log|Sigma + n V| and (Sigma + n V)^-1 belong.
+    :func:`models.checks.compare_logp` and :func:`models.checks.sbc_mv` must fail it.
+    """
+    from models.forms import multivariate
+
+    n_bar = float(data.sizes.mean())
+    return multivariate.build_sufficient(data, priors=priors, _scale_V=1.0 / math.sqrt(n_bar))
+
+
+def _oneway_values(data: ClusteredData) -> dict[str, np.ndarray]:
+    from models.forms import oneway
+
+    return oneway._sufficient_values(data)
+
+
+def _mv_values(data: ClusteredData) -> dict[str, np.ndarray]:
+    from models.forms import multivariate
+
+    return multivariate._sufficient_values(data)
+
+
+BROKEN = {
+    "oneway": Form("broken_tau_not_squared", "sufficient with tau for tau^2 (wrong)",
+                   build_broken_tau_not_squared, _oneway_values),
+    "multivariate": Form("broken_V_not_scaled_by_n", "sufficient with V / n_bar for V (wrong)",
+                         build_broken_V_not_scaled_by_n, _mv_values),
+}
+"""The deliberately broken form of each family, by family name."""

@@ -1,0 +1,1 @@
+"""Compiled (numba) posteriors handed to nutpie; the block layout; the nutpie adapter."""

@@ -1,0 +1,38 @@
+"""Model families and their parameterisations; :func:`family_of` is the one place that decides
+which family a data set is fitted with.
+
+Each family lives in its own module and defines one :class:`~models.forms.base.Family` record
+(``FAMILY``) holding its :class:`~models.forms.base.Form` records. Adding a family is adding
+such a module and one line to :func:`family_of`.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+
+from models.forms.base import Family, Form
+
+__all__ = ["FAMILY_MODULES", "FORM_NAMES", "Family", "Form", "family_named", "family_of"]
+
+FORM_NAMES = ("centred", "noncentred", "marginal", "sufficient")
+"""The parameterisations, in display order: the same four names in every family."""
+
+FAMILY_MODULES = {
+    "oneway": "models.forms.oneway",
+    "multivariate": "models.forms.multivariate",
+}
+
+
+def family_named(name: str) -> Family:
+    """The family record called ``name`` (its module is imported on first use)."""
+    return import_module(FAMILY_MODULES[name]).FAMILY
+
+
+def family_of(data) -> Family:
+    """The family that fits ``data``: the only place where the kind of data is tested.
+
+    Several response columns: the multivariate model. One response: the one-way model.
+    """
+    if data.p > 1:
+        return family_named("multivariate")
+    return family_named("oneway")

@@ -1,0 +1,119 @@
+"""The types: a model family, and a parameterisation (form) of its posterior as a record of functions.
+
+A :class:`Family` is what one kind of data (one-way, multivariate, ...) is fitted with: its forms,
+its default priors, the names it reports, how group effects are added to forms that integrate them
+out, its frequentist estimates. A :class:`Form` is one parameterisation of that family's
+posterior: its PyMC builder (data in ``pm.Data`` containers, so checks and SBC compile one model
+and swap data sets), the container values for any data of the same design, its compiled route
+(or none), and why ``--model all`` leaves it out for given data. Every consumer (fit, checks,
+report, CLI, benchmarks) loops over ``family.forms`` and asks; nothing else tests the family.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["Family", "Form", "never_skipped"]
+
+
+def never_skipped(data: Any) -> str | None:
+    """The default of :attr:`Form.skip`: the form runs on any data of its family."""
+    return None
+
+
+@dataclass(frozen=True)
+class Form:
+    """One parameterisation of a family's posterior.
+
+    Attributes
+    ----------
+    name : str
+        ``centred``, ``noncentred``, ``marginal`` or ``sufficient`` (the names are the same in
+        every family, listed once in :data:`models.forms.FORM_NAMES`).
+    summary : str
+        One line saying what the form is (README and report tables).
+    build : callable
+        ``build(data, priors) -> pm.Model``; the data enter through ``pm.Data`` containers.
+    data_values : callable
+        ``data_values(data) -> {container: array}``: the containers' values for data of the same
+        design (nutpie's ``compiled.with_data(**values)``).
+    latent : bool
+        Whether the posterior has the group effects itself (else the family adds them).
+    compiled : callable or None
+        ``compiled(data, priors)``: a ready nutpie model of this form's posterior in
+        hand-written machine code (:mod:`models.compiled`), or None when the priors are not
+        covered; the attribute itself is None for forms without a compiled route.
+    skip : callable
+        ``skip(data) -> reason or None``: why ``--model all`` leaves this form out here.
+    """
+
+    name: str
+    summary: str
+    build: Callable[..., Any]
+    data_values: Callable[[Any], dict]
+    latent: bool = False
+    compiled: Callable[..., Any] | None = None
+    skip: Callable[[Any], str | None] = never_skipped
+
+
+@dataclass(frozen=True)
+class Family:
+    """A model family: its forms and everything fitting and reporting need to know about it.
+
+    Attributes
+    ----------
+    name : str
+        ``oneway``, ``multivariate``, ...
+    title : str
+        The model in words, for reports.
+    forms : mapping of str to Form
+        The parameterisations, in display order.
+    default_form : str
+        What ``varcomp fit`` uses without ``--model``.
+    default_priors : callable
+        ``default_priors(data) -> priors`` scaled to the data.
+    parse_priors : callable
+        ``parse_priors(data, specs) -> priors`` from ``--prior NAME=FAMILY:SCALE`` strings.
+    summary_vars : tuple of str
+        Posterior variables of the parameter table, the diagnostics gate and summary.json.
+    compare_vars : tuple of str
+        Variables the posterior comparison of forms looks at.
+    add_effects : callable
+        ``add_effects(idata, data, seed)``: group effects for a form that integrated them out.
+    estimates : callable or None
+        ``estimates(data) -> {"ml": ..., "reml": ...}`` (frequentist optima), if any.
+    reference : callable or None
+        ``reference(data, priors)``: a quadrature posterior to compare fits with, if any.
+    outcomes : callable
+        ``outcomes(data) -> list``: the labels along the ``outcome`` dim, or ``[None]``.
+    matrices : tuple of str
+        Posterior matrices over (outcome, outcome_bis) shown in the report.
+    """
+
+    name: str
+    title: str
+    forms: Mapping[str, Form]
+    default_form: str
+    default_priors: Callable[[Any], Any]
+    parse_priors: Callable[[Any, list[str]], Any]
+    summary_vars: tuple[str, ...]
+    compare_vars: tuple[str, ...]
+    add_effects: Callable[..., Any]
+    estimates: Callable[[Any], dict] | None = None
+    reference: Callable[..., Any] | None = None
+    outcomes: Callable[[Any], list] = field(default=lambda data: [None])
+    matrices: tuple[str, ...] = ()
+
+    def form(self, name: str) -> Form:
+        """The form called ``name`` (a one-line error naming the choices otherwise)."""
+        try:
+            return self.forms[name]
+        except KeyError:
+            raise ValueError(f"unknown model '{name}' for the {self.name} family: choose one of "
+                             f"{', '.join(self.forms)}") from None
+
+    def skipped(self, data: Any) -> dict[str, str]:
+        """Forms ``--model all`` leaves out for ``data``, with the reason."""
+        return {n: why for n, f in self.forms.items() if (why := f.skip(data))}
