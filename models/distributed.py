@@ -1,0 +1,408 @@
+r"""Grouped moments of a Dask DataFrame: per-partition statistics merged in a tree, or a shuffle.
+
+Each partition is reduced to its :class:`models.moments.GroupedMoments` (keys cast to text,
+values to float64, both explicitly, with errors naming the partition or file), and the partials
+are merged pairwise by Chan, Golub & LeVeque's rule in a tree of fan-in ``split_every``. A
+cluster split across partitions is merged like any other; no partition is assumed to hold whole
+groups. With very many groups (``shuffle_above``) the rows are first shuffled by a hash of the
+key so each group lives in one partition; the per-partition statistics are then whole and are
+only concatenated.
+
+Dask's own ``groupby().var()`` is not used: it combines sums of squares (dask issues #5725,
+#6306), which loses every digit of a variance when the mean is large against the spread.
+
+The same code runs on the local threaded scheduler, on :func:`local_client`'s cluster or on a
+remote scheduler (:func:`client_for`): the computation goes to whichever client is current.
+Losing a worker mid-run costs only recomputation: the graph is pure, so Dask recomputes the lost
+partials and the result is the same to the bit.
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import os
+import sys
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from models.moments import GroupedMoments
+
+__all__ = ["client_for", "grouped_moments_dask", "local_client", "read_parquet_dask"]
+
+DEFAULT_SPLIT_EVERY = 8
+"""Fan-in of the merge tree: each merge task combines up to this many partials."""
+
+
+# ------------------------------------------------------------------------------ the reduction
+def grouped_moments_dask(
+    ddf,
+    *,
+    keys: str | Sequence[str],
+    columns: str | Sequence[str],
+    dtypes: Mapping[str, Any] | None = None,
+    split_every: int | None = None,
+    shuffle_above: int = 1_000_000,
+    n_groups: int | None = None,
+    progress: bool = False,
+    _partition_delay: float = 0.0,
+) -> GroupedMoments:
+    """Compute the grouped moments of a Dask DataFrame as a Dask reduction.
+
+    Parameters
+    ----------
+    ddf : dask.dataframe.DataFrame
+        The rows (e.g. from :func:`read_parquet_dask`); only ``keys`` and ``columns`` are read.
+    keys : str or sequence of str
+        The grouping column(s); several give compound keys, one text column each.
+        Labels are turned into text with ``str`` (``"07"`` stays ``"07"``; an integer 7
+        becomes ``"7"``, a float 7.0 ``"7.0"``: store labels as text).
+    columns : str or sequence of str
+        The d value columns, cast to float64 (a partition whose column cannot be cast raises
+        ``ValueError`` naming the file or partition, the column and its dtype). Values must
+        be finite: filter missing ones out of ``ddf`` first, if that is what the analysis wants.
+    dtypes : mapping, optional
+        Expected dtype of some columns (e.g. ``{"school": "string", "score": "float64"}``):
+        a partition whose column has another dtype raises ``ValueError``. Guards against
+        files written with drifting schemas (a label column stored as integers in one file
+        loses the zero of ``"07"``). String dtypes of any flavour match each other.
+    split_every : int, optional
+        Fan-in of the merge tree (default 8).
+    shuffle_above : int
+        Use the shuffle-based aggregation when the number of groups is at least this
+        (``0`` forces it).
+    n_groups : int, optional
+        The number of groups, if known; otherwise estimated (HyperLogLog over the key
+        columns: one extra pass over those columns) unless ``shuffle_above`` is 0.
+    progress : bool
+        Show progress: ``distributed.progress`` under a distributed client (and the dashboard
+        link when it has one), dask's ``ProgressBar`` otherwise.
+    _partition_delay : float
+        For tests only: seconds each partition task sleeps, to make a run last.
+
+    Returns
+    -------
+    GroupedMoments
+        Groups sorted by key (:meth:`GroupedMoments.sorted`), the same for every path.
+    """
+    import dask
+
+    keys = (keys,) if isinstance(keys, str) else tuple(keys)
+    columns = (columns,) if isinstance(columns, str) else tuple(columns)
+    if not keys or not columns:
+        raise ValueError("give at least one key column and one value column")
+    if set(keys) & set(columns):
+        raise ValueError(f"columns {sorted(set(keys) & set(columns))} cannot be both keys and "
+                         f"values")
+    present = [str(c) for c in ddf.columns]
+    for c in keys + columns:
+        if c not in present:
+            raise ValueError(f"column '{c}' not found; columns present: {', '.join(present)}")
+    k = DEFAULT_SPLIT_EVERY if split_every is None else int(split_every)
+    if k < 2:
+        raise ValueError(f"split_every must be at least 2, got {split_every}")
+    frame = ddf[list(keys + columns)]
+    spec = _Spec(keys=keys, columns=columns, dtypes=dict(dtypes or {}),
+                 delay=float(_partition_delay))
+
+    shuffle = shuffle_above <= 0
+    if not shuffle:
+        if n_groups is None:
+            n_groups = int(_compute(frame[list(keys)].nunique_approx(), progress=False))
+        shuffle = n_groups >= shuffle_above
+
+    if shuffle:
+        # every group in one partition: whole groups, concatenated (no merge needed)
+        meta = pd.DataFrame({**{c: pd.Series([], dtype=str) for c in keys},
+                             **{c: pd.Series([], dtype=np.float64) for c in columns}})
+        prepared = frame.map_partitions(_prepare_partition, spec, meta=meta,
+                                        enforce_metadata=False)
+        shuffled = prepared.shuffle(on=list(keys), npartitions=frame.npartitions)
+        parts = [dask.delayed(_whole_groups, pure=True)(p, spec)
+                 for p in shuffled.to_delayed(optimize_graph=True)]
+        total = _tree(parts, k, GroupedMoments.concat)
+    else:
+        parts = [dask.delayed(_partition_moments, pure=True)(p, i, spec)
+                 for i, p in enumerate(frame.to_delayed(optimize_graph=True))]
+        total = _tree(parts, k, GroupedMoments.merge_all)
+    return _compute(total, progress=progress).sorted()
+
+
+@dataclass(frozen=True)
+class _Spec:
+    """What a partition task needs to know (picklable, small)."""
+
+    keys: tuple[str, ...]
+    columns: tuple[str, ...]
+    dtypes: dict[str, Any]
+    delay: float
+
+
+def _tree(parts: list, split_every: int, combine):
+    """Build a tree of ``combine`` tasks over ``parts``, ``split_every`` at a time."""
+    import dask
+
+    if not parts:
+        raise ValueError("the DataFrame has no partitions")
+    level = parts
+    while len(level) > 1:
+        level = [dask.delayed(combine, pure=True)(level[i:i + split_every])
+                 for i in range(0, len(level), split_every)]
+    if level[0] is parts[0]:  # one partition: still a task so the result comes out the same way
+        return dask.delayed(combine, pure=True)([level[0]])
+    return level[0]
+
+
+def _where(part: pd.DataFrame, index: int | None) -> str:
+    """Name a partition in messages: its source file when known, else its number."""
+    source = part.attrs.get("source") if hasattr(part, "attrs") else None
+    if source:
+        return str(source)
+    return f"partition {index}" if index is not None else "a partition"
+
+
+def _prepare_partition(part: pd.DataFrame, spec: _Spec,
+                       partition_info: dict | None = None) -> pd.DataFrame:
+    """Keys as text and values as float64, explicitly; errors name partition, column, dtype."""
+    index = partition_info.get("number") if partition_info else None
+    where = _where(part, index)
+    for c, expected in spec.dtypes.items():
+        if c in part.columns and not _same_dtype(part[c].dtype, expected):
+            raise ValueError(f"{where}: column '{c}' has dtype {part[c].dtype}, expected "
+                             f"{pd.api.types.pandas_dtype(expected)}")
+    out = {}
+    for c in spec.keys:
+        missing = part[c].isna()
+        if missing.any():
+            raise ValueError(f"{where}: {int(missing.sum())} row(s) have no '{c}' label")
+        out[c] = part[c].astype(str)
+    for c in spec.columns:
+        try:
+            values = part[c].astype(np.float64)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{where}: column '{c}' of dtype {part[c].dtype} cannot be cast to "
+                             f"float64 ({_first_line(exc)})") from None
+        bad = ~np.isfinite(values.to_numpy())
+        if bad.any():
+            raise ValueError(f"{where}: column '{c}' has {int(bad.sum())} missing or non-finite "
+                             f"value(s); grouped moments take finite values only: filter them "
+                             f"out first")
+        out[c] = values
+    return pd.DataFrame(out, index=part.index)
+
+
+def _moments(frame: pd.DataFrame, spec: _Spec) -> GroupedMoments:
+    keys = frame[spec.keys[0]] if len(spec.keys) == 1 else frame[list(spec.keys)]
+    values = frame[list(spec.columns)].to_numpy(dtype=np.float64)
+    return GroupedMoments.from_arrays(keys, values, spec.columns)
+
+
+def _partition_moments(part: pd.DataFrame, index: int, spec: _Spec) -> GroupedMoments:
+    """One partition's partial statistics (its groups may continue in other partitions)."""
+    if spec.delay:
+        time.sleep(spec.delay)
+    return _moments(_prepare_partition(part, spec, {"number": index}), spec)
+
+
+def _whole_groups(part: pd.DataFrame, spec: _Spec) -> GroupedMoments:
+    """Statistics of a shuffled partition (already prepared), whose groups are whole."""
+    return _moments(part, spec)
+
+
+def _same_dtype(found, expected) -> bool:
+    expected = pd.api.types.pandas_dtype(expected)
+    if pd.api.types.is_string_dtype(expected) and not expected == np.dtype(object):
+        return pd.api.types.is_string_dtype(found) and found != np.dtype(object)
+    return found == expected
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _compute(obj, *, progress: bool):
+    """Compute on the current distributed client if there is one, else dask's scheduler."""
+    import dask
+
+    client = _current_client()
+    if client is None:
+        if progress:
+            from dask.diagnostics import ProgressBar
+
+            with ProgressBar(out=sys.stderr):
+                return dask.compute(obj)[0]
+        return dask.compute(obj)[0]
+    future = client.compute(obj)
+    if progress:
+        from distributed import progress as show_progress
+
+        link = getattr(client, "dashboard_link", None)
+        if link:
+            print(f"dask dashboard: {link}", file=sys.stderr)
+        show_progress(future)
+    return future.result()
+
+
+def _current_client():
+    try:
+        from distributed import default_client
+    except ImportError:  # pragma: no cover - distributed is a dependency
+        return None
+    try:
+        return default_client()
+    except ValueError:
+        return None
+
+
+# ------------------------------------------------------------------------------ reading
+def read_parquet_dask(
+    pattern: str | os.PathLike | Sequence[str | os.PathLike],
+    columns: Sequence[str],
+    *,
+    rows_per_partition: int = 1 << 20,
+):
+    """Read ``columns`` of Parquet files (a glob like ``data/part-*.parquet``) as Dask frame.
+
+    Every file's footer is read first (one small read per file), so a corrupt file or one
+    without a needed column is refused before any work starts, with a one-line
+    ``ValueError`` naming it; a file that disappears or becomes unreadable after that fails
+    its task with the same kind of message. Partitions are runs of whole row groups of one file
+    (at most ``rows_per_partition`` rows unless a single row group is larger), read with only
+    ``columns``; each carries its file name (``DataFrame.attrs['source']``) for messages.
+
+    Built with ``dask.dataframe.from_map`` over the files rather than
+    ``dask.dataframe.read_parquet``, whose errors do not name the file (pyarrow's "Parquet magic
+    bytes not found in footer") and which may fuse files into one partition.
+    """
+    import dask.dataframe as dd
+    import pyarrow.parquet as pq
+
+    columns = [str(c) for c in columns]
+    if isinstance(pattern, (str, os.PathLike)):
+        files = sorted(glob.glob(os.fspath(pattern)))
+        if not files:
+            raise ValueError(f"no files match {os.fspath(pattern)}")
+    else:
+        files = [os.fspath(p) for p in pattern]
+        if not files:
+            raise ValueError("no Parquet files given")
+    pieces: list[tuple[str, tuple[int, ...], bool]] = []
+    schema = None
+    for path in files:  # one footer per file (files, not rows)
+        try:
+            pf = pq.ParquetFile(path)
+            names = pf.schema_arrow.names
+        except Exception as exc:  # pyarrow's own error types, OSError
+            raise ValueError(f"cannot read {path}: {_first_line(exc)}") from None
+        absent = [c for c in columns if c not in names]
+        if absent:
+            raise ValueError(f"{path} has no column '{absent[0]}'; columns present: "
+                             f"{', '.join(names)}")
+        if schema is None:
+            schema = pf.schema_arrow
+        sizes = [pf.metadata.row_group(i).num_rows for i in range(pf.num_row_groups)]
+        groups = _runs(sizes, int(rows_per_partition))
+        for g in groups:
+            pieces.append((path, tuple(g), len(groups) > 1))
+    meta = schema.empty_table().select(columns).to_pandas()
+    return dd.from_map(_read_piece, pieces, args=[columns], meta=meta, label="read-parquet",
+                       enforce_metadata=False)
+
+
+def _runs(sizes: list[int], limit: int) -> list[list[int]]:
+    """Consecutive row groups in runs of at most ``limit`` rows (at least one group per run)."""
+    runs: list[list[int]] = [[]]
+    rows = 0
+    for i, s in enumerate(sizes):
+        if runs[-1] and rows + s > limit:
+            runs.append([])
+            rows = 0
+        runs[-1].append(i)
+        rows += s
+    return runs
+
+
+def _read_piece(piece: tuple[str, tuple[int, ...], bool], names: list[str]) -> pd.DataFrame:
+    """Read some row groups of one file; any failure is one line naming the file."""
+    import pyarrow.parquet as pq
+
+    path, row_groups, partial = piece
+    try:
+        pf = pq.ParquetFile(path)
+        table = pf.read_row_groups(list(row_groups), columns=names) if row_groups else \
+            pf.schema_arrow.empty_table().select(names)
+        frame = table.to_pandas()
+    except Exception as exc:  # file gone, truncated, rewritten
+        raise ValueError(f"cannot read {path}: {_first_line(exc)}") from None
+    frame.attrs["source"] = (f"{path} (row groups {row_groups[0]}-{row_groups[-1]})"
+                             if partial else path)
+    return frame
+
+
+# ------------------------------------------------------------------------------ clients
+@contextmanager
+def local_client(
+    n_workers: int | None = None,
+    memory_limit: int | str | None = None,
+    *,
+    threads_per_worker: int = 1,
+    processes: bool = True,
+    dashboard: bool = False,
+    memory_fraction: float = 0.8,
+) -> Iterator[Any]:
+    """Yield a ``distributed.Client`` on a ``LocalCluster``, both closed on exit.
+
+    One worker per core (process-based by default), each limited to ``memory_fraction`` of
+    physical memory divided by the number of workers. The dashboard is off unless
+    ``dashboard=True`` (then on a free port, its link printed on stderr; it needs bokeh).
+    While the block runs the client is the current one, so :func:`grouped_moments_dask`
+    computes on it.
+    """
+    from distributed import Client, LocalCluster
+
+    workers = int(n_workers) if n_workers else _cores()
+    if memory_limit is None:
+        memory_limit = int(memory_fraction * _physical_memory() / workers)
+    with LocalCluster(n_workers=workers, threads_per_worker=threads_per_worker,
+                      processes=processes, memory_limit=memory_limit,
+                      dashboard_address=":0" if dashboard else None,
+                      silence_logs=logging.ERROR) as cluster, Client(cluster) as client:
+        if dashboard and client.dashboard_link:
+            print(f"dask dashboard: {client.dashboard_link}", file=sys.stderr)
+        yield client
+
+
+def client_for(address: str, *, timeout: float = 10.0):
+    """Connect a ``distributed.Client`` to a running scheduler (e.g. ``tcp://host:8786``).
+
+    Use it as a context manager (``with client_for(addr): ...``); the computation is the same as
+    on :func:`local_client`'s cluster. An unreachable scheduler is a one-line ``ValueError``.
+    """
+    from distributed import Client
+
+    try:
+        return Client(address, timeout=timeout)
+    except (OSError, TimeoutError, ValueError) as exc:
+        raise ValueError(f"cannot reach the Dask scheduler at {address}: "
+                         f"{_first_line(exc)}") from None
+
+
+def _cores() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - non-Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _physical_memory() -> int:
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - non-POSIX
+        return 16 << 30

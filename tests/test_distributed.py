@@ -1,0 +1,264 @@
+"""Grouped moments on Dask (models.distributed): tree and shuffle reductions, Parquet, faults."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+import dask
+import dask.dataframe as dd
+import numpy as np
+import pandas as pd
+import pytest
+
+from models.distributed import grouped_moments_dask, local_client, read_parquet_dask
+from models.moments import GroupedMoments
+
+COLUMNS = ["y", "x"]
+
+
+def _frame(rng: np.random.Generator, n_groups: int = 150) -> pd.DataFrame:
+    """Unbalanced clusters (four singletons, sizes up to 40) at mean 1e6, sd 1, rows shuffled so
+    most clusters are split across partitions; labels "07" and "7" both occur."""
+    sizes = np.concatenate([[1, 1, 1, 1], rng.integers(2, 40, size=n_groups - 4)])
+    labels = np.array([f"c{i:03d}" for i in range(n_groups - 2)] + ["07", "7"], dtype=object)
+    g = np.repeat(labels, sizes)
+    y = 1e6 + np.repeat(rng.normal(0.0, 2.0, n_groups), sizes) + rng.normal(0.0, 1.0, g.size)
+    x = np.repeat(rng.normal(0.0, 1.0, n_groups), sizes) + rng.normal(0.0, 1.0, g.size)
+    order = rng.permutation(g.size)
+    return pd.DataFrame({"g": g[order], "y": y[order], "x": x[order], "other": 1.0})
+
+
+def _in_memory(df: pd.DataFrame) -> GroupedMoments:
+    return GroupedMoments.from_arrays(df["g"].to_numpy(object), df[COLUMNS].to_numpy(),
+                                      COLUMNS).sorted()
+
+
+def _identity(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame
+
+
+def _seven_partitions(df: pd.DataFrame) -> dd.DataFrame:
+    """Seven partitions, the fourth one empty, the others cutting clusters."""
+    cuts = np.linspace(0, len(df), 7).astype(int)
+    pieces = [df.iloc[a:b] for a, b in zip(cuts[:-1], cuts[1:], strict=True)]
+    pieces.insert(3, df.iloc[:0])
+    return dd.from_map(_identity, pieces, meta=df.iloc[:0], enforce_metadata=False)
+
+
+def _rel_errors(got: GroupedMoments, want: GroupedMoments) -> tuple[float, float]:
+    """Largest relative errors of means and cross-products (against sqrt(M_jj M_kk))."""
+    np.testing.assert_array_equal(got.keys, want.keys)
+    np.testing.assert_array_equal(got.n, want.n)
+    diag = np.diagonal(want.m2, axis1=1, axis2=2)
+    bound = np.sqrt(diag[:, :, None] * diag[:, None, :])
+    nz = bound > 0
+    assert np.all(got.m2[~nz] == 0)
+    scale = np.maximum(np.abs(want.mean), np.sqrt(np.diagonal(want.pooled().m2) / want.n_obs))
+    return (float(np.max(np.abs(got.mean - want.mean) / scale)),
+            float(np.max(np.abs(got.m2 - want.m2)[nz] / bound[nz])))
+
+
+def test_tree_and_shuffle_equal_in_memory(rng):
+    """Partial moments of seven partitions (one empty, clusters cut across partitions, singleton
+    clusters, mean 1e6 sd 1), merged in a Chan tree on a distributed client, equal the in-memory
+    one-pass moments to 1e-12 relative with exact counts; the shuffle path (groups made whole by
+    a hash shuffle, then concatenated) equals the tree path; so does dask's local scheduler."""
+    df = _frame(rng)
+    ddf = _seven_partitions(df)
+    sizes = ddf.map_partitions(len).compute()
+    assert len(sizes) == 7 and 0 in list(sizes)
+    want = _in_memory(df)
+    assert want.keys[0] == "07" and "7" in set(want.keys) and np.sum(want.n == 1) >= 4
+    local_tree = grouped_moments_dask(ddf, keys="g", columns=COLUMNS, split_every=2)
+    with local_client(n_workers=2, processes=False):
+        tree = grouped_moments_dask(ddf, keys="g", columns=COLUMNS, split_every=3)
+        shuffled = grouped_moments_dask(ddf, keys="g", columns=COLUMNS, shuffle_above=0)
+    for got in (tree, local_tree, shuffled):
+        mean_err, m2_err = _rel_errors(got, want)
+        assert mean_err < 1e-12 and m2_err < 1e-12, (mean_err, m2_err)
+    assert max(_rel_errors(shuffled, tree)) < 1e-12
+
+
+def test_compound_keys_and_group_estimate(rng, monkeypatch):
+    """Compound keys (school, class) reduce like single ones; with n_groups unknown, the
+    HyperLogLog estimate picks the shuffle path above shuffle_above and the tree path below."""
+    df = _frame(rng, n_groups=60)
+    df["class"] = rng.choice(["1", "01", "2"], size=len(df))
+    ddf = dd.from_pandas(df, npartitions=5, sort=False)
+    want = GroupedMoments.from_arrays(df[["g", "class"]].to_numpy(object), df[COLUMNS].to_numpy(),
+                                      COLUMNS).sorted()
+    import models.distributed as mdist
+
+    calls = {"whole": 0}
+    original = mdist._whole_groups
+
+    def spy(part, spec):
+        calls["whole"] += 1
+        return original(part, spec)
+
+    monkeypatch.setattr(mdist, "_whole_groups", spy)
+    with dask.config.set(scheduler="threads"):
+        below = grouped_moments_dask(ddf, keys=["g", "class"], columns=COLUMNS)
+        assert calls["whole"] == 0
+        above = grouped_moments_dask(ddf, keys=["g", "class"], columns=COLUMNS, shuffle_above=20)
+        assert calls["whole"] == ddf.npartitions
+    for got in (below, above):
+        assert got.keys.shape == (want.n_groups, 2)
+        assert max(_rel_errors(got, want)) < 1e-12
+
+
+def _write_parts(df: pd.DataFrame, folder, n: int = 5) -> list:
+    paths = []
+    for i, piece in enumerate(np.array_split(np.arange(len(df)), n)):
+        path = folder / f"part-{i}.parquet"
+        df.iloc[piece].to_parquet(path, index=False, row_group_size=100)
+        paths.append(path)
+    return paths
+
+
+def test_parquet_files_by_glob_equal_in_memory(tmp_path, rng):
+    """Five Parquet files read by glob (only the needed columns, runs of row groups as
+    partitions) give the in-memory moments to 1e-12 relative."""
+    df = _frame(rng)
+    _write_parts(df, tmp_path)
+    ddf = read_parquet_dask(str(tmp_path / "part-*.parquet"), ["g", *COLUMNS],
+                            rows_per_partition=250)
+    assert list(ddf.columns) == ["g", *COLUMNS] and ddf.npartitions > 5
+    with local_client(n_workers=2, processes=False):
+        got = grouped_moments_dask(ddf, keys="g", columns=COLUMNS)
+    assert max(_rel_errors(got, _in_memory(df))) < 1e-12
+
+
+def test_unreadable_parquet_files_are_one_line_errors(tmp_path, rng):
+    """A file deleted after the glob was listed, a file corrupted after listing, and a corrupt
+    file at listing each give a one-line ValueError naming that file."""
+    df = _frame(rng, n_groups=30)
+    paths = _write_parts(df, tmp_path)
+    pattern = str(tmp_path / "part-*.parquet")
+
+    ddf = read_parquet_dask(pattern, ["g", *COLUMNS])
+    os.remove(paths[2])
+    with pytest.raises(ValueError) as info:
+        grouped_moments_dask(ddf, keys="g", columns=COLUMNS, n_groups=30)
+    assert str(paths[2]) in str(info.value) and "\n" not in str(info.value)
+
+    df.iloc[:10].to_parquet(paths[2], index=False)
+    ddf = read_parquet_dask(pattern, ["g", *COLUMNS])
+    paths[3].write_bytes(b"not a parquet file" * 10)
+    with pytest.raises(ValueError) as info:
+        grouped_moments_dask(ddf, keys="g", columns=COLUMNS, n_groups=30)
+    assert str(paths[3]) in str(info.value) and "\n" not in str(info.value)
+
+    with pytest.raises(ValueError) as info:
+        read_parquet_dask(pattern, ["g", *COLUMNS])
+    assert str(info.value).startswith(f"cannot read {paths[3]}: ")
+    assert "\n" not in str(info.value)
+    with pytest.raises(ValueError, match="no files match"):
+        read_parquet_dask(str(tmp_path / "nothing-*.parquet"), ["g"])
+
+
+def test_text_in_a_numeric_column_names_file_column_and_dtype(tmp_path, rng):
+    """A file whose value column holds text ("three") cannot be cast to float64: ValueError
+    naming the file, the column and its dtype; a key column stored as integers in one file
+    (which would turn "07" into "7") is caught by the declared dtypes."""
+    df = _frame(rng, n_groups=30)
+    paths = _write_parts(df, tmp_path)
+    bad = df.iloc[:5].assign(y=["1.5", "2", "three", "4", "5"])  # a string column in this file
+    bad.to_parquet(paths[1], index=False)
+    ddf = read_parquet_dask(str(tmp_path / "part-*.parquet"), ["g", *COLUMNS])
+    with pytest.raises(ValueError, match="column 'y' of dtype") as info:
+        grouped_moments_dask(ddf, keys="g", columns=COLUMNS, n_groups=30)
+    assert str(paths[1]) in str(info.value) and "\n" not in str(info.value)
+
+    df.iloc[:5].assign(g=7).to_parquet(paths[1], index=False)
+    ddf = read_parquet_dask(str(tmp_path / "part-*.parquet"), ["g", *COLUMNS])
+    with pytest.raises(ValueError, match="column 'g' has dtype int64, expected") as info:
+        grouped_moments_dask(ddf, keys="g", columns=COLUMNS, n_groups=30,
+                             dtypes={"g": "string", "y": "float64"})
+    assert str(paths[1]) in str(info.value)
+
+
+def test_missing_values_are_refused_with_the_partition():
+    """Values must be finite: a NaN is a ValueError naming the partition and the column."""
+    df = pd.DataFrame({"g": ["a", "b", "a", "b"], "y": [1.0, 2.0, np.nan, 4.0], "x": 1.0})
+    ddf = dd.from_pandas(df, npartitions=2, sort=False)
+    with pytest.raises(ValueError, match=r"partition 1: column 'y' has 1 missing"):
+        grouped_moments_dask(ddf, keys="g", columns=COLUMNS, n_groups=2)
+
+
+def test_progress_option_reports_and_keeps_the_result(rng, capsys):
+    """progress=True shows distributed's progress bar and returns the same statistics."""
+    df = _frame(rng, n_groups=30)
+    ddf = dd.from_pandas(df, npartitions=4, sort=False)
+    with local_client(n_workers=1, processes=False):
+        got = grouped_moments_dask(ddf, keys="g", columns=COLUMNS, n_groups=30, progress=True)
+    assert max(_rel_errors(got, _in_memory(df))) < 1e-12
+    captured = capsys.readouterr()
+    assert "100%" in captured.out + captured.err
+
+
+def _partials_in_memory(dask_scheduler) -> list[tuple[str, list[str]]]:
+    """Finished per-partition partials and the workers holding them (runs on the scheduler)."""
+    return [(str(ts.key), [ws.address for ws in ts.who_has])
+            for ts in dask_scheduler.tasks.values()
+            if ts.state == "memory" and "_partition_moments" in str(ts.key)]
+
+
+def _times_in_memory(dask_scheduler, keys: list[str]) -> dict[str, int]:
+    """How often each task reached memory, from the scheduler's transition log."""
+    counts = dict.fromkeys(keys, 0)
+    for entry in dask_scheduler.transition_log:
+        if str(entry[0]) in counts and entry[2] == "memory":
+            counts[str(entry[0])] += 1
+    return counts
+
+
+def test_killing_a_worker_mid_run_gives_the_same_result(rng):
+    """A worker process killed (SIGKILL) after it finished some partials and while others run:
+    Dask recomputes what was lost on the surviving or restarted worker, and the statistics are
+    bitwise those of an undisturbed run (the merge tree is fixed by the graph, not by timing)."""
+    df = _frame(rng, n_groups=200)
+    ddf = dd.from_pandas(df, npartitions=24, sort=False)
+    opts = dict(keys="g", columns=COLUMNS, n_groups=200, split_every=4)
+    with local_client(n_workers=2, processes=True, threads_per_worker=1) as client:
+        reference = grouped_moments_dask(ddf, **opts)
+        before = set(client.scheduler_info()["workers"])
+        killed: dict = {}
+
+        def kill_one_worker() -> None:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                done = client.run_on_scheduler(_partials_in_memory)
+                holders = [ws[0] for _, ws in done if len(ws) == 1]
+                if holders:  # a finished partial exists: kill the worker holding it
+                    pid = client.run(os.getpid, workers=[holders[0]])[holders[0]]
+                    os.kill(pid, signal.SIGKILL)
+                    killed.update(address=holders[0], pid=pid, at=time.monotonic(),
+                                  partials_done=len(done),
+                                  lost=[k for k, ws in done if ws == [holders[0]]])
+                    return
+                time.sleep(0.02)
+
+        killer = threading.Thread(target=kill_one_worker, daemon=True)
+        killer.start()
+        # each partition sleeps 0.3 s: 24 partitions on 2 workers take >= 3.6 s, so the kill
+        # (within ~0.1 s of the first finished partial) lands while most partials are pending
+        disturbed = grouped_moments_dask(ddf, **opts, _partition_delay=0.3)
+        returned = time.monotonic()
+        killer.join(timeout=5)
+        after = set(client.scheduler_info()["workers"])
+        recomputed = client.run_on_scheduler(_times_in_memory, keys=killed.get("lost", []))
+
+    assert killed, "no worker was killed"
+    assert killed["at"] < returned and killed["partials_done"] < ddf.npartitions
+    assert killed["address"] in before and killed["address"] not in after
+    # the partials held only by the killed worker were computed again
+    assert killed["lost"] and all(count >= 2 for count in recomputed.values()), recomputed
+    np.testing.assert_array_equal(disturbed.keys, reference.keys)
+    np.testing.assert_array_equal(disturbed.n, reference.n)
+    np.testing.assert_array_equal(disturbed.mean, reference.mean)
+    np.testing.assert_array_equal(disturbed.m2, reference.m2)
+    assert max(_rel_errors(disturbed, _in_memory(df))) < 1e-12
