@@ -14,6 +14,8 @@ import time
 import warnings
 from pathlib import Path
 
+from models.errors import DataError
+
 EXIT_BUG = 1
 EXIT_BAD_INPUT = 2
 EXIT_UNTRUSTED = 3
@@ -78,6 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("data", help="CSV/Parquet path or shipped dataset name")
     f.add_argument("--group", help="grouping column")
     f.add_argument("--response", action="append", help="response column (repeat for several)")
+    f.add_argument("--formula", help="a mixed-model formula, e.g. 'y ~ x + C(z) + (1|g)' or "
+                   "'y ~ x + (1|a/b)' (instead of --group/--response)")
     f.add_argument("--model", default=None, choices=[*FORM_NAMES, "all"],
                    help="parameterisation (default: the family's, sufficient) or all")
     f.add_argument("--draws", type=_positive_int, default=1000)
@@ -126,6 +130,11 @@ CHUNKED_BYTES = 64 << 20
 def _load(args, *, stats_only: bool = False):
     from models import load
 
+    formula = getattr(args, "formula", None)
+    if formula:
+        if args.group or args.response:
+            raise DataError("give either --formula or --group/--response, not both")
+        return load(args.data, formula=formula)
     response = args.response
     if response and len(response) == 1:
         response = response[0]
@@ -216,7 +225,7 @@ def cmd_fit(args) -> int:
     resolve_out(out, inputs=inputs)
     family = family_of(data)
     priors = family.parse_priors(data, args.prior) if args.prior else None
-    names = list(family.forms) if args.model == "all" else [args.model or family.default_form]
+    names = list(family.forms) if args.model == "all" else [args.model or family.default(data)]
     check_memory(family, data, names, args.draws, args.chains)
     data.require_identifiable()
     for w in data.warnings:
@@ -265,7 +274,7 @@ def _matrix(text: str, name: str):
     try:
         return np.array([[float(x) for x in row.split(",")] for row in text.split(";")])
     except ValueError:
-        raise ValueError(f"--{name} must be numbers, rows separated by ';' and entries by ',' "
+        raise DataError(f"--{name} must be numbers, rows separated by ';' and entries by ',' "
                          f"(e.g. '4,3;3,4'), got '{text}'") from None
 
 
@@ -280,29 +289,29 @@ def cmd_simulate(args) -> int:
     try:
         mu = [float(x) for x in args.mu.split(",")]
     except ValueError:
-        raise ValueError(f"--mu must be numbers separated by ',', got '{args.mu}'") from None
+        raise DataError(f"--mu must be numbers separated by ',', got '{args.mu}'") from None
     if not all(np.isfinite(mu)):
-        raise ValueError(f"--mu must be finite numbers, got '{args.mu}'")
+        raise DataError(f"--mu must be finite numbers, got '{args.mu}'")
     sizes = args.size[0] if len(args.size) == 1 else args.size
     n_rows = args.clusters * sizes if len(args.size) == 1 else sum(args.size)
     width = len(mu) if args.V is not None else 1
     need = int(n_rows) * (8 * width + 16) * 3  # values, labels and the writer's copies
     if need > memory_budget():
-        raise ValueError(f"{n_rows:,} rows would need about {need / 2**30:.1f} GiB in memory, "
+        raise DataError(f"{n_rows:,} rows would need about {need / 2**30:.1f} GiB in memory, "
                          f"more than the {memory_budget() / 2**30:.1f} GiB budget (half of this "
                          f"machine's memory): simulate fewer rows, or several files")
     if args.V is not None or args.Sigma is not None:
         from models.simulate_mv import simulate_multivariate
 
         if args.V is None or args.Sigma is None:
-            raise ValueError("the multivariate simulator needs both --V and --Sigma")
+            raise DataError("the multivariate simulator needs both --V and --Sigma")
         sim = simulate_multivariate(args.clusters, sizes, np.array(mu), _matrix(args.V, "V"),
                                     _matrix(args.Sigma, "Sigma"), rng=args.seed)
     else:
         from models.simulate import simulate_univariate
 
         if args.tau is None or args.sigma is None:
-            raise ValueError("the univariate simulator needs --tau and --sigma "
+            raise DataError("the univariate simulator needs --tau and --sigma "
                              "(or --V and --Sigma for the multivariate model)")
         sim = simulate_univariate(args.clusters, sizes, mu=mu[0], tau=args.tau,
                                   sigma=args.sigma, rng=args.seed)
@@ -361,6 +370,8 @@ def main(argv: list[str] | None = None) -> int:
     and a fit failed the diagnostics gate; 1 an error that is our bug (one line pointing to a
     log file with the traceback); 130 interrupted.
     """
+    from models.errors import DataError
+
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", category=RuntimeWarning)  # numpy's overflow chatter
     warnings.filterwarnings("ignore", category=UserWarning, module="arviz")
@@ -385,7 +396,7 @@ def main(argv: list[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 0
-    except (ValueError, OSError) as exc:  # DataError is a ValueError
+    except (DataError, OSError) as exc:  # bad input, or a file that cannot be read/written
         msg = " ".join(str(exc).split()) or type(exc).__name__
         print(f"varcomp: error: {msg}", file=sys.stderr)
         return EXIT_BAD_INPUT

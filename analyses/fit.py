@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from analyses.outputs import (checkpoint, dump_json, resolve_out, stop_on_signals,
-                              write_atomically)
+from analyses.outputs import checkpoint, dump_json, resolve_out, stop_on_signals, write_atomically
 from models import ClusteredData, family_of
+from models.errors import DataError
 from models.forms import Family, Form
 from models.sampling import Fit, diagnose, sample_model
 
@@ -46,9 +46,9 @@ class FitResult:
         return {name: f.idata for name, f in self.fits.items()}
 
 
-def _models(family: Family, model: str | Sequence[str] | None) -> list[str]:
+def _models(family: Family, model: str | Sequence[str] | None, data) -> list[str]:
     if model is None:
-        return [family.default_form]
+        return [family.default(data)]
     names = list(family.forms) if model == "all" else [model] if isinstance(model, str) \
         else list(model)
     for n in names:
@@ -59,9 +59,9 @@ def _models(family: Family, model: str | Sequence[str] | None) -> list[str]:
 def _check_settings(draws: int, tune: int, chains: int, sampler: str) -> None:
     for name, value in (("draws", draws), ("tune", tune), ("chains", chains)):
         if not isinstance(value, (int, np.integer)) or value < 1:
-            raise ValueError(f"--{name} must be a positive integer, got {value}")
+            raise DataError(f"--{name} must be a positive integer, got {value}")
     if sampler not in ("nutpie", "pymc"):
-        raise ValueError(f"unknown sampler '{sampler}': choose nutpie or pymc")
+        raise DataError(f"unknown sampler '{sampler}': choose nutpie or pymc")
 
 
 def check_memory(family: Family, data, names: Sequence[str], draws: int, chains: int) -> None:
@@ -86,7 +86,7 @@ def check_memory(family: Family, data, names: Sequence[str], draws: int, chains:
         total += (64 + 6 * p * p + group) * draws * chains * 8 * 3
     budget = memory_budget()
     if total > budget:
-        raise ValueError(f"{len(names)} fit(s) of {chains} chains x {draws:,} draws would hold "
+        raise DataError(f"{len(names)} fit(s) of {chains} chains x {draws:,} draws would hold "
                          f"about {total / 2**30:.1f} GiB of draws, more than the "
                          f"{budget / 2**30:.1f} GiB budget (half of this machine's memory): use "
                          f"fewer --draws or --chains")
@@ -113,7 +113,7 @@ def fit(
     comparison of :func:`models.checks.compare_posteriors`.
     """
     family = family_of(data)
-    names = _models(family, model)
+    names = _models(family, model, data)
     _check_settings(draws, tune, chains, sampler)
     check_memory(family, data, names, draws, chains)
     data.require_identifiable()
@@ -132,6 +132,8 @@ def fit(
         t1 = time.perf_counter()
         if not form.latent:
             family.add_effects(idata, data, seed)
+        if family.derive is not None:
+            family.derive(idata, data)
         seconds = {"build": t_build, "compile": sec["compile"], "sample": sec["sample"]}
         seconds["total"] = t_build + sec["compile"] + sec["sample"] + (time.perf_counter() - t1)
         settings = {"draws": draws, "tune": tune, "chains": chains, "seed": seed,

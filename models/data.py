@@ -54,6 +54,8 @@ DATASETS: dict[str, ShippedDataset] = {
                        "mlmRev Gcsemv: GCSE written and coursework scores, 1,905 students, 73 schools"),
         ShippedDataset("pastes", "pastes.csv", "batch", ("strength",),
                        "lme4 Pastes: paste strength, 10 batches x 3 casks x 2 assays"),
+        ShippedDataset("penicillin", "penicillin.csv", "plate", ("diameter",),
+                       "lme4 Penicillin: inhibition diameters, 24 plates x 6 samples (crossed)"),
     ]
 }
 
@@ -235,6 +237,10 @@ class ClusteredData:
         Where the data came from (a shipped name or a path).
     dropped_rows : int
         Rows dropped because their (univariate) response was missing or not finite.
+    design : Design or None
+        For a formula with covariates or several grouping factors (:mod:`models.design`): the
+        fixed-effects matrix X, its term names and every random-intercept factor; ``codes`` and
+        ``groups`` are then the first (top-level) factor's. None for the one-way model.
     """
 
     y: np.ndarray
@@ -245,6 +251,7 @@ class ClusteredData:
     source: str = "<frame>"
     dropped_rows: int = 0
     warnings: tuple[str, ...] = field(default=())
+    design: object | None = None
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -410,7 +417,7 @@ class ClusteredData:
                                     f"one of them")
 
     def _range(self, k: int) -> float:
-        """max - min of response ``k`` (no squares: meaningful at any magnitude)."""
+        """Max - min of response ``k`` (no squares: meaningful at any magnitude)."""
         y = self.y[:, k]
         return float(np.nanmax(y) - np.nanmin(y))
 
@@ -480,7 +487,8 @@ def _numeric_response(col: pd.Series, name: str) -> np.ndarray:
 
 def _labels_text(values: np.ndarray, group: str) -> np.ndarray:
     """Group labels as text (:func:`models.io.labels_as_text`), refusing labels of different
-    types that read the same (the number 1 and the text "1"): they would merge two clusters."""
+    types that read the same (the number 1 and the text "1"): they would merge two clusters.
+    """
     from models.io import labels_as_text
 
     text = labels_as_text(values)
@@ -502,15 +510,20 @@ def load(
     *,
     group: str | None = None,
     response: str | Sequence[str] | None = None,
+    formula: str | None = None,
 ) -> ClusteredData:
     """Load a shipped dataset by name, or a CSV/Parquet file by path.
 
     For a shipped dataset ``group`` and ``response`` default to its natural columns; for a file
     both are required. The group column is read as text exactly as written. A column that is
-    not found is named with the columns present and the dialect that was read.
+    not found is named with the columns present and the dialect that was read. With
+    ``formula`` (e.g. ``"y ~ x + C(z) + (1|g)"``, :mod:`models.design`) ``group`` and
+    ``response`` are not used.
     """
     from models.io import read_frame, sniff
 
+    if formula is not None:
+        return _load_formula(spec, formula)
     key = str(spec)
     if key.lower() in DATASETS and not Path(key).exists():
         ds = DATASETS[key.lower()]
@@ -537,3 +550,22 @@ def load(
                             f"{', '.join(dialect.columns)} (read as {dialect.describe()})")
     df = read_frame(path, text_columns=[group], dialect=dialect)
     return ClusteredData.from_frame(df, group=group, response=resp, source=source)
+
+
+def _load_formula(spec: str | os.PathLike, formula: str) -> ClusteredData:
+    """A file or shipped dataset fitted by ``formula`` (group columns read as text)."""
+    from models.design import from_formula, group_variables, parse
+    from models.io import read_frame, sniff
+
+    key = str(spec)
+    if key.lower() in DATASETS and not Path(key).exists():
+        path, source = data_dir() / DATASETS[key.lower()].file, DATASETS[key.lower()].name
+    else:
+        path, source = Path(key), key
+    dialect = sniff(path)
+    missing = [v for v in parse(formula).variables if v not in dialect.columns]
+    if missing:
+        raise DataError(f"column(s) {missing} of the formula not found; columns present: "
+                        f"{', '.join(dialect.columns)} (read as {dialect.describe()})")
+    df = read_frame(path, text_columns=group_variables(formula), dialect=dialect)
+    return from_formula(df, formula, source=source)

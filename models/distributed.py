@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from models.errors import DataError
 from models.moments import GroupedMoments
 
 __all__ = ["client_for", "grouped_moments_dask", "local_client", "read_parquet_dask"]
@@ -96,17 +97,17 @@ def grouped_moments_dask(
     keys = (keys,) if isinstance(keys, str) else tuple(keys)
     columns = (columns,) if isinstance(columns, str) else tuple(columns)
     if not keys or not columns:
-        raise ValueError("give at least one key column and one value column")
+        raise DataError("give at least one key column and one value column")
     if set(keys) & set(columns):
-        raise ValueError(f"columns {sorted(set(keys) & set(columns))} cannot be both keys and "
+        raise DataError(f"columns {sorted(set(keys) & set(columns))} cannot be both keys and "
                          f"values")
     present = [str(c) for c in ddf.columns]
     for c in keys + columns:
         if c not in present:
-            raise ValueError(f"column '{c}' not found; columns present: {', '.join(present)}")
+            raise DataError(f"column '{c}' not found; columns present: {', '.join(present)}")
     k = DEFAULT_SPLIT_EVERY if split_every is None else int(split_every)
     if k < 2:
-        raise ValueError(f"split_every must be at least 2, got {split_every}")
+        raise DataError(f"split_every must be at least 2, got {split_every}")
     frame = ddf[list(keys + columns)]
     spec = _Spec(keys=keys, columns=columns, dtypes=dict(dtypes or {}),
                  delay=float(_partition_delay))
@@ -149,7 +150,7 @@ def _tree(parts: list, split_every: int, combine):
     import dask
 
     if not parts:
-        raise ValueError("the DataFrame has no partitions")
+        raise DataError("the DataFrame has no partitions")
     level = parts
     while len(level) > 1:
         level = [dask.delayed(combine, pure=True)(level[i:i + split_every])
@@ -174,23 +175,23 @@ def _prepare_partition(part: pd.DataFrame, spec: _Spec,
     where = _where(part, index)
     for c, expected in spec.dtypes.items():
         if c in part.columns and not _same_dtype(part[c].dtype, expected):
-            raise ValueError(f"{where}: column '{c}' has dtype {part[c].dtype}, expected "
+            raise DataError(f"{where}: column '{c}' has dtype {part[c].dtype}, expected "
                              f"{pd.api.types.pandas_dtype(expected)}")
     out = {}
     for c in spec.keys:
         missing = part[c].isna()
         if missing.any():
-            raise ValueError(f"{where}: {int(missing.sum())} row(s) have no '{c}' label")
+            raise DataError(f"{where}: {int(missing.sum())} row(s) have no '{c}' label")
         out[c] = part[c].astype(str)
     for c in spec.columns:
         try:
             values = part[c].astype(np.float64)
         except (TypeError, ValueError) as exc:
-            raise ValueError(f"{where}: column '{c}' of dtype {part[c].dtype} cannot be cast to "
+            raise DataError(f"{where}: column '{c}' of dtype {part[c].dtype} cannot be cast to "
                              f"float64 ({_first_line(exc)})") from None
         bad = ~np.isfinite(values.to_numpy())
         if bad.any():
-            raise ValueError(f"{where}: column '{c}' has {int(bad.sum())} missing or non-finite "
+            raise DataError(f"{where}: column '{c}' has {int(bad.sum())} missing or non-finite "
                              f"value(s); grouped moments take finite values only: filter them "
                              f"out first")
         out[c] = values
@@ -288,11 +289,11 @@ def read_parquet_dask(
     if isinstance(pattern, (str, os.PathLike)):
         files = sorted(glob.glob(os.fspath(pattern)))
         if not files:
-            raise ValueError(f"no files match {os.fspath(pattern)}")
+            raise DataError(f"no files match {os.fspath(pattern)}")
     else:
         files = [os.fspath(p) for p in pattern]
         if not files:
-            raise ValueError("no Parquet files given")
+            raise DataError("no Parquet files given")
     pieces: list[tuple[str, tuple[int, ...], bool]] = []
     schema = None
     for path in files:  # one footer per file (files, not rows)
@@ -300,10 +301,10 @@ def read_parquet_dask(
             pf = pq.ParquetFile(path)
             names = pf.schema_arrow.names
         except Exception as exc:  # pyarrow's own error types, OSError
-            raise ValueError(f"cannot read {path}: {_first_line(exc)}") from None
+            raise DataError(f"cannot read {path}: {_first_line(exc)}") from None
         absent = [c for c in columns if c not in names]
         if absent:
-            raise ValueError(f"{path} has no column '{absent[0]}'; columns present: "
+            raise DataError(f"{path} has no column '{absent[0]}'; columns present: "
                              f"{', '.join(names)}")
         if schema is None:
             schema = pf.schema_arrow
@@ -340,7 +341,7 @@ def _read_piece(piece: tuple[str, tuple[int, ...], bool], names: list[str]) -> p
             pf.schema_arrow.empty_table().select(names)
         frame = table.to_pandas()
     except Exception as exc:  # file gone, truncated, rewritten
-        raise ValueError(f"cannot read {path}: {_first_line(exc)}") from None
+        raise DataError(f"cannot read {path}: {_first_line(exc)}") from None
     frame.attrs["source"] = (f"{path} (row groups {row_groups[0]}-{row_groups[-1]})"
                              if partial else path)
     return frame
@@ -390,7 +391,7 @@ def client_for(address: str, *, timeout: float = 10.0):
     try:
         return Client(address, timeout=timeout)
     except (OSError, TimeoutError, ValueError) as exc:
-        raise ValueError(f"cannot reach the Dask scheduler at {address}: "
+        raise DataError(f"cannot reach the Dask scheduler at {address}: "
                          f"{_first_line(exc)}") from None
 
 

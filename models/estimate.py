@@ -9,6 +9,7 @@ import numpy as np
 from scipy import optimize
 
 from models.data import ClusteredData
+from models.errors import DataError
 
 __all__ = ["PointEstimate", "fit_ml", "fit_reml"]
 
@@ -58,7 +59,7 @@ def _profiled(theta: float, n, xbar, ss, reml: bool) -> tuple[float, float, floa
 def _fit(data: ClusteredData, reml: bool, k: int = 0) -> PointEstimate:
     n, xbar, ss = data.stats.column(k)
     if n.size < 2:
-        raise ValueError("ML/REML need at least two clusters")
+        raise DataError("ML/REML need at least two clusters")
 
     def f(log_theta: float) -> float:
         return _profiled(math.exp(log_theta), n, xbar, ss, reml)[0]

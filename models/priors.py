@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 from scipy import stats
 
+from models.errors import DataError
+
 if TYPE_CHECKING:  # pragma: no cover
     from models.data import ClusteredData
 
@@ -37,11 +39,11 @@ class ScalePrior:
 
     def __post_init__(self) -> None:
         if self.family not in FAMILIES:
-            raise ValueError(f"unknown prior family '{self.family}'; choose one of {FAMILIES}")
+            raise DataError(f"unknown prior family '{self.family}'; choose one of {FAMILIES}")
         if not (self.scale > 0 and math.isfinite(self.scale)):
-            raise ValueError(f"prior scale must be positive and finite, got {self.scale}")
+            raise DataError(f"prior scale must be positive and finite, got {self.scale}")
         if not 0 < self.nu <= NU_MAX:
-            raise ValueError(f"Student-t degrees of freedom must be in (0, {NU_MAX:g}], got "
+            raise DataError(f"Student-t degrees of freedom must be in (0, {NU_MAX:g}], got "
                              f"{self.nu} (for a normal tail use halfnormal)")
 
     def _scipy(self):
@@ -71,17 +73,21 @@ class ScalePrior:
             return float(stats.t(df=self.nu, scale=self.scale).ppf(0.5 + q / 2))
         return float(self._scipy().ppf(q))
 
-    def pymc(self, name: str, **kwargs):
-        """Create the PyMC random variable ``name`` in the current model context."""
+    def pymc(self, name: str, *, scale=None, **kwargs):
+        """Create the PyMC random variable ``name`` in the current model context.
+
+        ``scale`` overrides :attr:`scale` (e.g. one scale per element of a vector variable).
+        """
         import pymc as pm
 
+        s = self.scale if scale is None else np.asarray(scale, dtype=np.float64)
         if self.family == "halfnormal":
-            return pm.HalfNormal(name, sigma=self.scale, **kwargs)
+            return pm.HalfNormal(name, sigma=s, **kwargs)
         if self.family == "halfstudentt":
-            return pm.HalfStudentT(name, nu=self.nu, sigma=self.scale, **kwargs)
+            return pm.HalfStudentT(name, nu=self.nu, sigma=s, **kwargs)
         if self.family == "halfcauchy":
-            return pm.HalfCauchy(name, beta=self.scale, **kwargs)
-        return pm.Exponential(name, lam=1.0 / self.scale, **kwargs)
+            return pm.HalfCauchy(name, beta=s, **kwargs)
+        return pm.Exponential(name, lam=1.0 / s, **kwargs)
 
     def describe(self) -> str:
         """Human-readable form, e.g. ``HalfStudentT(nu=3, scale=49.2)``."""
@@ -102,7 +108,7 @@ class NormalPrior:
 
     def __post_init__(self) -> None:
         if not (self.scale > 0 and math.isfinite(self.scale) and math.isfinite(self.loc)):
-            raise ValueError(f"Normal prior needs a finite loc and positive scale, got "
+            raise DataError(f"Normal prior needs a finite loc and positive scale, got "
                              f"({self.loc}, {self.scale})")
 
     def logpdf(self, x):
@@ -209,25 +215,31 @@ def parse_prior_overrides(priors: Priors, specs: list[str] | None) -> Priors:
                 raise ValueError
         except ValueError as exc:
             detail = f" ({exc})" if str(exc) else ""
-            raise ValueError(
+            raise DataError(
                 f"bad prior '{spec}'{detail}: use mu=normal:LOC:SCALE or "
                 f"tau|sigma=FAMILY:SCALE[:NU] with FAMILY in {', '.join(FAMILIES)}") from None
     _check_relative(priors)
     return priors
 
 
+def _check_relative_scale(value: float, sd: float, name: str) -> None:
+    """A prior scale within :data:`RELATIVE_SCALE` of the data's sd (one-line error)."""
+    lo, hi = sd / RELATIVE_SCALE, sd * RELATIVE_SCALE
+    if not lo <= value <= hi:
+        raise DataError(f"prior {name} {value:g} is outside [{lo:.3g}, {hi:.3g}] (10^-6 to "
+                         f"10^6 times the data's sd {sd:.4g}): choose a scale on the data's "
+                         f"scale")
+
+
 def _check_relative(priors: Priors) -> None:
     """Scales within :data:`RELATIVE_SCALE` of the data's sd, the mean's location too."""
     sd = priors.scale
-    lo, hi = sd / RELATIVE_SCALE, sd * RELATIVE_SCALE
+    hi = sd * RELATIVE_SCALE
     for name, value in (("mu scale", priors.mu.scale), ("tau scale", priors.tau.scale),
                         ("sigma scale", priors.sigma.scale)):
-        if not lo <= value <= hi:
-            raise ValueError(f"prior {name} {value:g} is outside [{lo:.3g}, {hi:.3g}] (10^-6 to "
-                             f"10^6 times the data's sd {sd:.4g}): choose a scale on the data's "
-                             f"scale")
+        _check_relative_scale(value, sd, name)
     if not abs(priors.mu.loc - priors.center) <= hi:
-        raise ValueError(f"prior mu location {priors.mu.loc:g} is more than 10^6 sd(y) from the "
+        raise DataError(f"prior mu location {priors.mu.loc:g} is more than 10^6 sd(y) from the "
                          f"data's mean {priors.center:.6g}: choose a location near the data")
 
 
@@ -281,18 +293,18 @@ class MvPriors:
             value = tuple(float(v) for v in np.atleast_1d(value))
             object.__setattr__(self, name, value)
             if len(value) != p:
-                raise ValueError(f"MvPriors.{name} needs {p} values (one per outcome), got "
+                raise DataError(f"MvPriors.{name} needs {p} values (one per outcome), got "
                                  f"{len(value)}")
             if not all(math.isfinite(v) for v in value):
-                raise ValueError(f"MvPriors.{name} must be finite, got {value}")
+                raise DataError(f"MvPriors.{name} must be finite, got {value}")
             if name not in ("mu_loc", "center") and not all(v > 0 for v in value):
-                raise ValueError(f"MvPriors.{name} must be positive, got {value}")
+                raise DataError(f"MvPriors.{name} must be positive, got {value}")
         if p < 2:
-            raise ValueError("MvPriors is for p >= 2 outcomes; use Priors for one response")
+            raise DataError("MvPriors is for p >= 2 outcomes; use Priors for one response")
         for name in ("eta_between", "eta_within"):
             eta = float(getattr(self, name))
             if not (eta > 0 and math.isfinite(eta)):
-                raise ValueError(f"MvPriors.{name} (LKJ shape) must be positive, got {eta}")
+                raise DataError(f"MvPriors.{name} (LKJ shape) must be positive, got {eta}")
         if self.center is None:
             object.__setattr__(self, "center", self.mu_loc)
         if self.scale is None:
@@ -381,7 +393,7 @@ class MvPriors:
         return out
 
     def log_jacobian_constant(self) -> float:
-        """log |d(original) / d(standardised)| of the map to the sampler's coordinates.
+        """Log |d(original) / d(standardised)| of the map to the sampler's coordinates.
 
         Row k of a Cholesky factor (k + 1 packed entries) is multiplied by scale_k, for both V
         and Sigma; mu is handled by its transform, whose Jacobian PyMC includes. So

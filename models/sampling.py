@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from models.errors import DataError
+
 __all__ = ["GATE", "DataSwapper", "Fit", "diagnose", "quiet", "sample_compiled", "sample_model"]
 
 # The diagnostics gate (Vehtari et al. 2021 thresholds): a fit failing any of these is not
@@ -78,7 +80,7 @@ def sample_model(
     """
     for name, value in (("draws", draws), ("tune", tune), ("chains", chains)):
         if int(value) < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value}")
+            raise DataError(f"{name} must be a positive integer, got {value}")
     cores = cores or min(int(chains), os.cpu_count() or 1)
     from threadpoolctl import threadpool_limits
 
@@ -114,7 +116,7 @@ def sample_model(
                                   compute_convergence_checks=False)
             t2 = time.perf_counter()
         else:
-            raise ValueError(f"unknown sampler '{sampler}'; choose nutpie or pymc")
+            raise DataError(f"unknown sampler '{sampler}'; choose nutpie or pymc")
     return idata, {"compile": t1 - t0, "sample": t2 - t1}
 
 
@@ -156,7 +158,7 @@ class DataSwapper:
         values = {k: np.asarray(v, dtype=np.float64) for k, v in
                   self.form.data_values(data).items()}
         if {k: v.shape for k, v in values.items()} != self.shapes:
-            raise ValueError("the data's design differs from the compiled model's; rebuild it")
+            raise DataError("the data's design differs from the compiled model's; rebuild it")
         if self.backend == "numba":
             return self.compiled.with_data(**values)
         for key, value in values.items():

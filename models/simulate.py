@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from models.data import ClusteredData
+from models.errors import DataError
 
 __all__ = ["Simulated", "simulate_univariate", "cluster_sizes"]
 
@@ -32,23 +33,23 @@ class Simulated:
 def cluster_sizes(L: int, n: int | Sequence[int]) -> np.ndarray:
     """Validated cluster sizes: one size for all L clusters, or one per cluster."""
     if not (isinstance(L, (int, np.integer)) and L >= 1):
-        raise ValueError(f"the number of clusters L must be a positive integer, got {L!r}")
+        raise DataError(f"the number of clusters L must be a positive integer, got {L!r}")
     sizes = np.full(int(L), n, dtype=np.int64) if np.ndim(n) == 0 else np.asarray(n)
     if sizes.shape != (int(L),):
-        raise ValueError(f"give one cluster size or exactly L = {L} sizes, got {np.shape(n)}")
+        raise DataError(f"give one cluster size or exactly L = {L} sizes, got {np.shape(n)}")
     if not np.issubdtype(sizes.dtype, np.integer):
         if not np.all(np.mod(sizes, 1) == 0):
-            raise ValueError("cluster sizes must be whole numbers")
+            raise DataError("cluster sizes must be whole numbers")
         sizes = sizes.astype(np.int64)
     if (sizes < 1).any():
-        raise ValueError(f"cluster sizes must be >= 1, got min {int(sizes.min())}")
+        raise DataError(f"cluster sizes must be >= 1, got min {int(sizes.min())}")
     return sizes
 
 
 def _positive(name: str, value: float) -> float:
     value = float(value)
     if not (value > 0 and np.isfinite(value)):
-        raise ValueError(f"{name} must be a positive finite standard deviation, got {value}")
+        raise DataError(f"{name} must be a positive finite standard deviation, got {value}")
     return value
 
 
@@ -81,7 +82,7 @@ def simulate_univariate(
     sizes = cluster_sizes(L, n)
     tau, sigma = _positive("tau", tau), _positive("sigma", sigma)
     if not np.isfinite(float(mu)):
-        raise ValueError(f"mu must be a finite number, got {mu}")
+        raise DataError(f"mu must be a finite number, got {mu}")
     rng = np.random.default_rng(rng)
     effects = rng.normal(0.0, tau, size=sizes.size)
     codes = np.repeat(np.arange(sizes.size), sizes)

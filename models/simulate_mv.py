@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from models.errors import DataError
 from models.simulate import Simulated, cluster_sizes
 
 __all__ = ["check_pd", "drop_components", "sigma_from_sd_corr", "simulate_multivariate"]
@@ -30,28 +31,28 @@ def check_pd(matrix, name: str = "matrix") -> np.ndarray:
     """
     a = np.asarray(matrix, dtype=np.float64)
     if a.ndim != 2 or a.shape[0] != a.shape[1] or a.shape[0] == 0:
-        raise ValueError(f"{name} must be a square (p, p) matrix, got shape {a.shape}")
+        raise DataError(f"{name} must be a square (p, p) matrix, got shape {a.shape}")
     if not np.all(np.isfinite(a)):
-        raise ValueError(f"{name} has non-finite entries: a covariance matrix must be finite")
+        raise DataError(f"{name} has non-finite entries: a covariance matrix must be finite")
     sym = 0.5 * (a + a.T)
     eig_min = float(np.linalg.eigvalsh(sym)[0])
     tol = 1e-12 * max(1.0, float(np.max(np.abs(a))))
     if np.max(np.abs(a - a.T)) > tol:
         i, j = np.unravel_index(np.argmax(np.abs(a - a.T)), a.shape)
-        raise ValueError(
+        raise DataError(
             f"{name} is not symmetric ({name}[{i},{j}] = {a[i, j]:.6g} but {name}[{j},{i}] = "
             f"{a[j, i]:.6g}; the smallest eigenvalue of its symmetric part is {eig_min:.6g}): "
             f"a covariance matrix must equal its transpose")
     if not eig_min > 0:
         shown = f"{name} = {a.tolist()}" if a.shape[0] <= 4 else name
-        raise ValueError(
+        raise DataError(
             f"{shown} is not positive definite: its smallest "
             f"eigenvalue is {eig_min:.6g} (determinant {np.linalg.det(a):.6g}); a covariance "
             f"matrix needs every eigenvalue > 0")
     try:  # eigenvalues of order rounding error pass eigvalsh; the Cholesky test is the one used
         np.linalg.cholesky(a)
     except np.linalg.LinAlgError:
-        raise ValueError(f"{name} is numerically singular (smallest eigenvalue {eig_min:.3g}): "
+        raise DataError(f"{name} is numerically singular (smallest eigenvalue {eig_min:.3g}): "
                          f"a covariance matrix needs every eigenvalue > 0") from None
     return a
 
@@ -64,13 +65,13 @@ def sigma_from_sd_corr(sd: Sequence[float], R) -> np.ndarray:
     """
     sd = np.asarray(sd, dtype=np.float64)
     if sd.ndim != 1 or not np.all(np.isfinite(sd) & (sd > 0)):
-        raise ValueError(f"standard deviations must be a vector of positive numbers, got {sd}")
+        raise DataError(f"standard deviations must be a vector of positive numbers, got {sd}")
     R = check_pd(R, "R")
     if R.shape != (sd.size, sd.size):
-        raise ValueError(f"R must be ({sd.size}, {sd.size}) to match {sd.size} standard "
+        raise DataError(f"R must be ({sd.size}, {sd.size}) to match {sd.size} standard "
                          f"deviations, got {R.shape}")
     if not np.allclose(np.diag(R), 1.0, rtol=0, atol=1e-12):
-        raise ValueError(f"R must be a correlation matrix (unit diagonal), got {np.diag(R)}")
+        raise DataError(f"R must be a correlation matrix (unit diagonal), got {np.diag(R)}")
     return sd[:, None] * R * sd[None, :]
 
 
@@ -110,14 +111,14 @@ def simulate_multivariate(
     mu = np.atleast_1d(np.asarray(mu, dtype=np.float64))
     p = mu.size
     if mu.ndim != 1 or not np.all(np.isfinite(mu)):
-        raise ValueError(f"mu must be a finite vector, got {mu}")
+        raise DataError(f"mu must be a finite vector, got {mu}")
     V, Sigma = check_pd(V, "V"), check_pd(Sigma, "Sigma")
     for name, m in (("V", V), ("Sigma", Sigma)):
         if m.shape != (p, p):
-            raise ValueError(f"{name} must be ({p}, {p}) to match mu, got {m.shape}")
+            raise DataError(f"{name} must be ({p}, {p}) to match mu, got {m.shape}")
     names = [f"y{k + 1}" for k in range(p)] if responses is None else [str(r) for r in responses]
     if len(names) != p or len(set(names)) != p or "group" in names:
-        raise ValueError(f"give {p} distinct response names other than 'group', got {names}")
+        raise DataError(f"give {p} distinct response names other than 'group', got {names}")
     rng = np.random.default_rng(rng)
     effects = rng.standard_normal((sizes.size, p)) @ np.linalg.cholesky(V).T
     codes = np.repeat(np.arange(sizes.size), sizes)
@@ -138,7 +139,7 @@ def drop_components(frame: pd.DataFrame, prob: float, rng: np.random.Generator |
     completely at random, as the model's likelihood for partly observed rows assumes.
     """
     if not 0.0 <= prob < 1.0:
-        raise ValueError(f"prob must be in [0, 1), got {prob}")
+        raise DataError(f"prob must be in [0, 1), got {prob}")
     rng = np.random.default_rng(rng)
     out = frame.copy()
     cols = [c for c in frame.columns if c != group]

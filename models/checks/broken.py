@@ -67,10 +67,33 @@ def _mv_values(data: ClusteredData) -> dict[str, np.ndarray]:
     return multivariate._sufficient_values(data)
 
 
+def build_broken_mixed(data: ClusteredData, *, priors=None):
+    """A mixed model's ``sufficient`` form with tau where tau^2 belongs (WRONG on purpose):
+    the nested closed form, or the crossed strata, with g = 1 + tau A (lambda = sigma^2 +
+    sum c tau)."""
+    from models.forms import crossed, mixed
+
+    if data.design.nested:
+        return mixed.build_sufficient_nested(data, priors=priors, _broken=True)
+    return crossed.build_sufficient_strata(data, priors=priors, _broken=True)
+
+
+def _mixed_values(data: ClusteredData) -> dict[str, np.ndarray]:
+    from models.forms import family_of
+
+    return family_of(data).form("sufficient").data_values(data)
+
+
+_BROKEN_MIXED = Form("broken_tau_not_squared", "sufficient with tau for tau^2 (wrong)",
+                     build_broken_mixed, _mixed_values)
+
 BROKEN = {
     "oneway": Form("broken_tau_not_squared", "sufficient with tau for tau^2 (wrong)",
                    build_broken_tau_not_squared, _oneway_values),
     "multivariate": Form("broken_V_not_scaled_by_n", "sufficient with V / n_bar for V (wrong)",
                          build_broken_V_not_scaled_by_n, _mv_values),
+    "regression": _BROKEN_MIXED,
+    "nested": _BROKEN_MIXED,
+    "crossed": _BROKEN_MIXED,
 }
 """The deliberately broken form of each family, by family name."""

@@ -19,8 +19,13 @@ import pandas as pd
 
 from models import mvstats as mv
 from models.checks.base import CheckResult
-from models.checks.oracles import (lkj_corr_draw, mv_prior_logpdf, pymc_lkj_constant_offset,
-                                   scipy_loglik, scipy_loglik_mv)
+from models.checks.oracles import (
+    lkj_corr_draw,
+    mv_prior_logpdf,
+    pymc_lkj_constant_offset,
+    scipy_loglik,
+    scipy_loglik_mv,
+)
 from models.data import ClusteredData
 from models.density import group_effect_conditional
 from models.forms import family_of
@@ -29,6 +34,7 @@ from models.priors import MvPriors, Priors
 __all__ = ["compare_compiled", "compare_logp", "integrated_loglik"]
 
 MV_PRIOR_VARS = ("mu", "chol_V_std", "chol_Sigma_std")
+MIXED_FAMILIES = ("regression", "nested", "crossed")
 
 
 def _constrained_logp(model, mode: str | None = None, *,
@@ -156,7 +162,8 @@ def _integrated_loglik_mv(model, data: ClusteredData, priors: MvPriors,
 
 def _mv_points(data: ClusteredData, n_points: int, rng: np.random.Generator) -> list[dict]:
     """Random (mu, V, Sigma): Sigma near the within-cluster covariance's scale, tau/sigma
-    log-spaced 1e-4..1e2, correlations from LKJ(2)."""
+    log-spaced 1e-4..1e2, correlations from LKJ(2).
+    """
     p = data.p
     st = mv.pattern_stats(data)
     q = st.complete_index
@@ -184,8 +191,10 @@ def _mv_points(data: ClusteredData, n_points: int, rng: np.random.Generator) -> 
 def _builders(family, names: Sequence[str] | None) -> dict[str, Callable]:
     """``{name: builder(data, *, priors)}`` of the family's forms (all, or ``names``)."""
     names = list(family.forms) if names is None else list(names)
-    return {nm: (lambda data, priors, b=family.form(nm).build: b(data, priors=priors))
-            for nm in names}
+    def builder(build):
+        return lambda data, priors: build(data, priors=priors)
+
+    return {nm: builder(family.form(nm).build) for nm in names}
 
 
 def compare_logp(
@@ -239,6 +248,11 @@ def compare_logp(
     if family.name == "multivariate":
         return compare_logp_mv(data, names, n_points, seed, rtol, priors=priors,
                                builders=builders, mode=mode or "FAST_COMPILE")
+    if family.name in MIXED_FAMILIES:
+        from models.checks.lmm import compare_logp_lmm
+
+        return compare_logp_lmm(data, names, n_points, seed, rtol, priors=priors,
+                                builders=builders, mode=mode or "FAST_COMPILE")
     priors = priors or Priors.default(data)
     mode = mode or ("FAST_COMPILE" if int(data.sizes.max()) <= 50 else "FAST_RUN")
     chosen = _builders(family, names)
@@ -372,6 +386,10 @@ def compare_compiled(data: ClusteredData, priors=None, n_points: int = 20, seed:
     from models.compiled import multivariate, oneway
 
     family = family_of(data)
+    if family.name in MIXED_FAMILIES:
+        from models.checks.lmm import compare_compiled_lmm
+
+        return compare_compiled_lmm(data, priors, n_points, seed, rtol)
     priors = priors or family.default_priors(data)
     if family.name == "oneway":
         block, evaluate = oneway.parameter_block(data.stats, priors), oneway.logp_and_grad

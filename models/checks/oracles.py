@@ -1,6 +1,7 @@
 """Independent oracles: log densities written from the definitions with scipy, not from the
 package's own code (the stacked-vector MvNormal of each cluster; the LKJ-Cholesky prior by
-change of variables with a complex-step Jacobian; an LKJ sampler by the C-vine method)."""
+change of variables with a complex-step Jacobian; an LKJ sampler by the C-vine method).
+"""
 
 from __future__ import annotations
 
@@ -84,7 +85,7 @@ def lkj_corr_draw(p: int, eta: float, rng: np.random.Generator) -> np.ndarray:
 
 
 def _lkj_log_norm(p: int, eta: float) -> float:
-    """log of the LKJ(eta) normalising constant c_p: density det(R)^(eta - 1) / c_p."""
+    """Log of the LKJ(eta) normalising constant c_p: density det(R)^(eta - 1) / c_p."""
     out = 0.0
     for k in range(1, p):
         b = eta + (p - k - 1) / 2.0
@@ -94,7 +95,8 @@ def _lkj_log_norm(p: int, eta: float) -> float:
 
 def _packed_to_sd_corr(packed: np.ndarray, p: int) -> np.ndarray:
     """(packed lower Cholesky factor) -> (sds, correlations above the diagonal); analytic,
-    so complex arguments give its Jacobian by complex-step differentiation."""
+    so complex arguments give its Jacobian by complex-step differentiation.
+    """
     L = np.zeros((p, p), dtype=packed.dtype)
     L[np.tril_indices(p)] = packed
     sd = np.sqrt(np.sum(L * L, axis=1))
@@ -107,7 +109,8 @@ def _lkj_cholesky_logpdf(packed: np.ndarray, p: int, eta: float, sd_scale) -> fl
     r"""Log density of a packed Cholesky factor L = chol(diag(s) R diag(s)) with
     s_k ~ HalfNormal(sd_scale_k) and R ~ LKJ(eta), by change of variables:
     log p(L) = log p(s) + log p_LKJ(R) + log |d(s, r) / dL|, the Jacobian computed by
-    complex-step differentiation (exact to rounding). Independent of PyMC's closed form."""
+    complex-step differentiation (exact to rounding). Independent of PyMC's closed form.
+    """
     packed = np.asarray(packed, dtype=np.float64)
     h = 1e-30
     J = np.empty((packed.size, packed.size))

@@ -7,7 +7,7 @@ are tested with the ECDF test of Sailynoja, Buerkner & Vehtari (2022).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -144,7 +144,8 @@ def _form(family: str, name: str):
 
 def _sbc_fit(compiled, rng, names, *, draws, tune, chains, cores, target_accept):
     """One SBC fit of a data-swapped compiled model: the posterior, total divergences and the
-    smallest bulk ESS over ``names`` (every element); the sampler's seed is ``rng``'s next draw."""
+    smallest bulk ESS over ``names`` (every element); the sampler's seed is ``rng``'s next draw.
+    """
     import arviz as az
 
     from models.sampling import sample_compiled

@@ -20,6 +20,9 @@ FORM_NAMES = ("centred", "noncentred", "marginal", "sufficient")
 FAMILY_MODULES = {
     "oneway": "models.forms.oneway",
     "multivariate": "models.forms.multivariate",
+    "regression": "models.forms.regression",
+    "nested": "models.forms.nested",
+    "crossed": "models.forms.crossed",
 }
 
 
@@ -31,8 +34,15 @@ def family_named(name: str) -> Family:
 def family_of(data) -> Family:
     """The family that fits ``data``: the only place where the kind of data is tested.
 
-    Several response columns: the multivariate model. One response: the one-way model.
+    Several response columns: the multivariate model. A formula's design (``data.design``)
+    with several grouping factors: nested or crossed, as the data nest; with one factor and
+    covariates: the random-intercept regression. Otherwise the one-way model.
     """
     if data.p > 1:
         return family_named("multivariate")
-    return family_named("oneway")
+    design = getattr(data, "design", None)
+    if design is None:
+        return family_named("oneway")
+    if len(design.factors) > 1:
+        return family_named("nested" if design.nested else "crossed")
+    return family_named("regression")

@@ -15,6 +15,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from models.errors import DataError
+
 __all__ = ["Family", "Form", "never_skipped"]
 
 
@@ -71,7 +73,7 @@ class Family:
     forms : mapping of str to Form
         The parameterisations, in display order.
     default_form : str
-        What ``varcomp fit`` uses without ``--model``.
+        What ``varcomp fit`` uses without ``--model`` (see :meth:`default`).
     default_priors : callable
         ``default_priors(data) -> priors`` scaled to the data.
     parse_priors : callable
@@ -90,6 +92,9 @@ class Family:
         ``outcomes(data) -> list``: the labels along the ``outcome`` dim, or ``[None]``.
     matrices : tuple of str
         Posterior matrices over (outcome, outcome_bis) shown in the report.
+    derive : callable or None
+        ``derive(idata, data)``: per-draw derived quantities added after sampling, the same for
+        every form (e.g. the adjusted and unadjusted ICC of the regression family).
     """
 
     name: str
@@ -105,13 +110,22 @@ class Family:
     reference: Callable[..., Any] | None = None
     outcomes: Callable[[Any], list] = field(default=lambda data: [None])
     matrices: tuple[str, ...] = ()
+    derive: Callable[..., Any] | None = None
+    fallback_form: str | None = None
+
+    def default(self, data: Any) -> str:
+        """The form ``varcomp fit`` uses without ``--model``: :attr:`default_form`, or
+        :attr:`fallback_form` where the default does not apply to these data (its ``skip``)."""
+        if self.fallback_form and self.forms[self.default_form].skip(data):
+            return self.fallback_form
+        return self.default_form
 
     def form(self, name: str) -> Form:
         """The form called ``name`` (a one-line error naming the choices otherwise)."""
         try:
             return self.forms[name]
         except KeyError:
-            raise ValueError(f"unknown model '{name}' for the {self.name} family: choose one of "
+            raise DataError(f"unknown model '{name}' for the {self.name} family: choose one of "
                              f"{', '.join(self.forms)}") from None
 
     def skipped(self, data: Any) -> dict[str, str]:

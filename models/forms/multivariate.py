@@ -40,8 +40,13 @@ import numpy as np
 from models.data import ClusteredData, DataError
 from models.density import LOG_2PI
 from models.forms.base import Family, Form
-from models.mvstats import (PatternStats, add_group_effects_mv, marginal_block_count,
-                            marginal_blocks, pattern_stats)
+from models.mvstats import (
+    PatternStats,
+    add_group_effects_mv,
+    marginal_block_count,
+    marginal_blocks,
+    pattern_stats,
+)
 from models.priors import MvPriors
 
 __all__ = ["FAMILY", "build_centred", "build_marginal", "build_noncentred", "build_sufficient",
@@ -152,12 +157,12 @@ def sufficient_loglik(stats: PatternStats, mu, chol_V, chol_Sigma, *, complete: 
     import pytensor.tensor as pt
 
     if complete not in ("auto", "eigh", "2x2", "cholesky"):
-        raise ValueError(f"complete must be 'auto', 'eigh', '2x2' or 'cholesky', got {complete!r}")
+        raise DataError(f"complete must be 'auto', 'eigh', '2x2' or 'cholesky', got {complete!r}")
     p = stats.p
     if complete == "auto":
         complete = "2x2" if p == 2 else "cholesky" if p <= 4 else "eigh"
     if complete == "2x2" and p != 2:
-        raise ValueError(f"complete='2x2' needs p = 2 outcomes, the data have {p}")
+        raise DataError(f"complete='2x2' needs p = 2 outcomes, the data have {p}")
     A_list, logp, Linv = _pattern_terms(stats, chol_Sigma)
     n = stats.n.astype(np.float64)
     closed = stats.complete_only if complete != "cholesky" else np.zeros(n.shape[0], bool)
@@ -211,7 +216,7 @@ def _start(data: ClusteredData, priors: MvPriors | None):
 
     priors = priors or MvPriors.default(data)
     if priors.p != data.p:
-        raise ValueError(f"priors are for {priors.p} outcomes but the data have {data.p}")
+        raise DataError(f"priors are for {priors.p} outcomes but the data have {data.p}")
     coords = {"group": [str(g) for g in data.groups], "outcome": list(data.responses),
               "outcome_bis": list(data.responses)}
     return pm.Model(coords=coords), priors
@@ -231,7 +236,6 @@ def _mvnormal_chol_logp(p: int):
     chol chol^T; measured on 7,185 x 2 observed rows plus 160 x 2 effects, 41 ms per gradient
     for the centred model against 0.3 ms with this form).
     """
-
     import pytensor.tensor as pt
 
     def logp(value, mu, chol):
@@ -260,7 +264,8 @@ def _mvnormal_chol_random(mu, chol, rng=None, size=None):
 
 def _latent_likelihood(data: ClusteredData, cluster_mean, chol_Sigma) -> None:
     """Observed components of each row given its cluster's mean, one node per row pattern
-    (observed values in the ``pm.Data`` containers ``<node>_obs``)."""
+    (observed values in the ``pm.Data`` containers ``<node>_obs``).
+    """
     import pymc as pm
     import pytensor.tensor as pt
 
@@ -346,6 +351,10 @@ def build_noncentred(data: ClusteredData, *, priors: MvPriors | None = None):
         effect = pm.Deterministic("group_effect", offset @ chol_V.T, dims=("group", "outcome"))
         _latent_likelihood(data, mu[None, :] + effect, chol_Sigma)
     return model
+
+
+MARGINAL_MAX_DIM = 400
+"""Largest stacked cluster vector :func:`build_marginal` accepts (observed components)."""
 
 
 def build_marginal(data: ClusteredData, *, priors: MvPriors | None = None):
@@ -462,7 +471,7 @@ def _skip_marginal(data: ClusteredData) -> str | None:
 
 def _parse_priors(data: ClusteredData, specs: list[str]) -> MvPriors:
     if specs:
-        raise ValueError("--prior applies to univariate fits only (the multivariate priors are "
+        raise DataError("--prior applies to univariate fits only (the multivariate priors are "
                          "LKJ-Cholesky with data-scaled HalfNormal sds; see the README)")
     return MvPriors.default(data)
 

@@ -90,22 +90,18 @@ def _latent_values(data: ClusteredData) -> dict[str, np.ndarray]:
     return {"y_obs": data.y[:, 0].copy()}
 
 
-def size_blocks(
-    data: ClusteredData, *, max_blocks: int = 8
-) -> list[tuple[np.ndarray, np.ndarray]]:
+def padded_rows(codes: np.ndarray, sizes: np.ndarray, *, max_blocks: int = 8):
     """Clusters in at most ``max_blocks`` size ranges, each zero-padded to the range's largest size.
 
-    Returns ``[(n, values), ...]``: ``n`` (clusters,) the true sizes and ``values``
-    (clusters, K) each cluster's responses followed by K - n_l zeros. The ranges are contiguous in
-    size and chosen by dynamic programming to minimise sum_blocks clusters * K^2, the work of the
-    padded triangular solves (on a 31k-row exam-like set with 80 sizes up to 188: 1.5x the
-    unpadded sum n_l^2 with 8 blocks). Rows keep their order in the data within each cluster.
+    Returns ``[(n, rows, real), ...]``: ``n`` (clusters,) the true sizes, ``rows`` (clusters, K)
+    the data row of each slot (0 on padding) and ``real`` (clusters, K) which slots are rows.
+    The ranges are contiguous in size and chosen by dynamic programming to minimise
+    sum_blocks clusters * K^2, the work of the padded triangular solves (on a 31k-row exam-like
+    set with 80 sizes up to 188: 1.5x the unpadded sum n_l^2 with 8 blocks). Rows keep their
+    order in the data within each cluster.
     """
-    y = data.y[:, 0]
-    order = np.argsort(data.codes, kind="stable")
-    sizes = data.sizes
+    order = np.argsort(codes, kind="stable")
     starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
-    ys = y[order]
     # cost[b, j]: best padded work of the distinct sizes u[:j] in b ranges (u[j-1] closes one)
     u, count = np.unique(sizes, return_counts=True)
     m = u.size
@@ -130,8 +126,57 @@ def size_blocks(
         col = np.arange(K)
         real = col[None, :] < sizes[g][:, None]
         idx = np.where(real, starts[g][:, None] + col[None, :], 0)
-        out.append((sizes[g].astype(np.int64), np.where(real, ys[idx], 0.0)))
+        out.append((sizes[g].astype(np.int64), order[idx], real))
     return out
+
+
+def size_blocks(data: ClusteredData, *, max_blocks: int = 8
+                ) -> list[tuple[np.ndarray, np.ndarray]]:
+    """:func:`padded_rows` with the responses: ``[(n, values (clusters, K)), ...]``, zeros on
+    the padding."""
+    y = data.y[:, 0]
+    return [(n, np.where(real, y[rows], 0.0))
+            for n, rows, real in padded_rows(data.codes, data.sizes, max_blocks=max_blocks)]
+
+
+def padded_mvnormal(blocks, sigma, tau, means) -> None:
+    """The literal MvNormal nodes of :func:`build_marginal` (one per padded block).
+
+    ``blocks``: ``[(n, values), ...]`` as :func:`size_blocks`; ``means``: one (clusters, K)
+    mean tensor per block (zero on the padding). See :func:`build_marginal` for the closed-form
+    Cholesky factor and the padding's constant.
+    """
+    import pymc as pm
+    import pytensor.tensor as pt
+
+    a, b = sigma * sigma, tau * tau
+    n_padded = 0
+    for (n, values), mean in zip(blocks, means, strict=True):
+        K = values.shape[1]
+        j = np.arange(1, K + 1, dtype=np.float64)
+        s_prev, s_j = a + b * (j - 1.0), a + b * j
+        diag = pt.sqrt(a * s_j / s_prev)  # (K,) L_jj
+        off = b * pt.sqrt(a / (s_prev * s_j))  # (K,) L_ij, i > j: constant down column j
+        col = np.arange(K)
+        real = col[None, :] < n[:, None]  # (clusters, K): not padding
+        below = (col[None, :, None] > col[None, None, :]) & real[:, :, None]
+        chol = (off[None, None, :] * below.astype(np.float64))[:, col, col].set(
+            pt.switch(real, diag[None, :], 1.0))
+        pm.MvNormal(f"y_b{K}", mu=mean, chol=chol, observed=pm.Data(f"y_b{K}_obs", values))
+        n_padded += int((~real).sum())
+    # each padded zero contributed log N(0 | 0, 1) = -log(2 pi)/2: add it back exactly
+    pm.Potential("padding", pt.constant(0.5 * LOG_2PI * n_padded))
+
+
+def check_padded_memory(blocks, sizes) -> None:
+    """Refuse padded blocks whose covariance factors would not fit in memory."""
+    from models.data import memory_budget
+
+    need = sum(values.shape[0] * values.shape[1] ** 2 * 17 for _, values in blocks)
+    if need > memory_budget():
+        raise DataError(f"the literal MvNormal of clusters up to {int(sizes.max()):,} rows "
+                        f"needs about {need / 2**30:.0f} GiB for its covariance factors: use "
+                        f"--model sufficient (the same posterior, O(clusters))")
 
 
 def build_marginal(data: ClusteredData, *, priors: Priors | None = None):
@@ -157,38 +202,14 @@ def build_marginal(data: ClusteredData, *, priors: Priors | None = None):
     triangular solves, O(clusters K^2) per gradient. Same posterior for ``mu``, ``tau``,
     ``sigma``, ``icc`` as :func:`build_sufficient`.
     """
-    import pymc as pm
-    import pytensor.tensor as pt
-
-    from models.data import memory_budget
-
     blocks = size_blocks(data)
-    need = sum(values.shape[0] * values.shape[1] ** 2 * 17 for _, values in blocks)
-    if need > memory_budget():
-        raise DataError(f"the literal MvNormal of clusters up to {int(data.sizes.max()):,} rows "
-                        f"needs about {need / 2**30:.0f} GiB for its covariance factors: use "
-                        f"--model sufficient (the same posterior, O(clusters))")
+    check_padded_memory(blocks, data.sizes)
     model, priors = _start(data, priors)
     with model:
         mu, tau, sigma = priors.create()
-        a, b = sigma * sigma, tau * tau
-        n_padded = 0
-        for n, values in blocks:
-            K = values.shape[1]
-            j = np.arange(1, K + 1, dtype=np.float64)
-            s_prev, s_j = a + b * (j - 1.0), a + b * j
-            diag = pt.sqrt(a * s_j / s_prev)  # (K,) L_jj
-            off = b * pt.sqrt(a / (s_prev * s_j))  # (K,) L_ij, i > j: constant down column j
-            col = np.arange(K)
-            real = col[None, :] < n[:, None]  # (clusters, K): not padding
-            below = (col[None, :, None] > col[None, None, :]) & real[:, :, None]
-            chol = (off[None, None, :] * below.astype(np.float64))[:, col, col].set(
-                pt.switch(real, diag[None, :], 1.0))
-            pm.MvNormal(f"y_b{K}", mu=mu * real.astype(np.float64), chol=chol,
-                        observed=pm.Data(f"y_b{K}_obs", values))
-            n_padded += int((~real).sum())
-        # each padded zero contributed log N(0 | 0, 1) = -log(2 pi)/2: add it back exactly
-        pm.Potential("padding", pt.constant(0.5 * LOG_2PI * n_padded))
+        real = [(np.arange(v.shape[1])[None, :] < n[:, None]).astype(np.float64)
+                for n, v in blocks]
+        padded_mvnormal(blocks, sigma, tau, [mu * r for r in real])
         _icc(tau, sigma)
     return model
 
@@ -224,7 +245,8 @@ def _sufficient_values(data: ClusteredData) -> dict[str, np.ndarray]:
 
 def _compiled_sufficient(data: ClusteredData, priors: Priors | None):
     """The compiled sufficient posterior (:mod:`models.compiled.oneway`), or None for priors it
-    does not cover."""
+    does not cover.
+    """
     from models.compiled import oneway
 
     priors = priors or Priors.default(data)

@@ -1,0 +1,145 @@
+r"""The crossed family: ``y ~ X + (1|a) + (1|b) [+ (1|a:b)]`` (parts x operators, students x
+lecturers), in four forms.
+
+.. math::
+    y = X\beta + \sum_f Z_f u_f + e,\qquad u_f \sim N(0, \tau_f^2 I)
+
+with factors that do not nest. The covariance does not split into independent blocks, so:
+latent ``centred`` and ``noncentred`` for every design (the default for unbalanced data:
+``noncentred``); ``marginal``, one MvNormal of all rows while N is small
+(:data:`MARGINAL_MAX_ROWS`); ``sufficient`` for balanced designs only (every combination of the
+grouping variables equally often), whose covariance has parameter-free eigenspaces, the ANOVA
+strata: the closed form costs O(2^|F| k^2) per gradient (:mod:`models.compiled.lmm_strata`).
+An unbalanced crossed design has no closed form, and ``sufficient`` is skipped with that reason.
+Names as the nested family's: ``beta``, ``tau`` and ``vpc`` by factor, ``corr``, R^2.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from models.data import ClusteredData, DataError
+from models.density import LOG_2PI
+from models.forms import mixed
+from models.forms.base import Family, Form
+from models.lmm import LmmPriors, add_derived, estimates, parse_lmm_priors
+
+__all__ = ["FAMILY", "build_sufficient_strata", "strata_stats_of"]
+
+MARGINAL_MAX_ROWS = 300
+"""``--model all`` runs the all-rows MvNormal (O(N^3) per gradient) up to this many rows."""
+
+
+def strata_stats_of(data: ClusteredData):
+    """The ANOVA-strata statistics of a balanced crossed design (:class:`DataError` otherwise)."""
+    from models.compiled.lmm_strata import strata_stats
+
+    d = data.design
+    names = [v.name for v in d.variables]
+    terms = [tuple(f.name.split(":")) for f in d.factors]
+    try:
+        return strata_stats(data.y[:, 0], d.X, [v.codes for v in d.variables], terms,
+                            names=names)
+    except ValueError as exc:
+        raise DataError(f"no closed form: {str(exc).split(';')[0]}; the latent forms "
+                        f"(centred, noncentred) fit unbalanced crossed designs") from None
+
+
+def build_sufficient_strata(data: ClusteredData, *, priors: LmmPriors | None = None,
+                            _broken: bool = False):
+    r"""Closed form of a balanced crossed design through its ANOVA strata.
+
+    .. math::
+        \log L = -\tfrac N2\log 2\pi - \tfrac12\sum_S\big[\dim_S\log\lambda_S
+                 + \lVert P_S(y - X\beta)\rVert^2/\lambda_S\big],\quad
+        \lambda_S = \sigma^2 + \textstyle\sum_{T \supseteq S} \tau_T^2\, n \prod_{f \notin T} m_f
+
+    from per-stratum cross-products (``pm.Data`` ``strata_yy``, ``strata_xy``, ``y_mean``,
+    ``ybar_c``). ``_broken`` (tau for tau^2) is for the checks' deliberately wrong model only.
+    """
+    import pymc as pm
+    import pytensor.tensor as pt
+
+    st = strata_stats_of(data)
+    model, priors = mixed.start(data, priors)
+    n_f = len(data.design.factors)
+    with model:
+        yy = pm.Data("strata_yy", st.yy)
+        xy = pm.Data("strata_xy", st.xy)
+        y_mean = pm.Data("y_mean", np.asarray(st.y_mean))
+        ybar_c = pm.Data("ybar_c", np.asarray(st.ybar_c))
+        beta, tau, sigma = priors.create()
+        t = pt.stack([tau if n_f == 1 else tau[d] for d in range(n_f)])
+        t2 = t if _broken else t**2
+        lam = sigma**2 + pt.dot(pt.as_tensor(st.coef), t2)
+        e = y_mean + ybar_c - pt.dot(st.x_mean + st.xbar_c, beta)
+        quad = yy - 2.0 * pt.dot(xy, beta) + pt.sum(pt.dot(pt.as_tensor(st.xx), beta) * beta,
+                                                     axis=-1)
+        quad = pt.set_subtensor(quad[0], st.n_obs * e**2)  # the grand-mean stratum
+        keep = st.dim > 0
+        logl = -0.5 * st.n_obs * LOG_2PI - 0.5 * pt.sum(
+            (st.dim * pt.log(lam) + quad / lam)[np.flatnonzero(keep)])
+        pm.Potential("loglik", logl)
+    return model
+
+
+def _sufficient_values(data: ClusteredData) -> dict[str, np.ndarray]:
+    st = strata_stats_of(data)
+    return {"strata_yy": st.yy, "strata_xy": st.xy, "y_mean": np.asarray(st.y_mean),
+            "ybar_c": np.asarray(st.ybar_c)}
+
+
+def _skip_sufficient(data: ClusteredData) -> str | None:
+    try:
+        strata_stats_of(data)
+    except DataError as exc:
+        return str(exc)
+    return None
+
+
+def _skip_marginal(data: ClusteredData) -> str | None:
+    if data.n_obs <= MARGINAL_MAX_ROWS:
+        return None
+    return (f"the literal MvNormal of all {data.n_obs:,} rows costs O(N^3) per gradient (limit "
+            f"{MARGINAL_MAX_ROWS} rows for --model all): ask for --model marginal to run it")
+
+
+def _compiled(data: ClusteredData, priors: LmmPriors | None):
+    from models.compiled import lmm
+
+    priors = priors or LmmPriors.default(data)
+    return lmm.compile_strata(data, priors) if lmm.supported(priors) else None
+
+
+def _no_effects(idata, data, seed) -> None:
+    """Crossed effects given (beta, tau, sigma) need a q x q solve per draw: not drawn; the
+    latent forms carry them."""
+    return None
+
+
+FAMILY = Family(
+    name="crossed",
+    title="crossed random-intercept model",
+    forms={
+        "centred": Form("centred", "u_f ~ N(0, tau_f) per factor, y ~ N(X beta + sum_f u_f, "
+                        "sigma)", mixed.build_centred, mixed.latent_values, latent=True),
+        "noncentred": Form("noncentred", "u_f = tau_f * u_f_offset", mixed.build_noncentred,
+                           mixed.latent_values, latent=True),
+        "marginal": Form("marginal", "literal MvNormal of all rows (small data)",
+                         mixed.build_marginal_all, lambda data: {"y_obs": data.y[:, 0].copy()},
+                         skip=_skip_marginal),
+        "sufficient": Form("sufficient", "closed form through the ANOVA strata (balanced "
+                           "designs): O(2^F k^2)", build_sufficient_strata, _sufficient_values,
+                           compiled=_compiled, skip=_skip_sufficient),
+    },
+    default_form="sufficient",
+    fallback_form="noncentred",
+    default_priors=LmmPriors.default,
+    parse_priors=lambda data, specs: parse_lmm_priors(LmmPriors.default(data), specs),
+    summary_vars=("beta", "tau", "sigma", "vpc", "corr", "r2_marginal", "r2_conditional"),
+    compare_vars=("beta", "tau", "sigma", "vpc"),
+    add_effects=_no_effects,
+    estimates=estimates,
+    derive=add_derived,
+)
+

@@ -1,0 +1,403 @@
+r"""Priors and derived quantities of the random-intercept mixed models (covariates, several factors).
+
+.. math::
+    y = X\beta + \sum_f Z_f u_f + e,\qquad u_f \sim N(0, \tau_f^2 I),\qquad e \sim N(0, \sigma^2 I)
+
+:class:`LmmPriors` is the one prior spec every form of these families uses (PyMC builders and
+compiled code alike); :func:`add_derived` adds, per draw and identically for every form, the
+quantities the report and summary.json show: for one factor the adjusted ICC, the unadjusted ICC
+and marginal and conditional R^2 (Nakagawa & Schielzeth 2013); for several factors each
+component's share of the variance (VPC) and the correlation of rows that share factors.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from models.errors import DataError
+from models.priors import FAMILIES, NormalPrior, ScalePrior, _check_relative_scale
+
+__all__ = ["LmmPriors", "add_derived", "fixed_variance", "parse_lmm_priors"]
+
+
+@dataclass(frozen=True)
+class LmmPriors:
+    r"""The prior of the mixed models with covariates, used by every form.
+
+    .. math::
+        \alpha \sim N(m_\alpha, s_\alpha),\quad \beta_j \sim N(m_j, s_j)\ (j \ne \text{Intercept}),
+        \quad \tau_f \sim p_\tau(s_{\tau,f}),\quad \sigma \sim p_\sigma
+
+    alpha is the intercept at the covariates' means (rstanarm's convention: the intercept's prior
+    does not depend on where the covariates happen to be centred), so
+    beta[Intercept] = alpha - sum_j beta_j xbar_j. Defaults (:meth:`default`): alpha ~
+    N(mean(y), 2.5 sd(y)); beta_j ~ N(0, 2.5 sd(y) / sd(x_j)) (rstanarm's autoscale: a change of one
+    sd in x_j moves y by at most a few sd(y) a priori, whatever the units); tau_f, sigma ~
+    HalfStudentT(3, sd(y)) as in the one-way model. The sampler's coordinates are standardised:
+    (alpha - mean y) / sd(y), beta_j sd(x_j) / sd(y), log(tau_f / sd(y)), log(sigma / sd(y)).
+    """
+
+    terms: tuple[str, ...]
+    factors: tuple[str, ...]
+    intercept: NormalPrior | None
+    slopes: tuple[NormalPrior, ...]
+    tau: tuple[ScalePrior, ...]
+    sigma: ScalePrior
+    center: float
+    scale: float
+    x_mean: tuple[float, ...]
+    x_scale: tuple[float, ...]
+
+    @property
+    def intercept_index(self) -> int | None:
+        """Position of the Intercept column in X, or None."""
+        return self.terms.index("Intercept") if "Intercept" in self.terms else None
+
+    @property
+    def slope_index(self) -> tuple[int, ...]:
+        """Positions of the other columns in X."""
+        return tuple(j for j, t in enumerate(self.terms) if t != "Intercept")
+
+    @classmethod
+    def default(cls, data) -> LmmPriors:
+        """Weakly informative defaults scaled to the data (see the class docstring)."""
+        design = data.design
+        center, sd = data.moments(0)
+        if not (sd > 0 and math.isfinite(sd)):
+            sd = abs(center) if center != 0 else 1.0
+        X = design.X
+        slope_cols = [j for j, t in enumerate(design.terms) if t != "Intercept"]
+        x_mean, x_scale = [], []
+        for j in slope_cols:
+            col = X[:, j]
+            m = float(col.mean())
+            s = float(col.std(ddof=1)) if col.size > 1 else 0.0
+            if not s > 0:  # no intercept: a constant column; its root mean square
+                s = float(np.sqrt(np.mean(col * col))) or 1.0
+            x_mean.append(m if design.intercept else 0.0)
+            x_scale.append(s)
+        half = ScalePrior("halfstudentt", sd)
+        return cls(terms=tuple(design.terms), factors=tuple(f.name for f in design.factors),
+                   intercept=NormalPrior(center, 2.5 * sd) if design.intercept else None,
+                   slopes=tuple(NormalPrior(0.0, 2.5 * sd / s) for s in x_scale),
+                   tau=tuple(half for _ in design.factors), sigma=half, center=center, scale=sd,
+                   x_mean=tuple(x_mean), x_scale=tuple(x_scale))
+
+    # --------------------------------------------------------------- numpy
+    def beta(self, alpha, slopes) -> np.ndarray:
+        """beta (..., k) in X's column order from alpha (...) and the slopes (..., k - 1)."""
+        slopes = np.asarray(slopes, dtype=np.float64)
+        out = np.zeros((*slopes.shape[:-1], len(self.terms)))
+        out[..., list(self.slope_index)] = slopes
+        i0 = self.intercept_index
+        if i0 is not None:
+            out[..., i0] = np.asarray(alpha) - slopes @ np.asarray(self.x_mean)
+        return out
+
+    def logpdf(self, beta, tau, sigma) -> float:
+        """Joint prior log density at (beta, tau, sigma) (numpy), as the PyMC models'."""
+        beta = np.asarray(beta, dtype=np.float64)
+        slopes = beta[list(self.slope_index)]
+        out = float(sum(p.logpdf(b) for p, b in zip(self.slopes, slopes, strict=True)))
+        if self.intercept is not None:
+            alpha = beta[self.intercept_index] + slopes @ np.asarray(self.x_mean)
+            out += float(self.intercept.logpdf(alpha))
+        out += float(sum(p.logpdf(t) for p, t in zip(self.tau, np.atleast_1d(tau), strict=True)))
+        return out + float(self.sigma.logpdf(sigma))
+
+    def draw(self, rng: np.random.Generator) -> dict:
+        """One draw of (beta, tau, sigma) from the prior."""
+        slopes = np.array([p.rvs(rng) for p in self.slopes])
+        alpha = float(self.intercept.rvs(rng)) if self.intercept is not None else 0.0
+        return {"beta": self.beta(alpha, slopes), "tau": np.array([p.rvs(rng) for p in self.tau]),
+                "sigma": float(self.sigma.rvs(rng))}
+
+    def describe(self) -> dict[str, str]:
+        """Each parameter's prior as text (for reports)."""
+        out = {}
+        if self.intercept is not None:
+            out["intercept (at the covariates' means)"] = self.intercept.describe()
+        for j, p in zip(self.slope_index, self.slopes, strict=True):
+            out[f"beta[{self.terms[j]}]"] = p.describe()
+        for f, p in zip(self.factors, self.tau, strict=True):
+            out[f"tau[{f}]"] = p.describe()
+        out["sigma"] = self.sigma.describe()
+        return out
+
+    # --------------------------------------------------------------- PyMC
+    def create(self):
+        """Create the parameters in the current PyMC model; returns (beta, tau, sigma).
+
+        Free variables: ``alpha`` (if the design has an intercept), ``slope`` (dim ``slope_term``,
+        if it has other columns), ``tau`` (scalar for one factor, dim ``factor`` otherwise),
+        ``sigma``; ``beta`` (dim ``term``) is a Deterministic. The model needs coords ``term``,
+        ``slope`` and (several factors) ``factor``.
+        """
+        import pymc as pm
+        import pytensor.tensor as pt
+
+        from models.transforms import Affine, OutcomeAffine, ScaledLog
+
+        parts = {}
+        if self.slope_index:
+            loc = np.array([p.loc for p in self.slopes])
+            sd = np.array([p.scale for p in self.slopes])
+            parts["slope"] = pm.Normal("slope", mu=loc, sigma=sd, dims="slope_term",
+                                       default_transform=OutcomeAffine(
+                                           np.zeros(sd.size), self.scale / np.asarray(self.x_scale),
+                                           event_ndim=0))
+        if self.intercept is not None:
+            parts["alpha"] = pm.Normal("alpha", mu=self.intercept.loc, sigma=self.intercept.scale,
+                                       default_transform=Affine(self.center, self.scale))
+        cols = []
+        for j in range(len(self.terms)):
+            if j == self.intercept_index:
+                shift = (parts["slope"] @ np.asarray(self.x_mean)) if self.slope_index else 0.0
+                cols.append(parts["alpha"] - shift)
+            else:
+                cols.append(parts["slope"][self.slope_index.index(j)])
+        beta = pm.Deterministic("beta", pt.stack(cols), dims="term")
+        if len({(p.family, p.nu) for p in self.tau}) != 1:
+            raise DataError("the tau priors of the factors must share one family (and nu)")
+        one = self.tau[0]
+        scales = np.array([p.scale for p in self.tau])
+        kwargs = {} if len(self.tau) == 1 else {"dims": "factor"}
+        tau = one.pymc("tau", scale=scales if len(self.tau) > 1 else float(scales[0]),
+                       default_transform=ScaledLog(self.scale), **kwargs)
+        sigma = self.sigma.pymc("sigma", default_transform=ScaledLog(self.scale))
+        return beta, tau, sigma
+
+
+def parse_lmm_priors(priors: LmmPriors, specs: Sequence[str] | None) -> LmmPriors:
+    """Apply ``--prior`` overrides: ``beta=normal:SCALE`` (every slope), ``beta[x]=normal:SCALE``
+    or ``normal:LOC:SCALE``, ``intercept=normal:LOC:SCALE``, ``tau=FAMILY:SCALE[:NU]`` (every
+    factor), ``tau[f]=FAMILY:SCALE[:NU]``, ``sigma=FAMILY:SCALE[:NU]``."""
+    for spec in specs or []:
+        try:
+            name, rhs = spec.split("=", 1)
+            parts = rhs.split(":")
+            family = parts[0].strip().lower()
+            nums = [float(x) for x in parts[1:]]
+            base, _, label = name.strip().partition("[")
+            label = label.rstrip("]")
+            if base in ("beta", "intercept"):
+                if family != "normal" or len(nums) not in (1, 2):
+                    raise ValueError
+                new = NormalPrior(*(nums if len(nums) == 2 else [0.0, nums[0]]))
+                if base == "intercept":
+                    if priors.intercept is None or len(nums) != 2:
+                        raise DataError("the formula has no intercept" if priors.intercept
+                                         is None else "give intercept=normal:LOC:SCALE")
+                    priors = replace(priors, intercept=new)
+                    continue
+                names = [priors.terms[j] for j in priors.slope_index]
+                if label and label not in names:
+                    raise DataError(f"no fixed-effects column {label!r}; columns: {names}")
+                priors = replace(priors, slopes=tuple(
+                    new if (not label or n == label) else p
+                    for n, p in zip(names, priors.slopes, strict=True)))
+            elif base in ("tau", "sigma"):
+                if family not in FAMILIES or len(nums) not in (1, 2) or (
+                        family != "halfstudentt" and len(nums) == 2):
+                    raise ValueError
+                new = ScalePrior(family, nums[0], *(nums[1:] or []))
+                if base == "sigma":
+                    priors = replace(priors, sigma=new)
+                    continue
+                if label and label not in priors.factors:
+                    raise DataError(f"no factor {label!r}; factors: {list(priors.factors)}")
+                priors = replace(priors, tau=tuple(
+                    new if (not label or f == label) else p
+                    for f, p in zip(priors.factors, priors.tau, strict=True)))
+            else:
+                raise ValueError
+        except ValueError as exc:
+            detail = f" ({exc})" if str(exc) else ""
+            raise DataError(
+                f"bad prior '{spec}'{detail}: use beta[=|[term]=]normal:SCALE or normal:LOC:SCALE, "
+                f"intercept=normal:LOC:SCALE, tau[|[factor]]=FAMILY:SCALE[:NU] or "
+                f"sigma=FAMILY:SCALE[:NU] with FAMILY in {', '.join(FAMILIES)}") from None
+    for p in (*priors.tau, priors.sigma):
+        _check_relative_scale(p.scale, priors.scale, "tau/sigma scale")
+    if len({(p.family, p.nu) for p in priors.tau}) != 1:
+        raise DataError("the tau priors of the factors must share one family (and nu); give "
+                         "tau=FAMILY:SCALE for all, then tau[f]=FAMILY:SCALE per factor")
+    return priors
+
+
+def fixed_variance(data) -> np.ndarray:
+    """Cov(X) over the rows (k x k, ddof 1): sigma_f^2 = beta' Cov(X) beta = Var(X beta)."""
+    X = data.design.X
+    Xc = X - X.mean(axis=0)
+    return Xc.T @ Xc / max(X.shape[0] - 1, 1)
+
+
+def add_derived(idata, data) -> None:
+    """Add the per-draw derived quantities to ``idata.posterior`` (every form alike).
+
+    One factor: ``icc`` = tau^2 / (tau^2 + sigma^2) (adjusted: the share of the residual
+    variance left after the fixed effects that lies between clusters); ``icc_unadjusted`` =
+    tau^2 / (sigma_f^2 + tau^2 + sigma^2) with sigma_f^2 = Var(X beta) over the rows;
+    ``r2_marginal`` = sigma_f^2 / total; ``r2_conditional`` = (sigma_f^2 + tau^2) / total.
+    Several factors: ``vpc`` (dim ``component``: each factor, then ``residual``; sums to 1)
+    = tau_f^2 / (sum tau^2 + sigma^2); ``corr`` (dim ``shared``): the correlation of two rows in
+    the same level of a factor (nested: the same units down to that level and different ones
+    below; crossed: that factor only); ``r2_marginal`` and ``r2_conditional`` as above.
+    """
+    import xarray as xr
+
+    post = idata.posterior
+    beta = post["beta"].values
+    cov = fixed_variance(data)
+    sf2 = np.einsum("...i,ij,...j->...", beta, cov, beta)
+    tau = post["tau"].values
+    s2 = post["sigma"].values ** 2
+    dims = ("chain", "draw")
+    if len(data.design.factors) == 1:  # tau is a scalar per draw
+        t2 = tau**2
+        total = sf2 + t2 + s2
+        values = {"icc": t2 / (t2 + s2), "icc_unadjusted": t2 / total,
+                  "r2_marginal": sf2 / total, "r2_conditional": (sf2 + t2) / total}
+        for name, v in values.items():
+            post[name] = xr.DataArray(v, dims=dims)
+        return
+    t2 = tau**2
+    comp = list(post["tau"].coords["factor"].values) + ["residual"]
+    parts = np.concatenate([t2, s2[..., None]], axis=-1)
+    random = parts.sum(axis=-1)
+    post["vpc"] = xr.DataArray(parts / random[..., None], dims=(*dims, "component"),
+                               coords={"component": comp})
+    # correlation of two rows that share a factor's level: nested, the levels down to it (same
+    # school, different class); crossed, that factor alone (same part, another operator)
+    share = np.cumsum(t2, axis=-1) if data.design.nested else t2
+    post["corr"] = xr.DataArray(share / random[..., None], dims=(*dims, "shared"),
+                                coords={"shared": comp[:-1]})
+    total = sf2 + random
+    post["r2_marginal"] = xr.DataArray(sf2 / total, dims=dims)
+    post["r2_conditional"] = xr.DataArray((sf2 + t2.sum(axis=-1)) / total, dims=dims)
+
+
+def top_effect_moments(data, beta, tau, sigma):
+    r"""Conditional mean and variance of each top-level effect u_i given the data, per draw.
+
+    From the nested recursion (:mod:`models.compiled.lmm_nested`): with the top unit's
+    A_i = sum of its children's a and B_i = sum of their b (the residuals' weighted sums),
+    u_i | y ~ N(tau_1^2 B_i / g_i, tau_1^2 / g_i), g_i = 1 + tau_1^2 A_i. For one factor this is
+    n tau^2 rbar / (sigma^2 + n tau^2) and tau^2 sigma^2 / (sigma^2 + n tau^2). ``beta`` (S, k),
+    ``tau`` (S, F), ``sigma`` (S,) for S draws; returns (S, L) means and variances.
+    """
+    from models.forms.mixed import nested_stats_of
+
+    st = nested_stats_of(data)
+    beta = np.atleast_2d(beta)
+    t2 = np.atleast_2d(np.asarray(tau, dtype=np.float64).reshape(beta.shape[0], -1)) ** 2
+    s2 = np.asarray(sigma, dtype=np.float64).reshape(-1, 1) ** 2
+    delta = st.y_mean - beta @ st.x_mean  # (S,)
+    A = st.cell_n[None, :] / s2
+    B = (st.cell_s[None, :] - beta @ st.cell_t.T + st.cell_n[None, :] * delta[:, None]) / s2
+    for d in range(st.depth - 1, 0, -1):  # fold every level below the top into its parent
+        g = 1.0 + t2[:, d:d + 1] * A
+        m = st.level_sizes[d - 1]
+        A_up, B_up = np.zeros((A.shape[0], m)), np.zeros((A.shape[0], m))
+        np.add.at(A_up, (slice(None), st.parents[d]), A / g)
+        np.add.at(B_up, (slice(None), st.parents[d]), B / g)
+        A, B = A_up, B_up
+    g = 1.0 + t2[:, :1] * A
+    return t2[:, :1] * B / g, t2[:, :1] / g
+
+
+def add_top_effects(idata, data, *, seed: int | None = 0, chunk: int = 500) -> None:
+    """Group effects of the top-level factor for a form that integrated them out.
+
+    Exact conditional draws (:func:`top_effect_moments`) while chains x draws x L is at most
+    :data:`models.effects.MAX_DRAW_VALUES` (``group_effect``, dim ``group``); above that their
+    Rao-Blackwellised posterior mean and sd (group ``group_effects``), as the one-way model does.
+    The lower factors' effects of a nested design are left to the latent forms.
+    """
+    import warnings
+
+    import xarray as xr
+
+    from models.effects import MAX_DRAW_VALUES, SUMMARY_GROUP
+
+    post = idata.posterior
+    if "group_effect" in post or SUMMARY_GROUP in idata.groups():
+        return
+    shape = post["sigma"].shape
+    S = int(np.prod(shape))
+    beta = post["beta"].values.reshape(S, -1)
+    tau = post["tau"].values.reshape(S, -1)
+    sigma = post["sigma"].values.reshape(S)
+    labels = [str(g) for g in data.groups]
+    L = len(labels)
+    rng = np.random.default_rng(seed)
+    if S * L <= MAX_DRAW_VALUES:
+        draws = np.empty((S, L))
+        for a in range(0, S, chunk):
+            m, v = top_effect_moments(data, beta[a:a + chunk], tau[a:a + chunk],
+                                      sigma[a:a + chunk])
+            draws[a:a + chunk] = m + np.sqrt(v) * rng.standard_normal(m.shape)
+        post["group_effect"] = xr.DataArray(
+            draws.reshape(*shape, L), dims=("chain", "draw", "group"),
+            coords={"chain": post.chain, "draw": post.draw, "group": labels})
+        return
+    s1, s2_ = np.zeros(L), np.zeros(L)
+    for a in range(0, S, chunk):
+        m, v = top_effect_moments(data, beta[a:a + chunk], tau[a:a + chunk], sigma[a:a + chunk])
+        s1 += m.sum(axis=0)
+        s2_ += (v + m * m).sum(axis=0)
+    mean = s1 / S
+    sd = np.sqrt(np.maximum(s2_ / S - mean * mean, 0.0))
+    summary = xr.Dataset({"mean": ("group", mean), "sd": ("group", sd)},
+                         coords={"group": labels},
+                         attrs={"method": "Rao-Blackwellised posterior mean and sd of the "
+                                          "top-level effects over all draws", "draws": S})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        idata.add_groups({SUMMARY_GROUP: summary})
+
+
+@dataclass(frozen=True)
+class MixedEstimate:
+    """An ML/REML fit (:func:`models.lmm_estimate.fit_lmm`) in summary.json's terms.
+
+    ``as_dict``: ``beta`` by term, ``tau`` (a number for one factor, by factor otherwise),
+    ``sigma``, ``icc`` (one factor; the adjusted ICC) or ``vpc`` (several: by factor and
+    ``residual``), ``criterion`` (lme4's), ``boundary`` (bool, or by factor).
+    """
+
+    fit: object
+
+    def as_dict(self) -> dict:
+        """Plain-dict form for JSON."""
+        d = self.fit.as_dict()
+        t2 = {f: t * t for f, t in d["tau"].items()}
+        s2 = d["sigma"] ** 2
+        if len(t2) == 1:
+            (name, tau), = d["tau"].items()
+            d["tau"], d["boundary"] = tau, d["boundary"][name]
+            d["icc"] = tau * tau / (tau * tau + s2)
+        else:
+            total = sum(t2.values()) + s2
+            d["vpc"] = {**{f: v / total for f, v in t2.items()}, "residual": s2 / total}
+        return d
+
+    @property
+    def boundary(self) -> bool:
+        """Whether any variance is estimated at 0."""
+        return any(self.fit.boundary.values())
+
+
+def estimates(data) -> dict[str, MixedEstimate]:
+    """REML and ML estimates of a mixed model's design (lme4's optima)."""
+    from models.lmm_estimate import fit_lmm
+
+    d = data.design
+    args = (data.y[:, 0], d.X, [f.codes for f in d.factors])
+    kw = {"terms": list(d.terms), "names": [f.name for f in d.factors]}
+    return {"reml": MixedEstimate(fit_lmm(*args, reml=True, **kw)),
+            "ml": MixedEstimate(fit_lmm(*args, reml=False, **kw))}
