@@ -226,16 +226,24 @@ def _rank_check(X: np.ndarray, terms: list[str]) -> None:
 
 
 def _between_rank_check(X: np.ndarray, top: Factor, terms: list[str]) -> None:
-    """The fixed effects must leave between-cluster variation for the top-level variance."""
+    """The fixed effects must leave between-cluster variation for the top-level variance.
+
+    span([X, Z]) = span(Z) + span(X_w), X_w = X minus its cluster means, so X takes
+    k - rank(X_w) of the L between-cluster directions; none may be left (e.g. C(g) beside (1|g)).
+    """
     counts = np.bincount(top.codes, minlength=top.m).astype(np.float64)
     means = np.stack([np.bincount(top.codes, weights=X[:, j], minlength=top.m) / counts
                       for j in range(X.shape[1])], axis=1)
-    if np.linalg.matrix_rank(means) >= top.m:
+    within = X - means[top.codes]
+    scale = max(float(np.abs(X).max()), 1.0)
+    rank_w = np.linalg.matrix_rank(within, tol=1e-9 * scale * np.sqrt(X.shape[0])) \
+        if X.size else 0
+    taken = X.shape[1] - rank_w
+    if taken >= top.m:
         shown = ", ".join(terms[:4]) + (", ..." if len(terms) > 4 else "")
-        raise DataError(f"the fixed effects ({shown}) vary between the {top.m} levels "
-                        f"of '{top.name}' in {top.m} independent ways: no between-cluster "
-                        f"variation is left for (1|{top.name}); drop cluster-level covariates "
-                        f"(e.g. C({top.name}))")
+        raise DataError(f"the fixed effects ({shown}) take all {top.m} between-cluster "
+                        f"directions of '{top.name}': no between-cluster variation is left for "
+                        f"(1|{top.name}); drop cluster-level covariates (e.g. C({top.name}))")
 
 
 def from_formula(df: pd.DataFrame, formula: str, *, source: str = "<frame>"):
