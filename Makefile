@@ -3,9 +3,10 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
-PYTEST_ARGS ?= -m "not slow"
+PYTEST_ARGS ?= -m "not slow and not browser"
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: report test test-slow bench check figures lint clean
+.PHONY: report test test-slow test-browser bench check figures lint clean
 
 # Re-install only when the project's metadata changed (the install is editable: code edits need none).
 $(STAMP): pyproject.toml
@@ -23,6 +24,15 @@ test: $(STAMP)
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -m slow
+
+# the report in a real browser (Debian's chromium, installed if missing): console errors, images,
+# sections; screenshots in pytest's tmp folder
+test-browser: $(STAMP)
+	test -x /usr/bin/chromium || { $(SUDO) apt-get update && $(SUDO) apt-get install -y chromium; }
+	$(BIN)/python -m pytest -m browser
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
 
 check: $(STAMP)
 	$(BIN)/varcomp check --quick --out reports/checks

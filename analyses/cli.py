@@ -96,6 +96,17 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--strict", action="store_true",
                    help="exit 3 if any fit fails the diagnostics gate")
 
+    m = sub.add_parser("compare", help="rank models by leave-one-cluster-out elpd (PSIS-LOO, "
+                       "exact refits where Pareto k > 0.7), the pooled model included")
+    m.add_argument("data", help="CSV/Parquet path or shipped dataset name")
+    m.add_argument("--formula", action="append", required=True,
+                   help="a model (repeat: --formula A --formula B ...)")
+    m.add_argument("--draws", type=_positive_int, default=1000)
+    m.add_argument("--tune", type=_positive_int, default=1000)
+    m.add_argument("--chains", type=_positive_int, default=4)
+    m.add_argument("--seed", type=_seed, default=0)
+    m.add_argument("--out", help="output folder (default reports/<data name>-compare)")
+
     c = sub.add_parser("check", help="show that every parameterisation gives one posterior")
     c.add_argument("--quick", action="store_true", help="fewer settings and draws (<= 5 min)")
     c.add_argument("--sims", type=_positive_int, help="SBC simulations per form")
@@ -256,6 +267,29 @@ def cmd_fit(args) -> int:
     return 0
 
 
+def cmd_compare(args) -> int:
+    """Fit the formulas and the pooled model; write compare.json and compare.html."""
+    from analyses.compare import compare, write_compare
+    from analyses.outputs import checkpoint, resolve_out, stop_on_signals
+
+    inputs = _inputs(args.data)
+    out = Path(args.out) if args.out else Path("reports") / f"{Path(args.data).stem}-compare"
+    resolve_out(out, inputs=inputs)
+    with stop_on_signals():
+        result = compare(args.data, args.formula, draws=args.draws, tune=args.tune,
+                         chains=args.chains, seed=args.seed)
+        checkpoint()
+        out = write_compare(result, out)
+    table = result.as_dict()
+    print(f"{'model':<8} {'elpd':>10} {'se':>7} {'diff':>9} {'dse':>7} {'k max':>6}  formula")
+    for m in table["models"]:
+        exact = f"  (exact: {', '.join(m['exact_clusters'])})" if m["exact_clusters"] else ""
+        print(f"{m['name']:<8} {m['elpd']:>10.2f} {m['se']:>7.2f} {m['elpd_diff']:>9.2f} "
+              f"{m['dse']:>7.2f} {m['pareto_k_max']:>6.2f}  {m['formula']}{exact}")
+    print(f"compare: {out / 'compare.html'}   {out / 'compare.json'}")
+    return 0
+
+
 def cmd_check(args) -> int:
     """Run the checks module on simulated data."""
     from analyses.checks_run import run_checks
@@ -340,7 +374,8 @@ def cmd_figures(args) -> int:
 
 
 COMMANDS = {"datasets": cmd_datasets, "describe": cmd_describe, "fit": cmd_fit,
-            "check": cmd_check, "simulate": cmd_simulate, "figures": cmd_figures}
+            "compare": cmd_compare, "check": cmd_check, "simulate": cmd_simulate,
+            "figures": cmd_figures}
 
 
 def _log_internal_error(exc: BaseException) -> Path | None:

@@ -21,6 +21,8 @@ from analyses.outputs import checkpoint, dump_json, resolve_out, stop_on_signals
 from models import ClusteredData, family_of
 from models.errors import DataError
 from models.forms import Family, Form
+from models.pointwise import add_pointwise
+from models.predictive import add_new_cluster
 from models.sampling import Fit, diagnose, sample_model
 
 __all__ = ["FitResult", "check_memory", "fit", "param_table", "prepare", "run", "summarise", "write_outputs"]
@@ -134,6 +136,8 @@ def fit(
             family.add_effects(idata, data, seed)
         if family.derive is not None:
             family.derive(idata, data)
+        add_pointwise(idata, family, data, priors or family.default_priors(data))
+        add_new_cluster(idata, family, data, seed)
         seconds = {"build": t_build, "compile": sec["compile"], "sample": sec["sample"]}
         seconds["total"] = t_build + sec["compile"] + sec["sample"] + (time.perf_counter() - t1)
         settings = {"draws": draws, "tune": tune, "chains": chains, "seed": seed,
@@ -181,9 +185,60 @@ def _num(x) -> float | None:
     return x if math.isfinite(x) else None
 
 
-def _contract_name(label: str) -> str:
-    """ArviZ's ``corr_between[written, course]`` -> the contract's ``corr_between[written,course]``."""
-    return label.replace(", ", ",")
+def _element_labels(post, var_names: Sequence[str]) -> list[tuple[str, str, dict]]:
+    """(contract label, variable, selection) of each scalar the tables report: vectors by
+    element (``mu[written]``), matrices over (outcome, outcome_bis) by their upper triangle
+    without the diagonal (``corr_between[written,course]``)."""
+    out = []
+    for var in var_names:
+        if var not in post:
+            continue
+        dims = [d for d in post[var].dims if d not in ("chain", "draw")]
+        if not dims:
+            out.append((var, var, {}))
+        elif len(dims) == 1:
+            out += [(f"{var}[{x}]", var, {dims[0]: x}) for x in post[var][dims[0]].values]
+        else:
+            labels = list(post[var][dims[0]].values)
+            out += [(f"{var}[{a},{b}]", var, {dims[0]: a, dims[1]: b})
+                    for i, a in enumerate(labels) for j, b in enumerate(labels) if j > i]
+    return out
+
+
+PSENS_THRESHOLD = 0.05
+"""priorsense's threshold: a power-scaling sensitivity above it is worth a look."""
+
+
+def prior_sensitivity(idata, var_names: Sequence[str]) -> dict[str, dict]:
+    """Power-scaling sensitivity (``arviz.psens``) of each reported parameter to the prior and
+    to the likelihood, flagged when the prior's exceeds 0.05 (Kallioinen et al. 2024).
+
+    ``diagnosis``: "prior-data conflict" when both exceed 0.05, "weak likelihood" (the prior
+    dominates) when only the prior's does, else "". Empty without log_prior/log_likelihood.
+    """
+    import warnings
+
+    import arviz as az
+
+    groups = idata.groups()
+    if "log_prior" not in groups or "log_likelihood" not in groups:
+        return {}
+    post = idata.posterior
+    names = [v for v in var_names if v in post]
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore")
+        prior = az.psens(idata, component="prior", var_names=names)
+        lik = az.psens(idata, component="likelihood", var_names=names)
+    out = {}
+    for label, var, sel in _element_labels(post, names):
+        p, q = _num(prior[var].sel(sel)), _num(lik[var].sel(sel))
+        if p is None or q is None:
+            continue
+        flagged = p > PSENS_THRESHOLD
+        out[label] = {"prior": p, "likelihood": q, "flagged": bool(flagged),
+                      "diagnosis": ("prior-data conflict" if flagged and q > PSENS_THRESHOLD
+                                    else "weak likelihood" if flagged else "")}
+    return out
 
 
 def param_table(idata, var_names: Sequence[str]) -> dict[str, dict]:
@@ -204,23 +259,33 @@ def param_table(idata, var_names: Sequence[str]) -> dict[str, dict]:
         table = az.summary(idata, var_names=names, hdi_prob=HDI_PROB, round_to="none",
                            kind="all")
     lo, hi = (f"hdi_{100 * (1 - HDI_PROB) / 2:g}%", f"hdi_{100 * (1 + HDI_PROB) / 2:g}%")
-    keep: list[str] = []
-    for var in names:
-        dims = [d for d in post[var].dims if d not in ("chain", "draw")]
-        if len(dims) < 2:
-            keep += [lab for lab in table.index if lab == var or lab.startswith(f"{var}[")]
-            continue
-        labels = [str(x) for x in post[var][dims[0]].values]
-        keep += [f"{var}[{a}, {b}]" for i, a in enumerate(labels)
-                 for j, b in enumerate(labels) if j > i]
+    keep = []
+    for label, var, sel in _element_labels(post, names):
+        values = [str(v) for v in sel.values()]
+        keep.append((label, f"{var}[{', '.join(values)}]" if values else var))
     out: dict[str, dict] = {}
-    for label in keep:
-        row = table.loc[label]
-        out[_contract_name(label)] = {
+    for label, arviz_label in keep:
+        row = table.loc[arviz_label]
+        out[label] = {
             "mean": _num(row["mean"]), "sd": _num(row["sd"]),
             "hdi_low": _num(row[lo]), "hdi_high": _num(row[hi]),
             "ess_bulk": _num(row["ess_bulk"]), "ess_tail": _num(row["ess_tail"]),
             "r_hat": _num(row["r_hat"]), "mcse_mean": _num(row["mcse_mean"])}
+    return out
+
+
+def _new_cluster_summary(idata) -> dict:
+    """Mean and 94% HDI of a new cluster's effect and mean (:mod:`models.predictive`)."""
+    import arviz as az
+
+    if "posterior_predictive" not in idata.groups():
+        return {}
+    pp = idata.posterior_predictive
+    out = {}
+    for label, var, sel in _element_labels(pp, ("new_cluster_effect", "new_cluster_mean")):
+        x = pp[var].sel(sel)
+        lo, hi = az.hdi(x.values.reshape(1, -1)[0], hdi_prob=HDI_PROB)
+        out[label] = {"mean": _num(x.mean()), "hdi_low": _num(lo), "hdi_high": _num(hi)}
     return out
 
 
@@ -247,6 +312,8 @@ def summarise(result: FitResult) -> dict:
             | {"treedepth_hits": int(dg["treedepth_hits"])},
             "settings": dict(f.settings),
             "params": param_table(f.idata, family.summary_vars),
+            "prior_sensitivity": prior_sensitivity(f.idata, family.summary_vars),
+            "new_cluster": _new_cluster_summary(f.idata),
         }
     if result.estimates:
         summary["estimates"] = {k: e.as_dict() for k, e in result.estimates.items()}

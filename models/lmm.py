@@ -401,3 +401,54 @@ def estimates(data) -> dict[str, MixedEstimate]:
     kw = {"terms": list(d.terms), "names": [f.name for f in d.factors]}
     return {"reml": MixedEstimate(fit_lmm(*args, reml=True, **kw)),
             "ml": MixedEstimate(fit_lmm(*args, reml=False, **kw))}
+
+
+def unit_moments(data):
+    """Per top-level unit: n, means and centred cross-products of [y, X] (one pass)."""
+    from models.moments import GroupedMoments
+
+    values = np.column_stack([data.y[:, 0], data.design.X])
+    gm = GroupedMoments.from_arrays(np.asarray(data.codes), values,
+                                    ("y", *data.design.terms))
+    order = np.argsort(gm.keys.astype(np.int64) if gm.keys.ndim == 1 else gm.keys[:, 0])
+    return gm.n[order].astype(np.float64), gm.mean[order], gm.m2[order]
+
+
+def unit_loglik(data, beta, tau, sigma) -> np.ndarray:
+    r"""(S, L) log density of each top-level unit's rows, its effects integrated out.
+
+    The nested closed form split by top unit: -n_i/2 log(2 pi sigma^2) - RSS_i / (2 sigma^2) plus
+    the recursion's terms -log(g_u)/2 + tau_d^2 B_u^2 / (2 g_u) of the unit and every unit
+    inside it. RSS_i(beta) comes from the unit's centred moments of [y, X]:
+    RSS_i = M_yy - 2 beta'M_xy + beta'M_xx beta + n_i (ybar_i - xbar_i'beta)^2.
+    """
+    from models.forms.mixed import nested_stats_of
+
+    st = nested_stats_of(data)
+    beta = np.atleast_2d(np.asarray(beta, dtype=np.float64))
+    S = beta.shape[0]
+    t2 = np.asarray(tau, dtype=np.float64).reshape(S, -1) ** 2
+    s2 = np.asarray(sigma, dtype=np.float64).reshape(S, 1) ** 2
+    n, mean, m2 = unit_moments(data)
+    fit = beta @ mean[:, 1:].T  # (S, L) xbar_i' beta
+    rss = (m2[None, :, 0, 0] - 2.0 * beta @ m2[:, 1:, 0].T
+           + np.einsum("si,lij,sj->sl", beta, m2[:, 1:, 1:], beta)
+           + n[None, :] * (mean[None, :, 0] - fit) ** 2)
+    out = -0.5 * n[None, :] * np.log(2.0 * np.pi * s2) - 0.5 * rss / s2
+    delta = st.y_mean - beta @ st.x_mean
+    A = st.cell_n[None, :] / s2
+    B = (st.cell_s[None, :] - beta @ st.cell_t.T + st.cell_n[None, :] * delta[:, None]) / s2
+    ancestor = [np.arange(st.level_sizes[0])]  # each level's units -> their top-level unit
+    for d in range(1, st.depth):
+        ancestor.append(ancestor[d - 1][st.parents[d]])
+    for d in range(st.depth - 1, -1, -1):  # bottom level (cells) first
+        g = 1.0 + t2[:, d:d + 1] * A
+        np.add.at(out, (slice(None), ancestor[d]), -0.5 * np.log(g) + 0.5 * t2[:, d:d + 1] * B * B / g)
+        if d == 0:
+            break
+        m = st.level_sizes[d - 1]
+        A_up, B_up = np.zeros((S, m)), np.zeros((S, m))
+        np.add.at(A_up, (slice(None), st.parents[d]), A / g)
+        np.add.at(B_up, (slice(None), st.parents[d]), B / g)
+        A, B = A_up, B_up
+    return out

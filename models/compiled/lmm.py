@@ -68,7 +68,7 @@ def parameter_block(priors, likelihood: np.ndarray, kernel: float) -> np.ndarray
     const = (-0.5 * k * LOG_2PI - float(np.sum(np.log(pscale))) + jac_beta
              + sum(_prior_const(p) for p in priors.tau) + _prior_const(priors.sigma)
              + (F + 1) * log_scale)
-    one = priors.tau[0]
+    one = priors.tau[0] if F else priors.sigma  # F = 0: the pooled model (no tau)
     scalars = {"k": k, "F": F, "kernel": kernel, "center": priors.center, "scale": priors.scale,
                "log_scale": log_scale, "intercept": -1 if i0 is None else i0,
                "tau_family": FAMILY_CODE[one.family], "tau_nu": one.nu,
@@ -124,14 +124,15 @@ def _logp_grad(z, b, grad):
     lik = b[o_lik:int(b[_SIZE])]
     beta = np.empty(k)
     alpha = _beta(z, b, beta)
-    tau = np.empty(F)
-    tau2 = np.empty(F)
+    # F = 0 is the pooled model: the kernel's one factor with tau^2 = 0 (no between-cluster term)
+    tau = np.zeros(max(F, 1))
+    tau2 = np.zeros(max(F, 1))
     for f in range(F):
         tau[f] = math.exp(z[k + f] + log_scale)
         tau2[f] = tau[f] * tau[f]
     sigma = math.exp(z[k + F] + log_scale)
     g_beta = np.empty(k)
-    g_tau2 = np.empty(F)
+    g_tau2 = np.empty(max(F, 1))
     kind = b[_KERNEL]
     if kind == 0.0:
         value, g_s2 = nested_loglik_grad(beta, tau2, sigma * sigma, lik, g_beta, g_tau2)
@@ -242,10 +243,11 @@ def _model(priors, likelihood: np.ndarray, kernel: float, n_factors: int):
 
     k = len(priors.terms)
     one = n_factors == 1
-    layout = [("beta", (k,)), ("tau", () if one else (n_factors,)), ("sigma", ())]
-    dims = {"beta": ("term",)} | ({} if one else {"tau": ("factor",)})
+    layout = [("beta", (k,))] + ([("tau", () if one else (n_factors,))] if n_factors else []) \
+        + [("sigma", ())]
+    dims = {"beta": ("term",)} | ({"tau": ("factor",)} if n_factors > 1 else {})
     coords = {"term": pd.Index([str(t) for t in priors.terms])}
-    if not one:
+    if n_factors > 1:
         coords["factor"] = pd.Index([str(f) for f in priors.factors])
     start = np.zeros(k + n_factors + 1)
     start[k:] = np.log(np.array([*(p.scale for p in priors.tau), priors.sigma.scale])
@@ -255,12 +257,13 @@ def _model(priors, likelihood: np.ndarray, kernel: float, n_factors: int):
 
 
 def compile_nested(data, priors):
-    """A nutpie model of the nested (or one-factor) sufficient posterior."""
+    """A nutpie model of the nested (or one-factor) sufficient posterior; with ``priors.tau``
+    empty, of the pooled model (one factor, tau = 0: no between-cluster variance)."""
     from models.forms.mixed import nested_stats_of
 
     stats = nested_stats_of(data)
     kernel = KERNEL_FAST if stats.depth == 1 else KERNEL_NESTED
-    return _model(priors, pack_nested(stats), kernel, stats.depth)
+    return _model(priors, pack_nested(stats), kernel, len(priors.tau))
 
 
 def compile_strata(data, priors):

@@ -95,6 +95,14 @@ class Family:
     derive : callable or None
         ``derive(idata, data)``: per-draw derived quantities added after sampling, the same for
         every form (e.g. the adjusted and unadjusted ICC of the regression family).
+    cluster_loglik : callable or None
+        ``cluster_loglik(data, posterior) -> (S, L)``: each top-level cluster's log density,
+        its effects integrated out (leave-one-cluster-out; :mod:`models.pointwise`), or None.
+    log_prior : callable or None
+        ``log_prior(data, posterior, priors) -> (S,)``: the log prior per draw (power-scaling).
+    new_cluster : callable or None
+        ``new_cluster(data, posterior, rng)``: draws of a new cluster's effect and mean
+        (:mod:`models.predictive`).
     """
 
     name: str
@@ -112,6 +120,9 @@ class Family:
     matrices: tuple[str, ...] = ()
     derive: Callable[..., Any] | None = None
     fallback_form: str | None = None
+    cluster_loglik: Callable[..., Any] | None = None
+    log_prior: Callable[..., Any] | None = None
+    new_cluster: Callable[..., Any] | None = None
 
     def default(self, data: Any) -> str:
         """The form ``varcomp fit`` uses without ``--model``: :attr:`default_form`, or

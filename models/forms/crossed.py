@@ -23,6 +23,8 @@ from models.density import LOG_2PI
 from models.forms import mixed
 from models.forms.base import Family, Form
 from models.lmm import LmmPriors, add_derived, estimates, parse_lmm_priors
+from models.pointwise import mixed_prior
+from models.predictive import mixed_new_cluster
 
 __all__ = ["FAMILY", "build_sufficient_strata", "strata_stats_of"]
 
@@ -141,5 +143,7 @@ FAMILY = Family(
     add_effects=_no_effects,
     estimates=estimates,
     derive=add_derived,
+    log_prior=mixed_prior,
+    new_cluster=mixed_new_cluster,
 )
 

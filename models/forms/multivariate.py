@@ -47,6 +47,8 @@ from models.mvstats import (
     marginal_blocks,
     pattern_stats,
 )
+from models.pointwise import mv_loglik, mv_prior
+from models.predictive import mv_new_cluster
 from models.priors import MvPriors
 
 __all__ = ["FAMILY", "build_centred", "build_marginal", "build_noncentred", "build_sufficient",
@@ -500,4 +502,7 @@ FAMILY = Family(
     add_effects=lambda idata, data, seed: add_group_effects_mv(idata, data, seed=seed),
     outcomes=lambda data: list(data.responses),
     matrices=("V", "Sigma", "corr_between", "corr_within"),
+    cluster_loglik=mv_loglik,
+    log_prior=mv_prior,
+    new_cluster=mv_new_cluster,
 )

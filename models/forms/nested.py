@@ -18,6 +18,8 @@ from models.data import ClusteredData, DataError
 from models.forms import mixed
 from models.forms.base import Family, Form
 from models.lmm import LmmPriors, add_derived, add_top_effects, estimates, parse_lmm_priors
+from models.pointwise import mixed_loglik, mixed_prior
+from models.predictive import mixed_new_cluster
 
 __all__ = ["FAMILY"]
 
@@ -67,4 +69,7 @@ FAMILY = Family(
     add_effects=lambda idata, data, seed: add_top_effects(idata, data, seed=seed),
     estimates=estimates,
     derive=add_derived,
+    cluster_loglik=mixed_loglik,
+    log_prior=mixed_prior,
+    new_cluster=mixed_new_cluster,
 )

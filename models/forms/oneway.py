@@ -20,6 +20,8 @@ from models.data import ClusteredData, DataError
 from models.density import LOG_2PI, marginal_logp
 from models.effects import add_group_effects
 from models.forms.base import Family, Form
+from models.pointwise import oneway_loglik, oneway_prior
+from models.predictive import oneway_new_cluster
 from models.priors import Priors, parse_prior_overrides
 
 __all__ = [
@@ -301,4 +303,7 @@ FAMILY = Family(
     add_effects=lambda idata, data, seed: add_group_effects(idata, data, seed=seed),
     estimates=_estimates,
     reference=_reference,
+    cluster_loglik=oneway_loglik,
+    log_prior=oneway_prior,
+    new_cluster=oneway_new_cluster,
 )

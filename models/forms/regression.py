@@ -27,6 +27,8 @@ from models.forms.oneway import (
     padded_rows,
 )
 from models.lmm import LmmPriors, add_derived, add_top_effects, estimates, parse_lmm_priors
+from models.pointwise import mixed_loglik, mixed_prior
+from models.predictive import mixed_new_cluster
 
 __all__ = ["FAMILY", "build_marginal"]
 
@@ -101,4 +103,7 @@ FAMILY = Family(
     add_effects=lambda idata, data, seed: add_top_effects(idata, data, seed=seed),
     estimates=estimates,
     derive=add_derived,
+    cluster_loglik=mixed_loglik,
+    log_prior=mixed_prior,
+    new_cluster=mixed_new_cluster,
 )

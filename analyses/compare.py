@@ -1,0 +1,260 @@
+r"""``varcomp compare``: models ranked by leave-one-cluster-out predictive accuracy.
+
+Each model (a formula) is fitted in its family's default form, and so is the **pooled** model:
+the first formula's fixed effects with no random effect (tau = 0), the Bayesian answer to "do I
+need the random effect at all?". Every fit carries each top-level cluster's log-likelihood with
+the cluster's effects integrated out (:mod:`models.pointwise`), so PSIS-LOO over those values
+(``arviz.loo``) estimates the elpd of predicting a whole new cluster. A cluster whose Pareto k
+exceeds :data:`K_THRESHOLD` (PSIS unreliable) is refitted exactly without it, cheaply in the
+sufficient form, and its elpd replaced by log mean_s p(y_i | theta_s^{(-i)}); the table says
+which entries are exact. Differences and their standard errors are computed from the pointwise
+values (as ``arviz.compare`` does): dse = sqrt(L var(elpd_a,i - elpd_b,i)).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from models.data import ClusteredData, DataError
+
+__all__ = ["K_THRESHOLD", "CompareResult", "compare", "pooled_data", "write_compare"]
+
+K_THRESHOLD = 0.7
+"""Pareto k above which PSIS-LOO is unreliable (Vehtari et al. 2024) and the cluster is refitted."""
+MAX_EXACT = 50
+"""At most this many clusters of one model are refitted exactly (the rest stay PSIS, flagged)."""
+
+
+@dataclass
+class ModelEntry:
+    """One compared model: name, formula, its fit, pointwise elpd, Pareto k, exact clusters."""
+
+    name: str
+    formula: str
+    data: ClusteredData
+    fit: object
+    elpd_i: np.ndarray
+    pareto_k: np.ndarray
+    exact: list[str] = field(default_factory=list)
+
+    @property
+    def elpd(self) -> float:
+        """Sum of the pointwise elpd."""
+        return float(self.elpd_i.sum())
+
+    @property
+    def se(self) -> float:
+        """Standard error of the elpd: sqrt(L) x the pointwise sd."""
+        return float(math.sqrt(self.elpd_i.size * np.var(self.elpd_i, ddof=1)))
+
+
+@dataclass
+class CompareResult:
+    """The comparison: models (best first) and the compare.json contract (:meth:`as_dict`)."""
+
+    models: list[ModelEntry]
+    clusters: list[str]
+    group: str
+
+    def as_dict(self) -> dict:
+        """``{"models": [...], "ranking": [...], ...}`` (see the README)."""
+        best = self.models[0]
+        rows = []
+        for m in self.models:
+            diff = m.elpd_i - best.elpd_i
+            dse = float(math.sqrt(diff.size * np.var(diff, ddof=1))) if m is not best else 0.0
+            rows.append({"name": m.name, "formula": m.formula, "elpd": m.elpd, "se": m.se,
+                         "elpd_diff": float(diff.sum()), "dse": dse,
+                         "pareto_k_max": float(np.max(m.pareto_k)),
+                         "exact_clusters": list(m.exact),
+                         "pareto_k": dict(zip(self.clusters, map(float, m.pareto_k),
+                                              strict=True)),
+                         "family": m.fit.family.name,
+                         "diagnostics_ok": bool(next(iter(m.fit.fits.values())).ok)})
+        return {"models": rows, "ranking": [m.name for m in self.models],
+                "group": self.group, "n_clusters": len(self.clusters),
+                "k_threshold": K_THRESHOLD,
+                "note": "elpd of leave-one-cluster-out (each cluster's rows predicted with its "
+                        "effects integrated out); entries listed in exact_clusters were "
+                        "refitted without that cluster"}
+
+
+def pooled_data(data: ClusteredData) -> ClusteredData:
+    """The same rows with the same fixed effects and one factor (the top-level one)."""
+    from models.design import Design, Factor
+
+    d = data.design
+    if d is None:
+        X, terms = np.ones((data.n_obs, 1)), ("Intercept",)
+        top = Factor(data.group_name, data.codes, data.groups)
+        formula = f"{data.responses[0]} ~ 1"
+    else:
+        X, terms, top, formula = d.X, d.terms, d.factors[0], d.formula.split("+ (")[0]
+    return replace(data, design=Design(formula, X, terms, (top,), True, (top,)))
+
+
+def _fit_pooled(data: ClusteredData, *, draws, tune, chains, seed):
+    """The pooled model (tau = 0) in the compiled sufficient form; a FitResult-like record."""
+    from analyses.fit import FitResult
+    from models.compiled import lmm
+    from models.lmm import LmmPriors
+    from models.sampling import Fit, diagnose, sample_model
+
+    pdata = pooled_data(data)
+    priors = replace(LmmPriors.default(pdata), tau=(), factors=())
+    idata, sec = sample_model(lmm.compile_nested(pdata, priors), draws=draws, tune=tune,
+                              chains=chains, seed=seed)
+    post = idata.posterior
+    S = post.sizes["chain"] * post.sizes["draw"]
+    ll = _unit_loglik(pdata, post, tau=np.zeros((S, 1)))
+    fit = Fit("sufficient", idata, sec, {"draws": draws, "chains": chains, "seed": seed},
+              diagnose(idata, ("beta", "sigma")))
+    from models.forms import family_of
+
+    return FitResult(pdata, family_of(pdata), {"sufficient": fit}), ll, priors
+
+
+def _unit_loglik(data, post, tau=None) -> np.ndarray:
+    from models.lmm import unit_loglik
+
+    beta = post["beta"].values.reshape(-1, post["beta"].shape[-1])
+    sigma = post["sigma"].values.reshape(-1)
+    if tau is None:
+        tau = post["tau"].values.reshape(beta.shape[0], -1)
+    return unit_loglik(data, beta, tau, sigma)
+
+
+def _loo(ll: np.ndarray, chains: int) -> tuple[np.ndarray, np.ndarray]:
+    """PSIS-LOO pointwise elpd and Pareto k from (S, L) cluster log-likelihoods (arviz.loo)."""
+    import arviz as az
+    import xarray as xr
+
+    S, L = ll.shape
+    ds = xr.Dataset({"y": (("chain", "draw", "group"), ll.reshape(chains, S // chains, L))})
+    idata = az.InferenceData(log_likelihood=ds, posterior=xr.Dataset(
+        {"x": (("chain", "draw"), np.zeros((chains, S // chains)))}))
+    res = az.loo(idata, pointwise=True)
+    return np.asarray(res.loo_i.values, dtype=np.float64), np.asarray(res.pareto_k.values)
+
+
+def _logmeanexp(x: np.ndarray) -> float:
+    m = float(np.max(x))
+    return m + math.log(float(np.mean(np.exp(x - m))))
+
+
+def _without(data: ClusteredData, cluster: int) -> ClusteredData:
+    """``data`` without one top-level cluster (labels and codes recomputed)."""
+    import pandas as pd
+
+    from models.design import Design, Factor
+
+    keep = data.codes != cluster
+
+    def refactor(codes, labels):
+        new, levels = pd.factorize(pd.Series(labels[codes[keep]], dtype=object), sort=False)
+        return new.astype(np.int64), np.asarray(levels, dtype=object)
+
+    codes, groups = refactor(data.codes, data.groups)
+    d = data.design
+    design = None
+    if d is not None:
+        factors = tuple(Factor(f.name, *refactor(f.codes, f.levels)) for f in d.factors)
+        variables = tuple(Factor(v.name, *refactor(v.codes, v.levels)) for v in d.variables)
+        design = Design(d.formula, d.X[keep], d.terms, factors, d.nested, variables)
+    return replace(data, y=data.y[keep], codes=codes, groups=groups, design=design)
+
+
+def compare(spec: str, formulas: list[str], *, draws: int = 1000, tune: int = 1000,
+            chains: int = 4, seed: int = 0, progress: bool = False) -> CompareResult:
+    """Fit each formula and the pooled model to the data ``spec``; rank them by elpd (LOCO).
+
+    Every model must be fitted to the same rows with the same top-level clusters (the first
+    factor of each formula): leave-one-cluster-out predictions are comparable only then.
+    Crossed designs have no per-cluster density and are refused.
+    """
+    from analyses.fit import fit as fit_model
+    from models import load
+
+    if not formulas:
+        raise DataError("give at least one --formula to compare")
+    entries: list[ModelEntry] = []
+    ref = None
+    for i, formula in enumerate(formulas):
+        data = load(spec, formula=formula)
+        if data.design is not None and not data.design.nested:
+            raise DataError(f"{formula!r} has crossed factors: leave-one-cluster-out is not "
+                            f"defined for them (a cluster shares the other factors' levels "
+                            f"with other clusters); compare nested or one-factor models")
+        if ref is None:
+            ref = data
+        elif (data.n_obs != ref.n_obs or data.group_name != ref.group_name
+              or not np.array_equal(data.groups, ref.groups)):
+            raise DataError(f"{formula!r} is fitted to other rows or top-level clusters "
+                            f"({data.n_obs} rows by '{data.group_name}') than the first model "
+                            f"({ref.n_obs} rows by '{ref.group_name}'): compare models of the "
+                            f"same rows and clusters")
+        result = fit_model(data, draws=draws, tune=tune, chains=chains, seed=seed,
+                           progress=progress)
+        idata = next(iter(result.idata.values()))
+        if "log_likelihood" not in idata.groups():
+            raise DataError(f"{formula!r}: no per-cluster log-likelihood (too many clusters x "
+                            f"draws to store); use fewer --draws")
+        ll = idata.log_likelihood["y"].values.reshape(-1, data.n_groups)
+        elpd_i, k = _loo(ll, chains)
+        entries.append(ModelEntry(f"m{i + 1}", formula, data, result, elpd_i, k))
+    pooled_fit, ll, pooled_priors = _fit_pooled(ref, draws=draws, tune=tune, chains=chains,
+                                                seed=seed)
+    elpd_i, k = _loo(ll, chains)
+    entries.append(ModelEntry("pooled", pooled_fit.data.design.formula + " (no random effect)",
+                              pooled_fit.data, pooled_fit, elpd_i, k))
+    for e in entries:
+        _replace_bad_clusters(e, pooled_priors, draws=draws, tune=tune, chains=chains,
+                              seed=seed)
+    entries.sort(key=lambda e: -e.elpd)
+    return CompareResult(entries, [str(g) for g in ref.groups], ref.group_name)
+
+
+def _replace_bad_clusters(entry: ModelEntry, pooled_priors, *, draws, tune, chains,
+                          seed) -> None:
+    """Exact refits without each cluster whose Pareto k exceeds :data:`K_THRESHOLD`.
+
+    The refit keeps the model's prior (the full data's, not rescaled to the smaller data), and
+    the cluster's elpd is log mean_s p(y_i | theta_s) over the refit's draws.
+    """
+    from analyses.fit import fit as fit_model
+    from models.compiled import lmm
+    from models.sampling import sample_model
+
+    bad = [int(i) for i in np.flatnonzero(entry.pareto_k > K_THRESHOLD)][:MAX_EXACT]
+    family = entry.fit.family
+    priors = pooled_priors if entry.name == "pooled" else family.default_priors(entry.data)
+    for i in bad:
+        sub = _without(entry.data, i)
+        if entry.name == "pooled":
+            idata, _ = sample_model(lmm.compile_nested(sub, priors), draws=draws, tune=tune,
+                                    chains=chains, seed=seed)
+            post = idata.posterior
+            S = post.sizes["chain"] * post.sizes["draw"]
+            ll = _unit_loglik(entry.data, post, tau=np.zeros((S, 1)))
+        else:
+            res = fit_model(sub, draws=draws, tune=tune, chains=chains, seed=seed,
+                            priors=priors)
+            ll = family.cluster_loglik(entry.data, next(iter(res.idata.values())).posterior)
+        entry.elpd_i[i] = _logmeanexp(ll[:, i])
+        entry.exact.append(str(entry.data.groups[i]))
+
+
+def write_compare(result: CompareResult, out: Path) -> Path:
+    """compare.json and compare.html into ``out``, atomically."""
+    from analyses.outputs import dump_json, write_atomically
+    from analyses.report.render import render_compare
+
+    def writer(tmp: Path) -> None:
+        dump_json(result.as_dict(), tmp / "compare.json")
+        (tmp / "compare.html").write_text(render_compare(result.as_dict()), encoding="utf-8")
+
+    return write_atomically(out, writer)
