@@ -92,6 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--target-accept", type=_unit_interval, default=0.8)
     f.add_argument("--prior", action="append", metavar="NAME=FAMILY:SCALE",
                    help="override a prior, e.g. tau=halfnormal:10 or mu=normal:0:100")
+    f.add_argument("--variance-prior", choices=["sd", "partition"], default="sd",
+                   help="priors on the sds (default) or on the variance partition: the total "
+                   "sd and the ICC (Beta), see the README")
     f.add_argument("--out", help="output directory (default reports/<data name>)")
     f.add_argument("--strict", action="store_true",
                    help="exit 3 if any fit fails the diagnostics gate")
@@ -225,6 +228,7 @@ def cmd_fit(args) -> int:
     """Fit, write the outputs, print where they are."""
     from analyses.fit import check_memory, fit, is_terminal, write_outputs
     from analyses.outputs import checkpoint, resolve_out, stop_on_signals
+    from models.errors import DataError
     from models.forms import family_of
 
     t_start = time.perf_counter()
@@ -236,6 +240,11 @@ def cmd_fit(args) -> int:
     resolve_out(out, inputs=inputs)
     family = family_of(data)
     priors = family.parse_priors(data, args.prior) if args.prior else None
+    if args.variance_prior == "partition":
+        if family.partition_priors is None:
+            raise DataError(f"--variance-prior partition is available for the one-way model; "
+                            f"the {family.name} family uses sd priors")
+        priors = family.partition_priors(data, args.prior)
     names = list(family.forms) if args.model == "all" else [args.model or family.default(data)]
     check_memory(family, data, names, args.draws, args.chains)
     data.require_identifiable()

@@ -60,7 +60,7 @@ def mixed_loglik(data, post, chunk: int = 200) -> np.ndarray | None:
 
 def oneway_prior(data, post, priors) -> np.ndarray:
     """(S,) log prior of (mu, tau, sigma)."""
-    return priors.logpdf(*(_draws(post, v) for v in ("mu", "tau", "sigma")))
+    return priors.logpdf_free(*(_draws(post, v) for v in ("mu", "tau", "sigma")))
 
 
 def mixed_prior(data, post, priors) -> np.ndarray:

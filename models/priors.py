@@ -173,9 +173,17 @@ class Priors:
         return mu, tau, sigma
 
     # --------------------------------------------------------------- numpy
+    free_names = ("mu", "tau", "sigma")
+
     def logpdf(self, mu, tau, sigma):
         """Joint prior log density (numpy), the same as the PyMC model's prior terms."""
         return self.mu.logpdf(mu) + self.tau.logpdf(tau) + self.sigma.logpdf(sigma)
+
+    def free_point(self, mu, tau, sigma) -> dict:
+        """The free parameters at (mu, tau, sigma) (they are these three)."""
+        return {"mu": mu, "tau": tau, "sigma": sigma}
+
+    logpdf_free = logpdf
 
     def draw(self, rng: np.random.Generator) -> dict[str, float]:
         """One draw of (mu, tau, sigma) from the prior."""
@@ -415,3 +423,118 @@ class MvPriors:
 
 
 __all__ += ["MvPriors"]
+
+
+@dataclass(frozen=True)
+class PartitionPriors:
+    r"""A prior on the variance-partition scale for the one-way model (``--variance-prior
+    partition``): the total sd and the share of the variance between clusters.
+
+    .. math::
+        \mu \sim N(m, s_\mu),\quad T = \sqrt{\tau^2 + \sigma^2} \sim p_T,\quad
+        \mathrm{ICC} = \tau^2 / T^2 \sim \mathrm{Beta}(a, b),\quad
+        \tau = T\sqrt{\mathrm{ICC}},\ \sigma = T\sqrt{1 - \mathrm{ICC}}
+
+    Defaults: T ~ HalfStudentT(3, sd(y)), ICC ~ Beta(1, 1) (uniform). Prefer it when the question
+    is the ICC itself and there are few clusters: the default sd priors imply a prior on the ICC
+    that is not uniform (it piles up near 0 and 1 for sd priors of equal scale), whereas here the
+    ICC's prior is stated directly and the data's total variance is kept separate from how it
+    splits. The free parameters are ``mu``, ``total_sd`` and ``share`` (= icc); ``tau`` and
+    ``sigma`` are Deterministics, so every form and report reads the same names.
+    """
+
+    mu: NormalPrior
+    total: ScalePrior
+    a: float = 1.0
+    b: float = 1.0
+    center: float = 0.0
+    scale: float = 1.0
+
+    free_names = ("mu", "total_sd", "share")
+
+    def __post_init__(self) -> None:
+        for name in ("a", "b"):
+            v = float(getattr(self, name))
+            if not (0 < v <= 1e3 and math.isfinite(v)):
+                raise DataError(f"the ICC's Beta prior needs 0 < {name} <= 1000, got {v}")
+
+    @classmethod
+    def default(cls, data: ClusteredData) -> PartitionPriors:
+        """mu as :meth:`Priors.default`; T ~ HalfStudentT(3, sd(y)); ICC ~ Beta(1, 1)."""
+        base = Priors.default(data)
+        return cls(mu=base.mu, total=ScalePrior("halfstudentt", base.scale),
+                   center=base.center, scale=base.scale)
+
+    def create(self):
+        """``mu``, ``total_sd``, ``share`` in the current PyMC model; returns (mu, tau, sigma)."""
+        import pymc as pm
+        import pytensor.tensor as pt
+
+        from models.transforms import Affine, ScaledLog
+
+        mu = pm.Normal("mu", mu=self.mu.loc, sigma=self.mu.scale,
+                       default_transform=Affine(self.center, self.scale))
+        total = self.total.pymc("total_sd", default_transform=ScaledLog(self.scale))
+        share = pm.Beta("share", alpha=self.a, beta=self.b)
+        tau = pm.Deterministic("tau", total * pt.sqrt(share))
+        sigma = pm.Deterministic("sigma", total * pt.sqrt(1.0 - share))
+        return mu, tau, sigma
+
+    def free_point(self, mu, tau, sigma) -> dict:
+        """The free parameters at (mu, tau, sigma)."""
+        t2 = np.asarray(tau) ** 2
+        total2 = t2 + np.asarray(sigma) ** 2
+        return {"mu": mu, "total_sd": np.sqrt(total2), "share": t2 / total2}
+
+    def logpdf_free(self, mu, tau, sigma):
+        """Log density of (mu, T, ICC), the parameters the prior is written for (PyMC's terms)."""
+        p = self.free_point(mu, tau, sigma)
+        return (self.mu.logpdf(mu) + self.total.logpdf(p["total_sd"])
+                + stats.beta(self.a, self.b).logpdf(p["share"]))
+
+    def logpdf(self, mu, tau, sigma):
+        """Log density of (mu, tau, sigma): :meth:`logpdf_free` + log(2 tau sigma / T^3)."""
+        p = self.free_point(mu, tau, sigma)
+        return (self.logpdf_free(mu, tau, sigma)
+                + np.log(2.0 * np.asarray(tau) * np.asarray(sigma) / p["total_sd"] ** 3))
+
+    def draw(self, rng: np.random.Generator) -> dict[str, float]:
+        """One draw of (mu, tau, sigma) from the prior."""
+        total = float(self.total.rvs(rng))
+        share = float(rng.beta(self.a, self.b))
+        return {"mu": float(self.mu.rvs(rng)), "tau": total * math.sqrt(share),
+                "sigma": total * math.sqrt(1.0 - share)}
+
+    def describe(self) -> dict[str, str]:
+        """Each parameter's prior as text (for reports)."""
+        return {"mu": self.mu.describe(), "total sd": self.total.describe(),
+                "icc": f"Beta(a={self.a:g}, b={self.b:g})"}
+
+
+__all__ += ["PartitionPriors"]
+
+
+def parse_partition_overrides(priors: PartitionPriors, specs: list[str] | None) -> PartitionPriors:
+    """``mu=normal:LOC:SCALE``, ``total=FAMILY:SCALE[:NU]``, ``icc=beta:A:B`` overrides."""
+    for spec in specs or []:
+        try:
+            name, rhs = spec.split("=", 1)
+            parts = rhs.split(":")
+            family, nums = parts[0].strip().lower(), [float(x) for x in parts[1:]]
+            if name == "mu" and family == "normal" and len(nums) == 2:
+                priors = replace(priors, mu=NormalPrior(*nums))
+            elif name == "total" and family in FAMILIES and len(nums) in (1, 2):
+                priors = replace(priors, total=ScalePrior(family, *nums))
+            elif name == "icc" and family == "beta" and len(nums) == 2:
+                priors = replace(priors, a=nums[0], b=nums[1])
+            else:
+                raise ValueError
+        except ValueError as exc:
+            detail = f" ({exc})" if str(exc) else ""
+            raise DataError(f"bad prior '{spec}'{detail}: with --variance-prior partition use "
+                            f"mu=normal:LOC:SCALE, total=FAMILY:SCALE[:NU] or icc=beta:A:B") from None
+    _check_relative_scale(priors.total.scale, priors.scale, "total scale")
+    return priors
+
+
+__all__ += ["parse_partition_overrides"]

@@ -73,8 +73,8 @@ def _constrained_logp(model, mode: str | None = None, *,
     return f, names
 
 
-def integrated_loglik(model, data: ClusteredData,
-                      mode: str | None = None) -> Callable[[float, float, float], tuple]:
+def integrated_loglik(model, data: ClusteredData, mode: str | None = None,
+                      priors=None) -> Callable[[float, float, float], tuple]:
     r"""``f(mu, tau, sigma) -> (log p(X | mu, tau, sigma), prior)`` from ``model``'s own logp.
 
     The likelihood is the model's whole log density minus its own prior terms of mu, tau and
@@ -87,7 +87,8 @@ def integrated_loglik(model, data: ClusteredData,
     is tau times M's (p_o(o) = tau p_M(tau o)), so its joint is corrected by -L log(tau) to
     compare densities in the M space. Models without latents need no correction.
     """
-    fn, names = _constrained_logp(model, mode)
+    priors = priors or Priors.default(data)
+    fn, names = _constrained_logp(model, mode, prior_names=priors.free_names)
     n = data.stats.n[:, 0].astype(np.float64)
     xbar = data.stats.mean[:, 0]
     if (n < 1).any():
@@ -96,7 +97,7 @@ def integrated_loglik(model, data: ClusteredData,
         "group_effect_offset" if "group_effect_offset" in names else None)
 
     def f(mu: float, tau: float, sigma: float) -> tuple[float, float]:
-        point = {"mu": mu, "tau": tau, "sigma": sigma}
+        point = dict(priors.free_point(mu, tau, sigma))
         correction = 0.0
         if latent is not None:
             m_hat, v = group_effect_conditional(n, xbar, mu, tau, sigma)
@@ -257,11 +258,12 @@ def compare_logp(
     mode = mode or ("FAST_COMPILE" if int(data.sizes.max()) <= 50 else "FAST_RUN")
     chosen = _builders(family, names)
     chosen.update(builders or {})
-    funcs = {nm: integrated_loglik(b(data, priors=priors), data, mode) for nm, b in chosen.items()}
+    funcs = {nm: integrated_loglik(b(data, priors=priors), data, mode, priors)
+             for nm, b in chosen.items()}
     table = _logp_points(data, priors, n_points, np.random.default_rng(seed))
     truth = np.array([scipy_loglik(data, r.mu, r.tau, r.sigma) for r in table.itertuples()])
     table["truth"] = truth
-    prior_np = np.array([priors.logpdf(r.mu, r.tau, r.sigma) for r in table.itertuples()])
+    prior_np = np.array([priors.logpdf_free(r.mu, r.tau, r.sigma) for r in table.itertuples()])
     max_rel, prior_diff = {}, {}
     for nm, f in funcs.items():
         out = np.array([f(r.mu, r.tau, r.sigma) for r in table.itertuples()])

@@ -103,6 +103,9 @@ class Family:
     new_cluster : callable or None
         ``new_cluster(data, posterior, rng)``: draws of a new cluster's effect and mean
         (:mod:`models.predictive`).
+    partition_priors : callable or None
+        ``partition_priors(data, specs)``: the variance-partition prior (total variance and
+        shares), with ``--prior`` overrides, where the family offers one.
     """
 
     name: str
@@ -123,6 +126,7 @@ class Family:
     cluster_loglik: Callable[..., Any] | None = None
     log_prior: Callable[..., Any] | None = None
     new_cluster: Callable[..., Any] | None = None
+    partition_priors: Callable[..., Any] | None = None
 
     def default(self, data: Any) -> str:
         """The form ``varcomp fit`` uses without ``--model``: :attr:`default_form`, or

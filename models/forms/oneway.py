@@ -22,7 +22,8 @@ from models.effects import add_group_effects
 from models.forms.base import Family, Form
 from models.pointwise import oneway_loglik, oneway_prior
 from models.predictive import oneway_new_cluster
-from models.priors import Priors, parse_prior_overrides
+from models.priors import (PartitionPriors, Priors, parse_partition_overrides,
+                           parse_prior_overrides)
 
 __all__ = [
     "FAMILY",
@@ -252,7 +253,9 @@ def _compiled_sufficient(data: ClusteredData, priors: Priors | None):
     from models.compiled import oneway
 
     priors = priors or Priors.default(data)
-    return oneway.compile_sufficient(data.stats, priors) if oneway.supported(priors) else None
+    if not isinstance(priors, Priors) or not oneway.supported(priors):
+        return None  # e.g. the partition prior: the PyMC model, compiled by nutpie's numba
+    return oneway.compile_sufficient(data.stats, priors)
 
 
 MARGINAL_MAX_CLUSTER = 200
@@ -306,4 +309,6 @@ FAMILY = Family(
     cluster_loglik=oneway_loglik,
     log_prior=oneway_prior,
     new_cluster=oneway_new_cluster,
+    partition_priors=lambda data, specs: parse_partition_overrides(
+        PartitionPriors.default(data), specs),
 )
