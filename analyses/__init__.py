@@ -1,0 +1,1 @@
+"""Using the models: fitting, reports, checks, figures and the varcomp command line."""

@@ -37,7 +37,8 @@ SIGMA_SD, SIGMA_CORR = (0.5, 0.6), -0.8
 @dataclass(frozen=True)
 class Setting:
     """A simulated design: its name, a simulator ``simulate(seed) -> data``, a note, its
-    parameters for checks.json, and the forms sampled in ``--quick`` (empty: none)."""
+    parameters for checks.json, and the forms sampled in ``--quick`` (empty: none).
+    """
 
     name: str
     simulate: Callable[[int], object] = field(repr=False)
@@ -62,8 +63,7 @@ def _bivariate(name: str, L: int, n, mu, missing: float, note: str,
                quick: tuple[str, ...]) -> Setting:
     def simulate(seed: int):
         from models.simulate import Simulated
-        from models.simulate_mv import (drop_components, sigma_from_sd_corr,
-                                        simulate_multivariate)
+        from models.simulate_mv import drop_components, sigma_from_sd_corr, simulate_multivariate
 
         rng = np.random.default_rng(seed)
         R = np.array([[1.0, SIGMA_CORR], [SIGMA_CORR, 1.0]])
@@ -198,7 +198,8 @@ def _check_setting(setting: Setting, seed: int, *, quick: bool, plan: list[dict]
 
 def _sbc_runs(quick: bool, sims: int | None, seed: int, t_start: float) -> dict:
     """SBC of the one-way ``sufficient`` (and ``centred`` without --quick) and of the
-    multivariate ``sufficient`` form."""
+    multivariate ``sufficient`` form.
+    """
     from models import checks
 
     n_sims = sims or (30 if quick else 100)

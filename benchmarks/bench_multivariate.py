@@ -7,8 +7,8 @@ parameters, ESS per sampling second and ESS per end-to-end second (compile inclu
 ratio of ESS/s to the latent form's. The issue's goals: sufficient <= 5 s sampling,
 <= 20 s end to end, >= 50x the latent ESS/s.
 
-Forms: ``sufficient`` as ``varcomp fit`` runs it (models.native_mv, cached machine code),
-``sufficient-pymc`` (the PyMC graph through nutpie's numba backend) and ``centred``; then
+Forms: ``sufficient`` as ``varcomp fit`` runs it (models.compiled.multivariate, cached machine
+code), ``sufficient-pymc`` (the PyMC graph through nutpie's numba backend) and ``centred``; then
 ``varcomp fit`` of the same data as a CSV file, end to end in a subprocess.
 
 Run: .venv/bin/python benchmarks/bench_multivariate.py [--models sufficient,centred]
@@ -30,7 +30,7 @@ warnings.filterwarnings("ignore")
 
 import numpy as np  # noqa: E402
 
-from models import multivariate as mv  # noqa: E402
+from models.forms import multivariate as mv  # noqa: E402
 from models.sampling import diagnose, sample_model  # noqa: E402
 from models.simulate_mv import sigma_from_sd_corr, simulate_multivariate  # noqa: E402
 
@@ -67,15 +67,15 @@ def end_to_end(data) -> str:
 
 
 def run(name: str, data, *, draws: int, tune: int, chains: int, seed: int) -> dict:
-    """One form as ``varcomp fit`` runs it (``sufficient``: models.native_mv); the suffix
-    ``-pymc`` samples the PyMC graph through nutpie's numba backend instead."""
+    """One form as ``varcomp fit`` runs it (``sufficient``: models.compiled.multivariate); the
+    suffix ``-pymc`` samples the PyMC graph through nutpie's numba backend instead."""
     from analyses.fit import prepare
 
     t0 = time.perf_counter()
     if name.endswith("-pymc"):
         model = getattr(mv, f"build_{name.removesuffix('-pymc')}")(data)
     else:
-        model, _ = prepare(name, data)
+        model, _ = prepare(mv.FAMILY.form(name), data)
     t_build = time.perf_counter() - t0
     idata, secs = sample_model(model, draws=draws, tune=tune, chains=chains, seed=seed,
                                cores=min(chains, os.cpu_count() or 1))

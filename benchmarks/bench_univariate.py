@@ -6,9 +6,10 @@ runs every case in its own subprocess (so each case's peak RSS is its own, read 
 ``benchmarks/results.json`` and ``docs/bench_scaling.png``.
 
 Sampling: nutpie, 4 chains x (1000 tune + 1000 draws), 2 cores, compiled as ``varcomp fit``
-compiles (``sufficient``: models.native's cached numba code; the others: nutpie's numba backend). OpenBLAS is pinned to
-one thread: with its default thread pool every small LAPACK call (the marginal form's triangular
-solves) waits on threads the two nutpie chains already occupy, 10-30x slower on 2 cores.
+compiles (``sufficient``: models.compiled.oneway's cached numba code; the others: nutpie's numba
+backend). OpenBLAS is pinned to one thread: with its default thread pool every small LAPACK
+call (the marginal form's triangular solves) waits on threads the two nutpie chains already
+occupy, 10-30x slower on 2 cores.
 """
 
 from __future__ import annotations
@@ -101,7 +102,7 @@ def make_data(case, seed: int = 1):
 
 def padded_work(data) -> float:
     """Per-gradient solve work of the literal MvNormal form: sum_blocks clusters * K^2."""
-    from models.univariate import size_blocks
+    from models.forms.oneway import size_blocks
 
     return float(sum(v.shape[0] * v.shape[1] ** 2 for _, v in size_blocks(data)))
 
@@ -122,6 +123,7 @@ def run_case(case, form: str, draws: int, tune: int) -> dict:
 
     warnings.filterwarnings("ignore")
     from analyses.fit import _import_for, prepare
+    from models.forms import family_named
     from models.sampling import diagnose, sample_model
 
     base = hwm_mb()
@@ -129,14 +131,15 @@ def run_case(case, form: str, draws: int, tune: int) -> dict:
     data = make_data(case)
     t_data = time.perf_counter() - t0
     t0 = time.perf_counter()
-    _import_for(form, data, "nutpie", None)  # pymc, or nutpie + models.native's cached code
+    family = family_named("oneway")
+    _import_for(family.form(form), "nutpie")  # pymc, or nutpie + the compiled form's cached code
     t_import = time.perf_counter() - t0
     t0 = time.perf_counter()
-    model, backend = prepare(form, data)  # as varcomp fit does
+    model, backend = prepare(family.form(form), data)  # as varcomp fit does
     t_build = time.perf_counter() - t0
     idata, sec = sample_model(model, draws=draws, tune=tune, chains=4, seed=1, cores=2,
                               backend=backend)
-    dg = diagnose(idata)
+    dg = diagnose(idata, family.summary_vars)
     steps = idata.sample_stats.get("n_steps")
     return {"rows": data.n_obs, "clusters": data.n_groups, "form": form,
             "data_s": t_data, "import_s": t_import, "build_s": t_build, "compile_s": sec["compile"],
@@ -336,11 +339,11 @@ def write_markdown(rows: list[dict], e2e: dict, chunked: list[dict], meta: dict,
              f"(load average {meta['load']}): timings are inflated; ratios within this run are "
              "what to compare. "
              f"nutpie, 4 chains x ({meta['tune']} tune + {meta['draws']} draws), 2 cores; "
-             "`sufficient` runs models.native's cached numba code (as `varcomp fit` does), the "
-             "others nutpie's numba backend. Peak RSS is each case's own process (VmHWM), "
-             "about 0.4 GB of it the imports.", "",
-             "`import s` is the form's own imports (pymc; or nutpie and models.native, whose "
-             "machine code numba loads from its on-disk cache, so its compile is 0).", "",
+             "`sufficient` runs models.compiled.oneway's cached numba code (as `varcomp fit` "
+             "does), the others nutpie's numba backend. Peak RSS is each case's own process "
+             "(VmHWM), about 0.4 GB of it the imports.", "",
+             "`import s` is the form's own imports (pymc; or nutpie and models.compiled.oneway, "
+             "whose machine code numba loads from its on-disk cache, so its compile is 0).", "",
              "| rows | clusters | form | import s | build s | compile s | sampling s | "
              "min ESS_bulk | ESS/s | peak RSS MB |", "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:

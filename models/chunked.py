@@ -59,7 +59,8 @@ class SufficientData:
 
     def _range(self, k: int) -> float:
         """A lower bound of max - min (the rows are gone): the spread of the cluster means, or
-        the largest within-cluster deviation the sums of squares imply."""
+        the largest within-cluster deviation the sums of squares imply.
+        """
         n, m, ss = self.stats.column(k)
         with np.errstate(all="ignore"):
             within = float(np.sqrt(np.max(ss / n)))

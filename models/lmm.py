@@ -271,11 +271,22 @@ def add_derived(idata, data) -> None:
     random = parts.sum(axis=-1)
     post["vpc"] = xr.DataArray(parts / random[..., None], dims=(*dims, "component"),
                                coords={"component": comp})
-    # correlation of two rows that share a factor's level: nested, the levels down to it (same
-    # school, different class); crossed, that factor alone (same part, another operator)
-    share = np.cumsum(t2, axis=-1) if data.design.nested else t2
+    # correlation of two rows in the same level of a factor: they share every component whose
+    # level that implies. Nested: the factors down to it (same school, different class).
+    # Crossed: the components whose grouping columns are a subset of its own (the same a:b cell
+    # is the same a and the same b).
+    factors = data.design.factors
+    if data.design.nested:
+        share = np.cumsum(t2, axis=-1)
+    else:
+        cols = [set(f.name.split(":")) for f in factors]
+        within = np.array([[float(cols[g] <= cols[f]) for g in range(len(factors))]
+                           for f in range(len(factors))])
+        share = t2 @ within.T
     post["corr"] = xr.DataArray(share / random[..., None], dims=(*dims, "shared"),
                                 coords={"shared": comp[:-1]})
+    if data.design.k == 1 and data.design.intercept:  # no covariates: R^2 marginal is 0
+        return
     total = sf2 + random
     post["r2_marginal"] = xr.DataArray(sf2 / total, dims=dims)
     post["r2_conditional"] = xr.DataArray((sf2 + t2.sum(axis=-1)) / total, dims=dims)

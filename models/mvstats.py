@@ -167,7 +167,7 @@ def marginal_loglik(stats: PatternStats, mu, V, Sigma) -> float:
 
 
 def loglik_draws(stats: PatternStats, mu, V, Sigma) -> np.ndarray:
-    """log p(X | mu, V, Sigma) for stacks of draws: ``mu`` (..., p), ``V``, ``Sigma`` (..., p, p).
+    """Log p(X | mu, V, Sigma) for stacks of draws: ``mu`` (..., p), ``V``, ``Sigma`` (..., p, p).
 
     The information form of the module docstring, vectorised over the leading axes.
     """

@@ -149,6 +149,7 @@ class DataSwapper:
 
         self.form, self.backend = form, backend
         self.shapes = {k: np.shape(v) for k, v in form.data_values(template).items()}
+        self.design = _design_signature(template)
         with quiet():
             self.model = form.build(template, priors=priors)
             self.compiled = compile_pymc(self.model, backend=backend)
@@ -157,13 +158,28 @@ class DataSwapper:
         """The compiled model with ``data``'s values in its containers."""
         values = {k: np.asarray(v, dtype=np.float64) for k, v in
                   self.form.data_values(data).items()}
-        if {k: v.shape for k, v in values.items()} != self.shapes:
-            raise DataError("the data's design differs from the compiled model's; rebuild it")
+        if ({k: v.shape for k, v in values.items()} != self.shapes
+                or not _same_design(_design_signature(data), self.design)):
+            raise DataError("the data's design (clusters, sizes, missing cells, covariates) "
+                            "differs from the compiled model's; rebuild it")
         if self.backend == "numba":
             return self.compiled.with_data(**values)
         for key, value in values.items():
             self.model[key].set_value(value)
         return self.compiled
+
+
+def _design_signature(data) -> tuple:
+    """What a compiled graph holds of a data set besides its values: each row's cluster, which
+    cells are observed, and the fixed-effects design."""
+    design = getattr(data, "design", None)
+    return (np.asarray(data.codes), np.isfinite(np.asarray(data.y)),
+            None if design is None else np.asarray(design.X))
+
+
+def _same_design(a: tuple, b: tuple) -> bool:
+    return all((x is None and y is None) or (x is not None and y is not None
+                                             and np.array_equal(x, y)) for x, y in zip(a, b))
 
 
 def _ebfmi(energy: np.ndarray) -> np.ndarray:

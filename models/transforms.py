@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-
 import pytensor.tensor as pt
 from pymc.logprob.transforms import Transform
 

@@ -5,16 +5,22 @@ from __future__ import annotations
 import math
 import time
 
-import arviz as az
 import numpy as np
 import pandas as pd
 import pytest
 from scipy import special, stats
 
 from models import checks, load
+from models.checks.broken import BROKEN
+from models.checks.oracles import scipy_loglik
+from models.checks.reference import STATS
+from models.checks.sbc import _loglik_draws
+from models.forms import family_named
 from models.priors import NormalPrior, Priors, ScalePrior
-from models.sampling import Fit
 from models.simulate import simulate_univariate
+
+ONEWAY = family_named("oneway")
+VARS = ONEWAY.compare_vars
 
 
 # ----------------------------------------------------------------------------- power: logp
@@ -22,7 +28,9 @@ def test_compare_logp_fails_the_broken_model():
     """A covariance with tau where tau^2 belongs (sigma^2 I + tau 11^T) is a different density
     at almost every point: compare_logp must fail it while passing the correct closed form."""
     data = simulate_univariate(6, [1, 2, 3, 4, 5, 6], mu=1.0, tau=0.7, sigma=1.2, rng=4).data()
-    res = checks.compare_logp(data, names=["sufficient"], builders=checks.BROKEN, seed=2)
+    broken = BROKEN["oneway"]
+    res = checks.compare_logp(data, names=["sufficient"], builders={broken.name: broken.build},
+                              seed=2)
     assert not res.passed
     assert res.details["failed"] == ["broken_tau_not_squared"]
     assert res.details["max_rel_err"]["broken_tau_not_squared"] > 1e-2
@@ -71,7 +79,7 @@ def _brute_force(data, priors, n_mu=121, n_tau=500, n_sigma=500):
     wm, wt, ws = w.sum((1, 2)), w.sum((0, 2)), w.sum((0, 1))
     out = {"mu": summary(mu, wm), "tau": summary(tau, wt), "sigma": summary(sigma, ws),
            "icc": summary(icc.ravel(), w.sum(0).ravel())}
-    return pd.DataFrame(out, index=list(checks.STATS)).T
+    return pd.DataFrame(out, index=list(STATS)).T
 
 
 def test_reference_posterior_matches_brute_force_quadrature():
@@ -90,51 +98,37 @@ def test_reference_posterior_matches_brute_force_quadrature():
 
 
 # ----------------------------------------------------------------------------- compare_posteriors
-def _fake_fit(name, rng, *, shift=None, divergences=0, chains=4, draws=1000):
-    """Independent draws (ESS = number of draws) from mu ~ N(1, 0.5), log tau ~ N(0, 0.3),
-    log sigma ~ N(0.5, 0.1); ``shift`` adds to one variable."""
-    size = (chains, draws)
-    post = {"mu": rng.normal(1.0, 0.5, size), "tau": np.exp(rng.normal(0.0, 0.3, size)),
-            "sigma": np.exp(rng.normal(0.5, 0.1, size))}
-    for var, delta in (shift or {}).items():
-        post[var] = post[var] + delta
-    post["icc"] = post["tau"] ** 2 / (post["tau"] ** 2 + post["sigma"] ** 2)
-    div = np.zeros(size, dtype=bool)
-    div.flat[:divergences] = True
-    idata = az.from_dict(posterior=post, sample_stats={"diverging": div})
-    return Fit(name, idata, {}, {}, {})
-
-
-def test_identical_posteriors_agree():
+def test_identical_posteriors_agree(fake_fit):
     """Two fits drawing from one distribution differ only by Monte Carlo error: every
     |z| <= 4 (false alarm about 0.1% over the 16 comparisons; the seed is fixed)."""
     rng = np.random.default_rng(1)
-    res = checks.compare_posteriors([_fake_fit("a", rng), _fake_fit("b", rng)])
+    res = checks.compare_posteriors([fake_fit("a", rng), fake_fit("b", rng)], var_names=VARS)
     assert res.passed, res.text
     assert res.details["status"] == {"a": "agrees", "b": "agrees"}
     assert len(res.table) == 16 and set(res.table.stat) == {"mean", "q05", "q50", "q95"}
     assert res.table.z.abs().max() < 4
 
 
-def test_shifted_posterior_disagrees():
+def test_shifted_posterior_disagrees(fake_fit):
     """A posterior whose tau is shifted by 0.1 (about 1/3 sd) differs from the unshifted one
     by ~10 MCSEs with 4000 independent draws each: the comparison must fail."""
     rng = np.random.default_rng(2)
-    res = checks.compare_posteriors({"a": _fake_fit("a", rng),
-                                     "b": _fake_fit("b", rng, shift={"tau": 0.1})})
+    res = checks.compare_posteriors({"a": fake_fit("a", rng),
+                                     "b": fake_fit("b", rng, shift={"tau": 0.1})},
+                                    var_names=VARS)
     assert not res.passed
     assert res.details["status"]["b"] == "DISAGREES"
     bad = res.table[res.table.verdict == "DIFFERS"]
     assert set(bad.param) <= {"tau", "icc"} and "tau" in set(bad.param)
 
 
-def test_fit_with_divergences_is_unreliable_not_agreeing():
+def test_fit_with_divergences_is_unreliable_not_agreeing(fake_fit):
     """A fit with divergent transitions fails the diagnostics gate: it is never judged (even
     though its draws are fine), its status is 'unreliable here' with the divergences named,
     and the reliable fits are still compared."""
     rng = np.random.default_rng(3)
-    fits = [_fake_fit("a", rng), _fake_fit("b", rng), _fake_fit("c", rng, divergences=3)]
-    res = checks.compare_posteriors(fits)
+    fits = [fake_fit("a", rng), fake_fit("b", rng), fake_fit("c", rng, divergences=3)]
+    res = checks.compare_posteriors(fits, var_names=VARS)
     assert res.passed
     assert res.details["status"]["c"] == "unreliable here"
     assert "3 divergent transitions" in res.text
@@ -155,20 +149,21 @@ def _exact_reference(shift=0.0) -> checks.ReferencePosterior:
         "sigma": [math.exp(0.5 + 0.005), *np.exp(0.5 + 0.1 * z)],
         "icc": [icc.mean(), *np.quantile(icc, [0.05, 0.5, 0.95])],
     }
-    summary = pd.DataFrame(rows, index=list(checks.STATS)).T
+    summary = pd.DataFrame(rows, index=list(STATS)).T
     return checks.ReferencePosterior(summary, np.zeros(1), np.zeros(1), np.zeros((1, 1)))
 
 
-def test_comparison_with_the_reference():
+def test_comparison_with_the_reference(fake_fit):
     """Against an exact reference the z-score has one MCSE term: a correct fit agrees, and a
     reference whose tau is off by 0.1 makes every reliable fit disagree."""
     rng = np.random.default_rng(4)
-    fits = [_fake_fit("a", rng), _fake_fit("b", rng)]
-    good = checks.compare_posteriors(fits, reference=_exact_reference())
+    fits = [fake_fit("a", rng), fake_fit("b", rng)]
+    good = checks.compare_posteriors(fits, reference=_exact_reference(), var_names=VARS)
     assert good.passed, good.text
     assert good.details["agrees_with_reference"] == {"a": True, "b": True}
     assert len(good.table[good.table.b == "reference"]) == 32
-    bad = checks.compare_posteriors(fits, reference=_exact_reference(shift=0.1))
+    bad = checks.compare_posteriors(fits, reference=_exact_reference(shift=0.1),
+                                    var_names=VARS)
     assert not bad.passed
     assert bad.details["agrees_with_reference"] == {"a": False, "b": False}
 
@@ -201,8 +196,8 @@ def test_loglik_quantity_uses_the_closed_form():
     data = simulate_univariate(4, 3, mu=0.0, tau=1.0, sigma=1.0, rng=1).data()
     n, xbar, ss = data.stats.column(0)
     mu, tau, sigma = np.array([0.1, -0.2]), np.array([0.5, 2.0]), np.array([1.0, 0.7])
-    got = checks._loglik_draws(n, xbar, ss, mu, tau, sigma)
-    want = [checks.scipy_loglik(data, m, t, s) for m, t, s in zip(mu, tau, sigma, strict=True)]
+    got = _loglik_draws(n, xbar, ss, mu, tau, sigma)
+    want = [scipy_loglik(data, m, t, s) for m, t, s in zip(mu, tau, sigma, strict=True)]
     np.testing.assert_allclose(got, want, rtol=1e-10)
     assert special.logsumexp(got) < 0
 
@@ -242,19 +237,17 @@ def test_sbc_fails_the_broken_model():
 def test_compare_compiled_passes_and_catches_a_broken_block(monkeypatch):
     """The compiled sufficient densities equal the PyMC models (uni- and bivariate), and the
     same check fails when the compiled block is wrong (cluster counts doubled)."""
-    from models import checks, load, native
+    from models.compiled import oneway
 
     for name in ("dyestuff", "gcsemv"):
         res = checks.compare_compiled(load(name), n_points=5)
         assert res.passed, res.text
-    real = native.parameter_block
+    real = oneway.parameter_block
 
     def broken(stats, priors, k=0):
-        block = real(stats, priors, k).copy()
-        K = int(block[0])
-        block[native.HEADER + K:native.HEADER + 2 * K] *= 2.0
-        return block
+        scalars, arrays = oneway.LAYOUT.unpack(real(stats, priors, k))
+        return oneway.LAYOUT.pack(scalars, arrays | {"count": 2.0 * arrays["count"]})
 
-    monkeypatch.setattr(native, "parameter_block", broken)
+    monkeypatch.setattr(oneway, "parameter_block", broken)
     res = checks.compare_compiled(load("rail"), n_points=5)
     assert not res.passed and res.details["max_grad_rel_err"] > 1e-3

@@ -73,13 +73,14 @@ def test_chunks_really_split_groups(tmp_path, rng):
     assert path.stat().st_size > 4 * (1 << 12)  # several CSV blocks too
 
 
-def test_csv_labels_typed_like_pandas_and_missing_dropped(tmp_path):
-    """Numeric CSV labels print as pandas gives them (07 -> 7, 2.0 -> 2); missing y rows dropped."""
+def test_csv_labels_are_text_as_written_and_missing_dropped(tmp_path):
+    """Both readers take labels as the text written (models.io: 07 and 7 are two clusters, 2.0
+    is not 2), in order of first appearance; missing y rows are dropped and counted."""
     path = tmp_path / "d.csv"
     path.write_text("g,y\n07,1.0\n2.0,2.0\n7,3.0\n3,\n3,5.0\n2,inf\n2,4.0\n")
     mem = load(path, group="g", response="y")
     chunked = read_stats(path, group="g", response="y", csv_block=1 << 12)
-    assert list(chunked.groups) == list(mem.groups) == ["7", "2", "3"]
+    assert list(chunked.groups) == list(mem.groups) == ["07", "2.0", "7", "3", "2"]
     assert chunked.dropped_rows == mem.dropped_rows == 2
     np.testing.assert_array_equal(chunked.stats.n, mem.stats.n)
     np.testing.assert_allclose(chunked.stats.mean, mem.stats.mean, rtol=1e-15)
@@ -116,7 +117,8 @@ def test_cli_reads_large_files_in_chunks(tmp_path, monkeypatch, capsys):
 
     import analyses.cli as cli
     import models.chunked as chunked
-    from models import load, native
+    from models import load
+    from models.compiled import oneway
     from models.priors import Priors
 
     rng = np.random.default_rng(5)
@@ -144,6 +146,6 @@ def test_cli_reads_large_files_in_chunks(tmp_path, monkeypatch, capsys):
     assert (out / "report.html").stat().st_size > 0
     mem = load(str(path), group="g", response="y")
     chunk = real(path, group="g", response="y")
-    a = native.parameter_block(chunk.stats, Priors.default(chunk))
-    b = native.parameter_block(mem.stats, Priors.default(mem))
+    a = oneway.parameter_block(chunk.stats, Priors.default(chunk))
+    b = oneway.parameter_block(mem.stats, Priors.default(mem))
     np.testing.assert_allclose(a, b, rtol=1e-12)

@@ -48,7 +48,7 @@ def test_datasets_lists_every_shipped_dataset(capsys):
     code, out, _ = run(["datasets"], capsys)
     assert code == 0
     assert [line.split()[0] for line in out.splitlines()] == [
-        "dyestuff", "dyestuff2", "rail", "radon", "gcsemv", "pastes"]
+        "dyestuff", "dyestuff2", "rail", "radon", "gcsemv", "pastes", "penicillin"]
 
 
 def test_describe_dyestuff_prints_box_and_tiao_anova(capsys):
@@ -115,10 +115,11 @@ def test_non_numeric_response(tmp_path, capsys):
 
 
 def test_parquet_with_wrong_types(tmp_path, capsys):
+    """A typed boolean column is named for what it is, not silently read as 0/1."""
     path = tmp_path / "typed.parquet"
     pd.DataFrame({"g": list("aabb"), "y": pd.Series([True, False, True, True])}).to_parquet(path)
     out = tmp_path / "out"
-    assert_bad_input(fit_args(path, out), capsys, "not numeric", out)
+    assert_bad_input(fit_args(path, out), capsys, "is true/false", out)
 
 
 def test_all_responses_missing(tmp_path, capsys):
@@ -203,7 +204,8 @@ def test_simulator_refuses_non_pd_sigma(tmp_path, capsys):
 @pytest.mark.parametrize("which", ["--tau", "--sigma"])
 def test_simulator_refuses_negative_sd(tmp_path, capsys, which):
     out = tmp_path / "sim.csv"
-    args = ["simulate", "--clusters", "4", "--size", "3", "--tau", "1", "--sigma", "1", "--out", out]
+    args = ["simulate", "--clusters", "4", "--size", "3", "--tau", "1", "--sigma", "1",
+            "--out", out]
     args[args.index(which) + 1] = "-1"
     assert_bad_input(args, capsys, "positive", out)
 

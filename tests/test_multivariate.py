@@ -6,11 +6,15 @@ import numpy as np
 import pytensor
 import pytensor.tensor as pt
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy import stats
 
-import models
-from models import multivariate as mv
-from models.checks_mv import scipy_loglik_mv as scipy_loglik
+from models import mvstats
+from models.checks.oracles import scipy_loglik_mv as scipy_loglik
 from models.data import DataError, load
+from models.forms import FORM_NAMES, family_named
+from models.forms import multivariate as mv
 from models.priors import MvPriors
 from models.simulate import Simulated
 from models.simulate_mv import (
@@ -20,7 +24,7 @@ from models.simulate_mv import (
     simulate_multivariate,
 )
 
-FORMS = ("centred", "noncentred", "marginal", "sufficient")
+MV = family_named("multivariate")
 PARAMS = ("mu", "chol_V_std", "chol_Sigma_std")
 V_NOTES = np.array([[4.0, 3.0], [3.0, 4.0]])
 SIGMA_NOTES = np.array([[0.25, -0.24], [-0.24, 0.36]])
@@ -30,16 +34,6 @@ SIGMA_NOTES = np.array([[0.25, -0.24], [-0.24, 0.36]])
 def random_cov(rng, p, scale=1.0):
     a = rng.normal(size=(p, p))
     return scale**2 * (a @ a.T / p + 0.3 * np.eye(p))
-
-
-def partly_missing(p, seed, L=6, prob=0.3):
-    """Small unbalanced clusters (sizes 1..6) with outcomes missing completely at random."""
-    rng = np.random.default_rng(seed)
-    mu = rng.normal(50.0, 10.0, size=p)
-    sim = simulate_multivariate(L, rng.integers(1, 7, size=L), mu, random_cov(rng, p, 3.0),
-                                random_cov(rng, p, 2.0), rng)
-    frame = drop_components(sim.frame, prob, rng)
-    return Simulated(frame, sim.effects, sim.params).data()
 
 
 def value_point(model, values):
@@ -144,17 +138,17 @@ def test_drop_components_keeps_every_row():
 def test_pattern_stats_match_the_data_layer_and_a_loop():
     """Per-(cluster, pattern) counts and means equal a direct loop; W_complete = data scatter."""
     data = load("gcsemv")
-    st = mv.pattern_stats(data)
+    st = mvstats.pattern_stats(data)
     assert st.patterns.tolist() == [[True, True], [False, True], [True, False]]
     assert st.n.sum() == data.n_obs and st.n.sum(axis=0).tolist() == [1523, 202, 180]
     np.testing.assert_allclose(st.scatter[0], data.stats.scatter, rtol=1e-12)
-    for l in (0, 5, 40):
-        rows = data.y[data.codes == l]
+    for g in (0, 5, 40):
+        rows = data.y[data.codes == g]
         for q, pat in enumerate(st.patterns):
             sel = rows[(np.isfinite(rows) == pat).all(axis=1)]
-            assert st.n[l, q] == len(sel)
+            assert st.n[g, q] == len(sel)
             if len(sel):
-                np.testing.assert_allclose(st.mean[l, q, pat], sel[:, pat].mean(axis=0),
+                np.testing.assert_allclose(st.mean[g, q, pat], sel[:, pat].mean(axis=0),
                                            rtol=1e-13)
 
 
@@ -175,30 +169,43 @@ def test_mv_priors_are_scaled_to_each_outcome():
 
 
 # ------------------------------------------------------------------------- exact log densities
-@pytest.mark.parametrize("p, seed", [(2, 0), (2, 1), (3, 2)])
-def test_four_forms_and_scipy_agree_exactly_with_missing_components(p, seed):
-    """Integrating M_l out of the latent model gives the MvNormal of the stacked observed vector.
-
-    With clusters of 1..6 rows and ~30% of the outcomes missing, the library check
-    (:func:`models.checks_mv.compare_logp_mv`: scipy on each cluster's stacked observed vector,
-    the numpy information form, ``marginal``, ``sufficient`` and the latent forms through the
-    Gaussian identity) agrees to 1e-9 at random (mu, V, Sigma).
-    """
-    from models.checks_mv import compare_logp_mv
-
-    data = partly_missing(p, seed)
-    assert not np.isfinite(data.y).all()
-    res = compare_logp_mv(data, n_points=3, seed=seed)
-    assert res.passed, res.table
-    assert set(res.details["max_rel_err"]) >= {*FORMS, "numpy"}
-    assert max(res.details["max_rel_err"].values()) <= 1e-9
+@settings(max_examples=30, deadline=None)
+@given(p=st.integers(2, 3), sizes=st.lists(st.integers(1, 8), min_size=2, max_size=10),
+       prob=st.sampled_from([0.0, 0.2, 0.5]), log_ratio=st.floats(-4.0, 2.0),
+       seed=st.integers(0, 2**31 - 1))
+def test_closed_form_equals_scipy_for_any_design(p, sizes, prob, log_ratio, seed):
+    """For any design (2..10 clusters of 1..8 rows, p = 2 or 3, none to half of the cells
+    missing) and tau/sigma from 1e-4 to 1e2, the numpy information form (marginal_loglik, and
+    its per-cluster split cluster_loglik, which SBC and leave-one-cluster-out use) equals
+    scipy's MvNormal of each cluster's stacked observed vector to relative 1e-9."""
+    rng = np.random.default_rng(seed)
+    sim = simulate_multivariate(len(sizes), sizes, rng.normal(0.0, 5.0, p), random_cov(rng, p),
+                                random_cov(rng, p), rng)
+    frame = drop_components(sim.frame, prob, rng) if prob else sim.frame
+    data = Simulated(frame, sim.effects, sim.params).data()
+    Sigma = random_cov(rng, p)
+    V = 10.0 ** (2 * log_ratio) * random_cov(rng, p)
+    observed = np.isfinite(data.y)
+    mu = np.where(observed.any(axis=0), np.nanmax(np.where(observed, data.y, -np.inf), axis=0),
+                  0.0) + rng.normal(size=p)  # an outcome may be missing in every row
+    stats_ = mvstats.pattern_stats(data)
+    want = scipy_loglik(data, mu, V, Sigma)
+    assert mvstats.marginal_loglik(stats_, mu, V, Sigma) == pytest.approx(want, rel=1e-9)
+    per_cluster = mvstats.cluster_loglik(stats_, mu, V, Sigma)
+    assert per_cluster.shape == (data.n_groups,)
+    for g in (0, data.n_groups - 1):
+        one = data.y[data.codes == g]
+        r, k = np.nonzero(np.isfinite(one))
+        cov = V[np.ix_(k, k)] + (r[:, None] == r[None, :]) * Sigma[np.ix_(k, k)]
+        truth = stats.multivariate_normal(mu[k], cov).logpdf(one[r, k])
+        assert per_cluster[g] == pytest.approx(truth, rel=1e-9)
 
 
 @pytest.mark.parametrize("p", [2, 3])
-def test_sufficient_algebras_agree(p):
+def test_sufficient_algebras_agree(p, make_partly_missing):
     """The eigh, 2x2 and Cholesky algebras of the closed form are the same function."""
-    data = partly_missing(p, 5, L=12, prob=0.1)
-    st = mv.pattern_stats(data)
+    data = make_partly_missing(p, 5, L=12, prob=0.1)
+    st = mvstats.pattern_stats(data)
     assert 0 < st.complete_only.sum() < data.n_groups  # both kinds of cluster present
     mu, V, Sigma = random_point(data, 6)
     m, cv, cs = pt.dvector(), pt.dmatrix(), pt.dmatrix()
@@ -218,32 +225,33 @@ def test_sufficient_is_exact_on_gcsemv():
     data = load("gcsemv")
     mu, V, Sigma = random_point(data, 9)
     ref = scipy_loglik(data, mu, V, Sigma)
-    assert mv.marginal_loglik(mv.pattern_stats(data), mu, V, Sigma) == pytest.approx(ref, rel=1e-9)
+    got = mvstats.marginal_loglik(mvstats.pattern_stats(data), mu, V, Sigma)
+    assert got == pytest.approx(ref, rel=1e-9)
     values = MvPriors.default(data).point(mu, V, Sigma)
     for name in ("sufficient", "marginal"):  # marginal: 68 MvNormal blocks, up to 187 dims
         got = model_loglik(getattr(mv, f"build_{name}")(data), values)
         assert got == pytest.approx(ref, rel=1e-9, abs=0), name
 
 
-def test_a_broken_closed_form_fails_the_agreement():
+def test_a_broken_closed_form_fails_the_agreement(make_partly_missing):
     """The agreement check can fail: dropping the missing rows' terms changes the density."""
-    data = partly_missing(2, 0)
+    data = make_partly_missing(2, 0)
     mu, V, Sigma = random_point(data, 100)
-    st = mv.pattern_stats(data)
-    broken = mv.PatternStats(st.patterns, st.row_pattern, st.n * st.patterns.all(axis=1),
-                             st.mean, st.scatter)
+    st = mvstats.pattern_stats(data)
+    broken = mvstats.PatternStats(st.patterns, st.row_pattern, st.n * st.patterns.all(axis=1),
+                                  st.mean, st.scatter, st.cluster_scatter)
     ref = scipy_loglik(data, mu, V, Sigma)
-    assert abs(mv.marginal_loglik(broken, mu, V, Sigma) - ref) > 1e-3 * abs(ref)
+    assert abs(mvstats.marginal_loglik(broken, mu, V, Sigma) - ref) > 1e-3 * abs(ref)
 
 
 @pytest.mark.parametrize("MODE", ["FAST_COMPILE", pytest.param("NUMBA", marks=pytest.mark.slow)])
-def test_sufficient_gradient_matches_finite_differences(MODE):
+def test_sufficient_gradient_matches_finite_differences(MODE, make_partly_missing):
     """d logp / d theta of the eigh form equals the 2x2 form's and a central finite
     difference of the Cholesky form. In numba (the sampler's backend; slow tier: ~45 s to
     compile) pytensor 2.38 runs EighGrad in object mode: correct, but a Python call per
     gradient, which is why p = 2 uses the elementwise 2x2 algebra."""
-    data = partly_missing(2, 3, L=8, prob=0.1)
-    st = mv.pattern_stats(data)
+    data = make_partly_missing(2, 3, L=8, prob=0.1)
+    st = mvstats.pattern_stats(data)
     mu, V, Sigma = random_point(data, 4)
     m, cv, cs = pt.dvector("mu"), pt.dmatrix("chol_V"), pt.dmatrix("chol_Sigma")
     low = np.tril_indices(2)
@@ -272,10 +280,10 @@ def test_sufficient_gradient_matches_finite_differences(MODE):
     np.testing.assert_allclose(g_2x2, fd, rtol=1e-5, atol=1e-6)
 
 
-def test_standardised_coordinates_make_the_sampler_scale_free():
+def test_standardised_coordinates_make_the_sampler_scale_free(make_partly_missing):
     """Data a + b y at (a + b mu, b^2 V, b^2 Sigma) map to the same sampler coordinates as y at
     (mu, V, Sigma), and the log density shifts by a constant (the Jacobian of the units)."""
-    data = partly_missing(2, 7, L=8, prob=0.1)
+    data = make_partly_missing(2, 7, L=8, prob=0.1)
     frame = data.to_frame()
     a, b = 1e6, 1e-3  # data rounding at 1e6 (ulp 1e-10) stays far below 1e-6 of b * sd
     frame[list(data.responses)] = a + b * frame[list(data.responses)]
@@ -293,12 +301,12 @@ def test_standardised_coordinates_make_the_sampler_scale_free():
 
 
 # ------------------------------------------------------------------------------ structure
-@pytest.mark.parametrize("name", FORMS)
-def test_structure_names_and_dims(name):
+@pytest.mark.parametrize("name", FORM_NAMES)
+def test_structure_names_and_dims(name, bivariate_missing):
     """Shared names and dims: outcome labels are the response names; matrices are
     (outcome, outcome_bis); Deterministics evaluate to V, Sigma and their derived quantities."""
-    data = partly_missing(2, 0)
-    model = models.build(name, data)
+    data = bivariate_missing
+    model = MV.form(name).build(data)
     assert model.coords["outcome"] == data.responses
     assert model.coords["outcome_bis"] == data.responses
     assert model.coords["group"] == tuple(str(g) for g in data.groups)
@@ -332,19 +340,21 @@ def test_structure_names_and_dims(name):
 
 
 @pytest.mark.parametrize("name", ["centred", "noncentred"])
-def test_latent_forms_leave_missing_components_out(name):
+def test_latent_forms_leave_missing_components_out(name, make_partly_missing):
     """One observed node per row pattern holds exactly the observed values, and the nodes
     can be simulated (prior predictive) with their shapes."""
     import pymc as pm
 
-    data = partly_missing(3, 2)
+    data = make_partly_missing(3, 2)
     model = getattr(mv, f"build_{name}")(data)
-    observed = {v.name: model.rvs_to_values[v].data for v in model.observed_RVs}
+    # observed values live in the pm.Data containers (shared variables) of data_values
+    observed = {v.name: model.rvs_to_values[v].get_value() for v in model.observed_RVs}
     assert sum(np.size(v) for v in observed.values()) == np.isfinite(data.y).sum()
     assert all(np.isfinite(v).all() for v in observed.values())
     assert observed["y"].shape == (int(np.isfinite(data.y).all(axis=1).sum()), 3)
-    for v in model.observed_RVs:
-        assert pm.draw(v, random_seed=1, mode="FAST_COMPILE").shape == observed[v.name].shape
+    draws = pm.draw(model.observed_RVs, random_seed=1, mode="FAST_COMPILE")  # one compile
+    for v, draw in zip(model.observed_RVs, draws, strict=True):
+        assert draw.shape == observed[v.name].shape
 
 
 def test_builders_refuse_univariate_data_and_oversized_marginal_clusters(unbalanced):
@@ -357,54 +367,54 @@ def test_builders_refuse_univariate_data_and_oversized_marginal_clusters(unbalan
         mv.build_marginal(sim.data())
 
 
-def test_marginal_batches_clusters_by_missingness_signature():
+def test_marginal_batches_clusters_by_missingness_signature(make_partly_missing):
     """Clusters with the same rows-per-pattern counts share one MvNormal block, whose stacked
     components are each cluster's observed values."""
-    data = partly_missing(2, 0, L=10)
-    blocks = list(mv.marginal_blocks(data))
+    data = make_partly_missing(2, 0, L=10)
+    blocks = list(mvstats.marginal_blocks(data))
     assert sum(v.shape[0] for _, _, v in blocks) == data.n_groups
     assert sum(v.size for _, _, v in blocks) == np.isfinite(data.y).sum()
     assert all(np.isfinite(v).all() for _, _, v in blocks)
 
 
 # --------------------------------------------------------------------- conditional effects
-def test_cluster_conditional_is_the_gaussian_conditional():
+def test_cluster_conditional_is_the_gaussian_conditional(make_partly_missing):
     """E[M_l | x_l] and Cov(M_l | x_l) equal the dense formulas
     C_MX C_XX^-1 (x - mu) and V - C_MX C_XX^-1 C_XM on the stacked observed vector."""
-    data = partly_missing(3, 4)
+    data = make_partly_missing(3, 4)
     mu, V, Sigma = random_point(data, 5)
-    mean, root = mv.cluster_conditional(mv.pattern_stats(data), mu, V, Sigma)
-    for l in range(data.n_groups):
-        y = data.y[data.codes == l]
+    mean, root = mvstats.cluster_conditional(mvstats.pattern_stats(data), mu, V, Sigma)
+    for g in range(data.n_groups):
+        y = data.y[data.codes == g]
         r, k = np.nonzero(np.isfinite(y))
         cxx = V[np.ix_(k, k)] + (r[:, None] == r[None, :]) * Sigma[np.ix_(k, k)]
         cmx = V[:, k]
-        np.testing.assert_allclose(mean[l], cmx @ np.linalg.solve(cxx, y[r, k] - mu[k]),
+        np.testing.assert_allclose(mean[g], cmx @ np.linalg.solve(cxx, y[r, k] - mu[k]),
                                    rtol=1e-9, atol=1e-12)
-        np.testing.assert_allclose(root[l] @ root[l].T, V - cmx @ np.linalg.solve(cxx, cmx.T),
+        np.testing.assert_allclose(root[g] @ root[g].T, V - cmx @ np.linalg.solve(cxx, cmx.T),
                                    rtol=1e-9, atol=1e-12)
 
 
-def test_add_group_effects_mv_draws_from_the_conditional():
+def test_add_group_effects_mv_draws_from_the_conditional(make_partly_missing):
     """Draws at one fixed (mu, V, Sigma) repeated 4000 times have the conditional mean:
     |z| < 4.5 per component (false-alarm rate < 1e-5 each)."""
     import arviz as az
 
-    data = partly_missing(2, 1)
+    data = make_partly_missing(2, 1)
     mu, V, Sigma = random_point(data, 2)
     S = 4000
     post = {"mu": np.broadcast_to(mu, (1, S, 2)), "V": np.broadcast_to(V, (1, S, 2, 2)),
             "Sigma": np.broadcast_to(Sigma, (1, S, 2, 2))}
     idata = az.from_dict(posterior={k: np.array(v) for k, v in post.items()})
-    idata = mv.add_group_effects_mv(idata, data, seed=3)
+    idata = mvstats.add_group_effects_mv(idata, data, seed=3)
     ge = idata.posterior["group_effect"]
     assert ge.dims == ("chain", "draw", "group", "outcome")
     assert list(ge.outcome.values) == list(data.responses)
-    mean, root = mv.cluster_conditional(mv.pattern_stats(data), mu, V, Sigma)
+    mean, root = mvstats.cluster_conditional(mvstats.pattern_stats(data), mu, V, Sigma)
     sd = np.sqrt(np.einsum("lij,lij->li", root, root))
     z = (ge.values[0].mean(axis=0) - mean) / (sd / np.sqrt(S))
     assert np.all(np.abs(z) < 4.5)
-    assert mv.add_group_effects_mv(idata, data) is idata  # already present: unchanged
+    assert mvstats.add_group_effects_mv(idata, data) is idata  # already present: unchanged
 
 
 # -------------------------------------------------------------------------- slow: sampling

@@ -15,7 +15,7 @@ so the code uses plain transposes (never conjugates) and no ``abs``; log, sqrt a
 written for complex-step arguments (see ``_clog``).
 Cost: n_dim evaluations of an O(L P p^2 + L p^3) density per gradient.
 
-``tests/test_native_mv.py`` shows the log density equals scipy's MvNormal of each cluster's
+``tests/test_compiled_multivariate.py`` shows the log density equals scipy's MvNormal of each cluster's
 stacked observed vector plus the independent prior density of :mod:`models.checks.oracles` (to 1e-9),
 and the gradient equals PyMC's ``dlogp`` of ``build_sufficient`` (to 1e-8), with missing cells.
 """
@@ -51,7 +51,7 @@ _SIZE = LAYOUT.size_slot
 
 
 def _lkj_log_norm(p: int, eta: float) -> float:
-    """log c_p of the LKJ(eta) density det(R)^(eta - 1) / c_p (Lewandowski et al. 2009)."""
+    """Log c_p of the LKJ(eta) density det(R)^(eta - 1) / c_p (Lewandowski et al. 2009)."""
     out = 0.0
     for k in range(1, p):
         b = eta + (p - k - 1) / 2.0
@@ -502,7 +502,7 @@ def _block(user_data):
                          types.CPointer(types.double), types.CPointer(types.double),
                          types.voidptr), cache=True)
 def _c_logp(dim, x_, out_, logp_, user_data):
-    """nutpie's logp callback: 0 on success, 3/4 for a non-finite gradient/value."""
+    """Nutpie's logp callback: 0 on success, 3/4 for a non-finite gradient/value."""
     b = _block(user_data)
     n = int(b[_NDIM])
     if dim != n:
@@ -521,7 +521,7 @@ def _c_logp(dim, x_, out_, logp_, user_data):
 @numba.cfunc(types.int64(types.uint64, types.uint64, types.CPointer(types.double),
                          types.CPointer(types.double), types.voidptr), cache=True)
 def _c_expand(dim, expanded, x_, out_, user_data):
-    """nutpie's expand callback: unconstrained point -> the posterior variables."""
+    """Nutpie's expand callback: unconstrained point -> the posterior variables."""
     b = _block(user_data)
     n, n_exp = int(b[_NDIM]), int(b[_NEXP])
     if dim != n or expanded != n_exp:

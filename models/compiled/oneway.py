@@ -15,7 +15,7 @@ of their means and Q_k = sum (xbar_l - A_k)^2,
     = \frac{n_k \left(Q_k + m_k (A_k - \mu)^2\right)}{\sigma^2 + n_k\tau^2},
 
 an identity, so the sum over clusters becomes a sum over sizes: 10^5 clusters of 1..200 rows
-cost 200 terms per gradient. ``tests/test_native.py`` shows the log density and gradient equal
+cost 200 terms per gradient. ``tests/test_compiled_oneway.py`` shows the log density and gradient equal
 PyMC's (``build_sufficient``'s compiled ``logp``/``dlogp``) to 1e-9 at random points, for every
 prior family.
 
@@ -188,7 +188,7 @@ _N_EXPANDED = len(EXPANDED)
                          types.CPointer(types.double), types.CPointer(types.double),
                          types.voidptr), cache=True)
 def _c_logp(dim, x_, out_, logp_, user_data):
-    """nutpie's logp callback: 0 on success, 3/4 for a non-finite gradient/value."""
+    """Nutpie's logp callback: 0 on success, 3/4 for a non-finite gradient/value."""
     if dim != N_DIM:
         return -1
     out = numba.carray(out_, (N_DIM,))
@@ -205,7 +205,7 @@ def _c_logp(dim, x_, out_, logp_, user_data):
 @numba.cfunc(types.int64(types.uint64, types.uint64, types.CPointer(types.double),
                          types.CPointer(types.double), types.voidptr), cache=True)
 def _c_expand(dim, expanded, x_, out_, user_data):
-    """nutpie's expand callback: unconstrained point -> the :data:`EXPANDED` values."""
+    """Nutpie's expand callback: unconstrained point -> the :data:`EXPANDED` values."""
     if dim != N_DIM or expanded != _N_EXPANDED:
         return -1
     _expand(numba.carray(x_, (N_DIM,)), _block(user_data), numba.carray(out_, (_N_EXPANDED,)))

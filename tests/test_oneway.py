@@ -1,43 +1,36 @@
-"""Exact checks of the univariate core: densities of all four forms, simulator, ML/REML, effects."""
+"""Exact checks of the one-way family: densities of all four forms, the closed form, the padded
+blocks of the literal MvNormal, simulator, ML/REML, group effects."""
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import arviz as az
 import numpy as np
-import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy import stats
 
-from models import PARAMETERISATIONS, checks, fit_ml, fit_reml, load
-from models.data import ClusteredData
+from models import checks, fit_ml, fit_reml, load
+from models.checks.oracles import scipy_loglik
 from models.density import group_effect_conditional, marginal_logp
+from models.forms import family_named
+from models.forms.oneway import size_blocks
 from models.simulate import simulate_univariate
 
-
-def _frame_data(sizes, seed: int, tau: float = 1.5, sigma: float = 0.7) -> ClusteredData:
-    return simulate_univariate(len(sizes), list(sizes), mu=3.0, tau=tau, sigma=sigma,
-                               rng=seed).data()
+ONEWAY = family_named("oneway")
 
 
-DESIGNS = {
-    "balanced": (4, 4, 4, 4, 4),
-    "unbalanced": (2, 3, 5, 7),
-    "singletons": (1, 1, 3, 6, 1, 2),
-}
-
-
-@pytest.mark.parametrize("design", list(DESIGNS))
-def test_all_forms_equal_scipy_mvnormal(design):
+def test_all_forms_equal_scipy_mvnormal(oneway_design):
     """Integrating the Gaussian group effects out of the centred and non-centred joints (exact
     Laplace identity), and the marginal and sufficient forms, all give
     sum_l log MVN(x_l; mu 1, sigma^2 I + tau^2 11^T) to relative 1e-9, for tau/sigma from
     1e-4 to 1e2, on balanced, unbalanced and singleton-containing clusters."""
-    data = _frame_data(DESIGNS[design], seed=11)
-    res = checks.compare_logp(data, n_points=20, seed=3, rtol=1e-9)
+    res = checks.compare_logp(oneway_design, n_points=20, seed=3, rtol=1e-9)
     assert res.passed, res.text
-    assert set(res.details["max_rel_err"]) == set(PARAMETERISATIONS)
+    assert set(res.details["max_rel_err"]) == set(ONEWAY.forms)
     assert max(res.details["max_rel_err"].values()) <= 1e-9
     ratios = res.table["tau_over_sigma"]
     assert len(res.table) >= 20 and ratios.min() <= 1e-4 * 1.0001 and ratios.max() >= 99.99
@@ -48,8 +41,10 @@ def test_logp_machinery_matches_pymc_compile_logp(unbalanced):
     same number as PyMC's own compile_logp at the transformed point."""
     import pytensor.tensor as pt
 
-    model = PARAMETERISATIONS["centred"](unbalanced)
-    fn, names = checks._constrained_logp(model)
+    from models.checks.logp import _constrained_logp
+
+    model = ONEWAY.form("centred").build(unbalanced)
+    fn, names = _constrained_logp(model)
     point = {"mu": 3.1, "tau": 0.8, "sigma": 1.7, "group_effect": np.array([0.3, -0.2, 1.1])}
     trans = {}
     for rv in model.free_RVs:
@@ -58,6 +53,25 @@ def test_logp_machinery_matches_pymc_compile_logp(unbalanced):
         trans[value.name] = tr.forward(pt.as_tensor_variable(np.asarray(point[rv.name]))).eval()
     expected = model.compile_logp(jacobian=False, mode="FAST_COMPILE")(trans)
     assert fn(point)[0] == pytest.approx(float(expected), rel=1e-12)
+
+
+# ----------------------------------------------------------------------------- the closed form
+@settings(max_examples=30, deadline=None)
+@given(sizes=st.lists(st.integers(1, 8), min_size=2, max_size=10),
+       log_ratio=st.floats(-4.0, 2.0), log_sigma=st.floats(-1.0, 1.0),
+       mu=st.floats(-5.0, 5.0), seed=st.integers(0, 2**31 - 1))
+def test_closed_form_equals_scipy_for_any_design(sizes, log_ratio, log_sigma, mu, seed):
+    """For any design (2..10 clusters of 1..8 rows) and tau/sigma from 1e-4 to 1e2, the closed
+    form of models.density (from n_l, xbar_l, S_l) equals scipy's MvNormal of each cluster's
+    stacked vector, sum_l log MVN(x_l; mu 1, sigma^2 I + tau^2 11^T), to relative 1e-9."""
+    sigma = math.exp(log_sigma)
+    tau = sigma * 10.0**log_ratio
+    rng = np.random.default_rng(seed)
+    data = simulate_univariate(len(sizes), sizes, mu=mu + rng.normal(), tau=max(tau, 1e-3),
+                               sigma=sigma, rng=rng).data()
+    n, xbar, ss = data.stats.column(0)
+    want = scipy_loglik(data, mu, tau, sigma)
+    assert float(marginal_logp(n, xbar, ss, mu, tau, sigma)) == pytest.approx(want, rel=1e-9)
 
 
 # ----------------------------------------------------------------------------- ERRATA item 3
@@ -96,6 +110,48 @@ def test_notes_printed_density_is_wrong_and_errata_fix_is_right(rng):
     truth = stats.multivariate_normal(np.zeros(3), cov).logpdf(x)
     printed = _notes_printed_logp(x, 0.0, 2.0, 1.0, corrected=False)
     assert abs(printed - truth) > 0.1
+
+
+# ----------------------------------------------------------------------------- size blocks
+def _best_padded_work(sizes: np.ndarray, max_blocks: int) -> float:
+    """Brute force: the least sum over ranges of clusters * (largest size)^2 over every split of
+    the distinct sizes into at most ``max_blocks`` contiguous ranges."""
+    u, count = np.unique(sizes, return_counts=True)
+    best = math.inf
+    for k in range(1, min(max_blocks, u.size) + 1):
+        for cuts in itertools.combinations(range(1, u.size), k - 1):
+            edges = [0, *cuts, u.size]
+            work = sum(count[a:b].sum() * float(u[b - 1]) ** 2
+                       for a, b in itertools.pairwise(edges))
+            best = min(best, work)
+    return best
+
+
+@settings(max_examples=30, deadline=None)
+@given(sizes=st.lists(st.integers(1, 8), min_size=2, max_size=10),
+       max_blocks=st.integers(1, 4), seed=st.integers(0, 2**31 - 1))
+def test_size_blocks_pad_each_cluster_once_at_least_work(sizes, max_blocks, seed):
+    """The literal MvNormal's blocks: every cluster appears in exactly one block, as its own
+    responses in data order followed by zeros; there are at most ``max_blocks`` blocks, and
+    their padded work sum clusters * K^2 is the least any split into contiguous size ranges
+    achieves (brute force over all splits)."""
+    data = simulate_univariate(len(sizes), sizes, mu=1.0, tau=1.0, sigma=1.0, rng=seed).data()
+    blocks = size_blocks(data, max_blocks=max_blocks)
+    assert 1 <= len(blocks) <= max_blocks
+    y = data.y[:, 0]
+    seen = []
+    for n, values in blocks:
+        K = values.shape[1]
+        assert values.shape[0] == n.size and n.max() == K
+        for size, row in zip(n, values, strict=True):
+            matches = [g for g in range(data.n_groups)
+                       if data.sizes[g] == size and np.array_equal(y[data.codes == g], row[:size])]
+            assert matches, row
+            seen.append(matches[0])
+            assert not row[size:].any()
+    assert sorted(seen) == list(range(data.n_groups))
+    work = sum(v.shape[0] * v.shape[1] ** 2 for _, v in blocks)
+    assert work == _best_padded_work(data.sizes, max_blocks)
 
 
 # ----------------------------------------------------------------------------- simulator
@@ -156,20 +212,27 @@ def test_dyestuff2_is_a_boundary_fit():
         assert est.tau == 0.0 and est.boundary and est.icc == 0.0
 
 
+def test_family_estimates_are_ml_and_reml():
+    """The family hands analyses.fit exactly the frequentist optima above."""
+    d = load("dyestuff")
+    est = ONEWAY.estimates(d)
+    assert set(est) == {"ml", "reml"}
+    assert est["ml"].as_dict() == fit_ml(d).as_dict()
+    assert est["reml"].as_dict() == fit_reml(d).as_dict()
+
+
 # ----------------------------------------------------------------------------- group effects
 def test_add_group_effects_draws_from_the_conditional(unbalanced):
     """Given (mu, tau, sigma), M_l | x_l ~ N(n tau^2 (xbar - mu)/(s2 + n t2), t2 s2/(s2 + n t2)).
     With S = 20000 draws per parameter value, the sample mean lies within 4 sqrt(v/S) of the
     conditional mean and the sample variance within 4 sqrt(2/S) (relative) of v (false alarm
-    6e-5 per comparison)."""
-    from models.univariate import add_group_effects
-
+    6e-5 per comparison). The family's ``add_effects`` is this function."""
     S = 20_000
     params = np.array([[1.0, 0.5, 2.0], [4.0, 3.0, 0.3]])  # (mu, tau, sigma) per chain
     post = {k: np.repeat(params[:, i:i + 1], S, axis=1) for i, k in
             enumerate(("mu", "tau", "sigma"))}
     idata = az.from_dict(posterior=post)
-    add_group_effects(idata, unbalanced, seed=5)
+    ONEWAY.add_effects(idata, unbalanced, 5)
     draws = idata.posterior["group_effect"].values  # (chain, draw, group)
     n = unbalanced.stats.n[:, 0].astype(float)
     xbar = unbalanced.stats.mean[:, 0]
@@ -179,20 +242,3 @@ def test_add_group_effects_draws_from_the_conditional(unbalanced):
         assert np.all(np.abs(m_hat - mean) < 4 * np.sqrt(var / S))
         assert np.all(np.abs(v_hat / var - 1) < 4 * math.sqrt(2 / S))
     assert list(idata.posterior["group"].values) == [str(g) for g in unbalanced.groups]
-
-
-def test_data_container_models_equal_the_registry():
-    """The pm.Data versions used by SBC (compile once, swap data) have the registry's density:
-    equal to scipy's MvNormal to 1e-9 at 20 points."""
-    data = _frame_data((1, 2, 4, 3), seed=5)
-    builders = {f"data_{nm}": (lambda d, priors, nm=nm: checks.build_data_model(nm, d,
-                                                                               priors=priors))
-                for nm in PARAMETERISATIONS}
-    res = checks.compare_logp(data, names=[], builders=builders, n_points=20, seed=1)
-    assert res.passed, res.text
-
-
-def test_frame_fixture_is_what_conftest_says(unbalanced_frame):
-    """Sanity: the shared fixture has a singleton cluster (the tests above rely on it)."""
-    assert isinstance(unbalanced_frame, pd.DataFrame)
-    assert 1 in np.bincount(pd.factorize(unbalanced_frame["g"])[0])

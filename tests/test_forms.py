@@ -1,0 +1,270 @@
+"""The family and form types: what every family's forms expose, which family data get, when
+``--model all`` skips a form, and the parameter-block layout shared by packer, kernels and tests."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from models import load
+from models.compiled import multivariate as cmv
+from models.compiled import oneway as cow
+from models.compiled.layout import Layout
+from models.forms import FAMILY_MODULES, FORM_NAMES, Family, Form, family_named, family_of
+from models.priors import MvPriors, Priors
+from models.simulate import simulate_univariate
+
+FAMILIES = tuple(FAMILY_MODULES)
+"""Every registered family (the structure tests)."""
+DATA_FAMILIES = ("oneway", "multivariate")
+"""Families whose data the tests below make (the formula families have their own tests)."""
+CASES = [(fam, form) for fam in DATA_FAMILIES for form in FORM_NAMES]
+
+
+def _data(family: str, make_partly_missing):
+    """Small data of each family: one-way clusters of 1..5 rows; bivariate with missing cells."""
+    if family == "oneway":
+        return simulate_univariate(5, [1, 2, 3, 5, 4], mu=10.0, tau=1.0, sigma=2.0,
+                                   rng=3).data()
+    return make_partly_missing(2, 0)
+
+
+def _transformed(data, a: float, b: float):
+    """The same design (clusters, sizes, missing cells) with responses a + b y."""
+    frame = data.to_frame()
+    cols = list(data.responses)
+    frame[cols] = a + b * frame[cols]
+    return type(data).from_frame(frame, group=data.group_name,
+                                 response=cols if len(cols) > 1 else cols[0])
+
+
+# ------------------------------------------------------------------------------ the families
+def test_family_of_decides_by_the_number_of_responses(make_partly_missing):
+    """Data without a formula design: one response gets the one-way family, several the
+    multivariate one; a family is looked up by its registered name only."""
+    assert family_of(load("dyestuff")) is family_named("oneway")
+    assert family_of(load("dyestuff")).default(load("dyestuff")) == "sufficient"
+    assert family_of(load("gcsemv")) is family_named("multivariate")
+    assert family_of(make_partly_missing(3, 1)).name == "multivariate"
+    with pytest.raises(KeyError):
+        family_named("no-such-family")
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_every_family_has_the_four_forms_in_display_order(name):
+    """Each registered family is a Family of four Forms named as FORM_NAMES, in that order, each
+    a record of callables; the default (and any fallback) form is one of them; the summarised
+    variables include tau and sigma; an unknown form is one line naming the
+    choices."""
+    family = family_named(name)
+    assert isinstance(family, Family) and family.name == name
+    assert tuple(family.forms) == FORM_NAMES
+    for key, form in family.forms.items():
+        assert isinstance(form, Form) and form.name == key and form.summary
+        assert callable(form.build) and callable(form.data_values) and callable(form.skip)
+        assert form.compiled is None or callable(form.compiled)
+    assert family.default_form in family.forms
+    assert family.fallback_form is None or family.fallback_form in family.forms
+    assert {"tau", "sigma"} <= set(family.summary_vars) and family.compare_vars
+    assert callable(family.default_priors) and callable(family.add_effects)
+    with pytest.raises(ValueError, match="unknown model 'latent'.*centred, noncentred"):
+        family.form("latent")
+
+
+@pytest.mark.parametrize("family_name, form_name", CASES)
+def test_forms_put_their_data_in_containers_and_name_the_family_s_variables(
+        family_name, form_name, make_partly_missing):
+    """``data_values(data)`` is exactly the model's pm.Data containers with their values; every
+    variable the family summarises and compares exists in every form; ``latent`` says whether
+    the form has the group effects itself."""
+    family = family_named(family_name)
+    form = family.form(form_name)
+    data = _data(family_name, make_partly_missing)
+    model = form.build(data, priors=family.default_priors(data))
+    values = form.data_values(data)
+    assert {v.name for v in model.data_vars} == set(values)
+    for key, value in values.items():
+        np.testing.assert_array_equal(model[key].get_value(), value)
+    assert set(family.summary_vars) | set(family.compare_vars) <= set(model.named_vars)
+    assert ("group_effect" in model.named_vars) == form.latent
+
+
+@pytest.mark.parametrize("family_name, form_name", CASES)
+def test_a_compiled_density_reads_swapped_data(family_name, form_name, make_partly_missing):
+    """One compiled model serves every data set of its design: a log density compiled for data
+    A, with its containers set to ``data_values(B)``, is the density of the model built on B
+    (what models.sampling.DataSwapper and SBC rely on). B = 3 + 2 A has A's design."""
+    import pymc as pm
+
+    family = family_named(family_name)
+    form = family.form(form_name)
+    a = _data(family_name, make_partly_missing)
+    b = _transformed(a, 3.0, 2.0)
+    priors = family.default_priors(a)  # the same priors for both: only the data change
+    model_a = form.build(a, priors=priors)
+    logp_a = model_a.compile_logp(mode="FAST_COMPILE")
+    start = model_a.initial_point()
+    rng = np.random.default_rng(1)
+    point = {k: v + 0.3 * rng.standard_normal(np.shape(v)) for k, v in start.items()}
+    before = float(logp_a(point))
+    with model_a:
+        pm.set_data(form.data_values(b))
+    want = float(form.build(b, priors=priors).compile_logp(mode="FAST_COMPILE")(point))
+    assert float(logp_a(point)) == pytest.approx(want, rel=1e-12)
+    assert abs(before - want) > 1e-3 * abs(want)  # the data did change the density
+
+
+@pytest.mark.parametrize("name", DATA_FAMILIES)
+def test_only_sufficient_has_a_compiled_route(name, make_partly_missing):
+    """The compiled route is the sufficient form's: a ready nutpie model over the same sampler
+    coordinates as the PyMC model (its n_dim) that expands to the family's summary variables."""
+    family = family_named(name)
+    data = _data(name, make_partly_missing)
+    assert [n for n, f in family.forms.items() if f.compiled is not None] == ["sufficient"]
+    compiled = family.form("sufficient").compiled(data, None)
+    model = family.form("sufficient").build(data)
+    n_dim = sum(int(np.size(v)) for v in model.initial_point().values())
+    assert compiled.n_dim == n_dim
+    assert set(family.summary_vars) <= set(compiled.shapes)
+
+
+# ------------------------------------------------------------------------------ skipping
+def test_oneway_marginal_is_skipped_above_200_rows_per_cluster():
+    """The literal MvNormal costs O(n^2) per cluster: ``--model all`` leaves it out when a
+    cluster has more than 200 rows (and says how to run it anyway), not at 200."""
+    family = family_named("oneway")
+    at_limit = simulate_univariate(2, [200, 3], rng=1).data()
+    above = simulate_univariate(2, [201, 3], rng=1).data()
+    assert family.skipped(at_limit) == {}
+    skipped = family.skipped(above)
+    assert list(skipped) == ["marginal"]
+    assert "201 rows" in skipped["marginal"] and "--model marginal" in skipped["marginal"]
+    assert family.skipped(load("dyestuff")) == {}
+
+
+def test_multivariate_marginal_is_skipped_beyond_eight_blocks(make_partly_missing):
+    """gcsemv's literal MvNormal would need 68 blocks (distinct cluster layouts): ``--model
+    all`` leaves it out with the count; six small clusters (at most six blocks) keep it."""
+    from models.forms.multivariate import MARGINAL_MAX_BLOCKS
+    from models.mvstats import marginal_block_count
+
+    family = family_named("multivariate")
+    data = load("gcsemv")
+    assert marginal_block_count(data) == 68 > MARGINAL_MAX_BLOCKS
+    skipped = family.skipped(data)
+    assert list(skipped) == ["marginal"] and "68 blocks" in skipped["marginal"]
+    assert family.skipped(make_partly_missing(2, 0)) == {}
+
+
+# ------------------------------------------------------------------------------ the layout
+def test_layout_packs_and_unpacks_every_name():
+    """The header holds the scalars, one offset per array and the total length; unpack reads
+    back what pack wrote; missing, unknown or repeated names are refused."""
+    lay = Layout(scalars=("a", "b"), arrays=("x", "y"))
+    assert lay.header == 5 and lay.size_slot == 4
+    assert lay.constants() == (0, 1, 2, 3) and lay.index("y") == 3
+    x, y = np.arange(6.0).reshape(2, 3), np.array([7.5])
+    block = lay.pack({"a": 1.5, "b": -2.0}, {"x": x, "y": y})
+    assert block.size == 5 + 6 + 1 and block[4] == block.size and block[2] == 5
+    scalars, arrays = lay.unpack(block)
+    assert scalars == {"a": 1.5, "b": -2.0}
+    np.testing.assert_array_equal(arrays["x"], x.ravel())
+    np.testing.assert_array_equal(arrays["y"], y)
+    with pytest.raises(ValueError, match=r"missing \['b'\]"):
+        lay.pack({"a": 1.0}, {"x": x, "y": y})
+    with pytest.raises(ValueError, match=r"unknown \['z'\]"):
+        lay.pack({"a": 1.0, "b": 2.0}, {"x": x, "y": y, "z": y})
+    with pytest.raises(ValueError, match="repeat"):
+        Layout(scalars=("a", "x"), arrays=("x",))
+
+
+ONEWAY_CONSTANTS = {
+    "_K": "K", "_N": "N", "_L": "L", "_SS": "SS", "_LOC": "mu_loc", "_SMU": "mu_scale",
+    "_CENTER": "center", "_SCALE": "scale", "_LOGSCALE": "log_scale", "_FT": "tau_family",
+    "_ST": "tau_scale", "_NUT": "tau_nu", "_FS": "sigma_family", "_SS2": "sigma_scale",
+    "_NUS": "sigma_nu", "_CONST": "const", "_O_SIZES": "sizes", "_O_COUNT": "count",
+    "_O_MEAN": "mean", "_O_SCATTER": "scatter"}
+MV_CONSTANTS = {
+    "_P": "p", "_NPAT": "n_patterns", "_L": "L", "_NDIM": "n_dim", "_ETAV": "eta_between",
+    "_ETAS": "eta_within", "_CONST": "const", "_NEXP": "n_expanded", "_KC": "n_size_groups",
+    "_LC": "n_complete", "_O_CENTER": "center", "_O_SCALE": "scale", "_O_MULOC": "mu_loc",
+    "_O_MUSCALE": "mu_scale", "_O_SDV": "sd_between", "_O_SDS": "sd_within",
+    "_O_PAT": "patterns", "_O_NQ": "pattern_rows", "_O_W": "pattern_scatter", "_O_N": "n",
+    "_O_MEAN": "mean", "_O_GROUPS": "size_groups"}
+
+
+@pytest.mark.parametrize("module, names", [(cow, ONEWAY_CONSTANTS), (cmv, MV_CONSTANTS)],
+                         ids=["oneway", "multivariate"])
+def test_kernel_index_constants_are_the_layout_s(module, names):
+    """Each index the numba kernels read is the layout's index of the entry it means (a swapped
+    pair in the kernels' unpacking would read tau's scale as sigma's); every entry is read."""
+    lay = module.LAYOUT
+    for const, entry in names.items():
+        assert getattr(module, const) == lay.index(entry), const
+    assert set(names.values()) == set(lay.scalars) | set(lay.arrays)
+    assert module.HEADER == lay.header and module._SIZE == lay.size_slot
+
+
+def test_oneway_block_reads_back_what_the_packer_wrote(unbalanced):
+    """``LAYOUT.unpack(parameter_block(...))``: the data totals, the priors (family codes,
+    scales, nu) and the per-size statistics of size_groups, in the layout's entries."""
+    priors = Priors.default(unbalanced)
+    scalars, arrays = cow.LAYOUT.unpack(cow.parameter_block(unbalanced.stats, priors))
+    n, xbar, ss = unbalanced.stats.column(0)
+    assert scalars["K"] == 3 and scalars["N"] == 7 and scalars["L"] == 3
+    assert scalars["SS"] == pytest.approx(ss.sum(), rel=1e-15)
+    assert (scalars["mu_loc"], scalars["mu_scale"]) == (priors.mu.loc, priors.mu.scale)
+    assert (scalars["center"], scalars["scale"]) == (priors.center, priors.scale)
+    for name, prior in (("tau", priors.tau), ("sigma", priors.sigma)):
+        assert scalars[f"{name}_family"] == cow.FAMILY_CODE[prior.family]
+        assert (scalars[f"{name}_scale"], scalars[f"{name}_nu"]) == (prior.scale, prior.nu)
+    for key, want in zip(("sizes", "count", "mean", "scatter"), cow.size_groups(n, xbar),
+                         strict=True):
+        np.testing.assert_array_equal(arrays[key], want)
+    np.testing.assert_array_equal(arrays["sizes"], [1.0, 2.0, 4.0])
+
+
+def test_multivariate_block_reads_back_what_the_packer_wrote(make_partly_missing):
+    """``LAYOUT.unpack(parameter_block(...))``: pattern statistics, the partly observed clusters
+    one by one, the complete ones grouped by size, and the priors on the standardised scale."""
+    from models.mvstats import pattern_stats
+
+    data = make_partly_missing(2, 5, L=12, prob=0.1)
+    priors = MvPriors.default(data)
+    scalars, arrays = cmv.LAYOUT.unpack(cmv.parameter_block(data, priors))
+    st = pattern_stats(data)
+    info = (st.n.sum(axis=1) > 0) & ~st.complete_only
+    assert 0 < info.sum() < data.n_groups  # both parts present
+    assert (scalars["p"], scalars["n_patterns"], scalars["n_dim"]) == (2, len(st.patterns), 8)
+    assert scalars["L"] == info.sum() and scalars["n_complete"] == st.complete_only.sum()
+    assert (scalars["eta_between"], scalars["eta_within"]) == (priors.eta_between,
+                                                               priors.eta_within)
+    np.testing.assert_array_equal(arrays["patterns"], st.patterns.ravel())
+    np.testing.assert_array_equal(arrays["pattern_rows"], st.n.sum(axis=0))
+    np.testing.assert_array_equal(arrays["pattern_scatter"], st.scatter.ravel())
+    np.testing.assert_array_equal(arrays["n"], st.n[info].ravel())
+    np.testing.assert_array_equal(arrays["sd_between"],
+                                  np.asarray(priors.tau_scale) / np.asarray(priors.scale))
+    groups = arrays["size_groups"].reshape(int(scalars["n_size_groups"]), 2 + 2 + 4)
+    sizes = st.n[st.complete_only, st.complete_index]
+    np.testing.assert_array_equal(groups[:, 0], np.unique(sizes))
+    assert groups[:, 1].sum() == st.complete_only.sum()
+
+
+@pytest.mark.parametrize("module", [cow, cmv], ids=["oneway", "multivariate"])
+def test_kernels_read_the_constant_where_the_layout_puts_it(module, unbalanced,
+                                                            make_partly_missing):
+    """Adding 1 to the block's ``const`` entry (unpack, change, pack) adds exactly 1 to the
+    compiled log density and leaves its gradient alone: kernel and layout agree on the slot."""
+    if module is cow:
+        block = cow.parameter_block(unbalanced.stats, Priors.default(unbalanced))
+        x = np.array([0.2, -0.3, 0.1])
+    else:
+        block = cmv.parameter_block(make_partly_missing(2, 1))
+        x = np.random.default_rng(0).normal(scale=0.5, size=8)
+    scalars, arrays = module.LAYOUT.unpack(block)
+    moved = module.LAYOUT.pack(scalars | {"const": scalars["const"] + 1.0}, arrays)
+    value, grad = module.logp_and_grad(x, block)
+    value2, grad2 = module.logp_and_grad(x, moved)
+    assert value2 - value == pytest.approx(1.0, rel=1e-12)
+    np.testing.assert_array_equal(grad2, grad)
