@@ -20,7 +20,7 @@ import pandas as pd
 
 from models.errors import DataError
 
-__all__ = ["Design", "Factor", "from_formula", "group_variables", "parse"]
+__all__ = ["Design", "Factor", "from_formula", "group_variables", "load_formula", "parse"]
 
 SUPPORTED = ("supported: random intercepts (1|g), nested (1|a/b), cells (1|a:b) and crossed "
              "(1|a) + (1|b)")
@@ -72,7 +72,7 @@ class Design:
     @property
     def k(self) -> int:
         """Number of fixed-effect columns."""
-        return int(self.X.shape[1])
+        return len(self.terms)
 
     @property
     def intercept(self) -> bool:
@@ -325,3 +325,24 @@ def from_formula(df: pd.DataFrame, formula: str, *, source: str = "<frame>"):
     return ClusteredData(y=yk[:, None], codes=top.codes, groups=top.levels,
                          responses=(parsed.response,), group_name=top.name, source=source,
                          dropped_rows=dropped, warnings=tuple(warnings), design=design)
+
+
+def load_formula(spec, formula: str):
+    """A file or shipped dataset fitted by ``formula`` (group columns read as text)."""
+    from pathlib import Path
+
+    from models.data import DATASETS, data_dir
+    from models.io import read_frame, sniff
+
+    key = str(spec)
+    if key.lower() in DATASETS and not Path(key).exists():
+        path, source = data_dir() / DATASETS[key.lower()].file, DATASETS[key.lower()].name
+    else:
+        path, source = Path(key), key
+    dialect = sniff(path)
+    missing = [v for v in parse(formula).variables if v not in dialect.columns]
+    if missing:
+        raise DataError(f"column(s) {missing} of the formula not found; columns present: "
+                        f"{', '.join(dialect.columns)} (read as {dialect.describe()})")
+    df = read_frame(path, text_columns=group_variables(formula), dialect=dialect)
+    return from_formula(df, formula, source=source)

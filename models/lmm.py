@@ -66,18 +66,19 @@ class LmmPriors:
     def default(cls, data) -> LmmPriors:
         """Weakly informative defaults scaled to the data (see the class docstring)."""
         design = data.design
-        center, sd = data.moments(0)
+        mean, m2 = data.cells.pooled  # moments of [y, X] over the rows
+        N = data.cells.n_obs
+        center = float(mean[0])
+        sd = math.sqrt(m2[0, 0] / max(N - 1, 1))
         if not (sd > 0 and math.isfinite(sd)):
             sd = abs(center) if center != 0 else 1.0
-        X = design.X
         slope_cols = [j for j, t in enumerate(design.terms) if t != "Intercept"]
         x_mean, x_scale = [], []
         for j in slope_cols:
-            col = X[:, j]
-            m = float(col.mean())
-            s = float(col.std(ddof=1)) if col.size > 1 else 0.0
+            m = float(mean[1 + j])
+            s = math.sqrt(m2[1 + j, 1 + j] / max(N - 1, 1))
             if not s > 0:  # no intercept: a constant column; its root mean square
-                s = float(np.sqrt(np.mean(col * col))) or 1.0
+                s = math.sqrt(m2[1 + j, 1 + j] / N + m * m) or 1.0
             x_mean.append(m if design.intercept else 0.0)
             x_scale.append(s)
         half = ScalePrior("halfstudentt", sd)
@@ -231,9 +232,7 @@ def parse_lmm_priors(priors: LmmPriors, specs: Sequence[str] | None) -> LmmPrior
 
 def fixed_variance(data) -> np.ndarray:
     """Cov(X) over the rows (k x k, ddof 1): sigma_f^2 = beta' Cov(X) beta = Var(X beta)."""
-    X = data.design.X
-    Xc = X - X.mean(axis=0)
-    return Xc.T @ Xc / max(X.shape[0] - 1, 1)
+    return data.cells.covariance()[1:, 1:]
 
 
 def add_derived(idata, data) -> None:
@@ -301,9 +300,9 @@ def top_effect_moments(data, beta, tau, sigma):
     n tau^2 rbar / (sigma^2 + n tau^2) and tau^2 sigma^2 / (sigma^2 + n tau^2). ``beta`` (S, k),
     ``tau`` (S, F), ``sigma`` (S,) for S draws; returns (S, L) means and variances.
     """
-    from models.forms.mixed import nested_stats_of
+    from models.cells import nested_of
 
-    st = nested_stats_of(data)
+    st = nested_of(data)
     beta = np.atleast_2d(beta)
     t2 = np.atleast_2d(np.asarray(tau, dtype=np.float64).reshape(beta.shape[0], -1)) ** 2
     s2 = np.asarray(sigma, dtype=np.float64).reshape(-1, 1) ** 2
@@ -404,25 +403,17 @@ class MixedEstimate:
 
 
 def estimates(data) -> dict[str, MixedEstimate]:
-    """REML and ML estimates of a mixed model's design (lme4's optima)."""
-    from models.lmm_estimate import fit_lmm
+    """REML and ML estimates of a mixed model's design (lme4's optima), from the per-cell
+    statistics (:func:`models.lmm_estimate.fit_lmm_cells`): the same numbers whether the rows
+    were read in memory, in chunks or on Dask."""
+    from models.cells import factor_codes
+    from models.lmm_estimate import fit_lmm_cells
 
-    d = data.design
-    args = (data.y[:, 0], d.X, [f.codes for f in d.factors])
+    d, cells = data.design, data.cells
+    args = (cells.n, cells.mean, cells.m2, [factor_codes(cells, f) for f in d.factors])
     kw = {"terms": list(d.terms), "names": [f.name for f in d.factors]}
-    return {"reml": MixedEstimate(fit_lmm(*args, reml=True, **kw)),
-            "ml": MixedEstimate(fit_lmm(*args, reml=False, **kw))}
-
-
-def unit_moments(data):
-    """Per top-level unit: n, means and centred cross-products of [y, X] (one pass)."""
-    from models.moments import GroupedMoments
-
-    values = np.column_stack([data.y[:, 0], data.design.X])
-    gm = GroupedMoments.from_arrays(np.asarray(data.codes), values,
-                                    ("y", *data.design.terms))
-    order = np.argsort(gm.keys.astype(np.int64) if gm.keys.ndim == 1 else gm.keys[:, 0])
-    return gm.n[order].astype(np.float64), gm.mean[order], gm.m2[order]
+    return {"reml": MixedEstimate(fit_lmm_cells(*args, reml=True, **kw)),
+            "ml": MixedEstimate(fit_lmm_cells(*args, reml=False, **kw))}
 
 
 def unit_loglik(data, beta, tau, sigma) -> np.ndarray:
@@ -433,9 +424,9 @@ def unit_loglik(data, beta, tau, sigma) -> np.ndarray:
     inside it. RSS_i(beta) comes from the unit's centred moments of [y, X]:
     RSS_i = M_yy - 2 beta'M_xy + beta'M_xx beta + n_i (ybar_i - xbar_i'beta)^2.
     """
-    from models.forms.mixed import nested_stats_of
+    from models.cells import nested_of, unit_moments
 
-    st = nested_stats_of(data)
+    st = nested_of(data)
     beta = np.atleast_2d(np.asarray(beta, dtype=np.float64))
     S = beta.shape[0]
     t2 = np.asarray(tau, dtype=np.float64).reshape(S, -1) ** 2

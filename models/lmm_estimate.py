@@ -41,7 +41,7 @@ from scipy import linalg, optimize, sparse
 
 from models.errors import DataError
 
-__all__ = ["LmmEstimate", "fit_lmm"]
+__all__ = ["LmmEstimate", "fit_lmm", "fit_lmm_cells"]
 
 LOG_2PI = math.log(2.0 * math.pi)
 MAX_DENSE_LEVELS = 20_000  # largest Schur complement (q - m_1) factored densely
@@ -203,10 +203,12 @@ def _gradient(d: _Design, theta, dd, lam_r, x, r_x, beta, r2, reml, chol, t_mat)
     return grad
 
 
-def _two_pass_mean(a: np.ndarray) -> np.ndarray:
-    """Column means accurate to rounding of the spread, not of the offset."""
-    m = a.mean(axis=0)
-    return m + (a - m).mean(axis=0)
+def _two_pass_mean(a: np.ndarray, weights=None) -> np.ndarray:
+    """Column means accurate to rounding of the spread, not of the offset (weighted: cells)."""
+    w = np.ones(a.shape[0]) if weights is None else np.asarray(weights, dtype=float)
+    w = w / w.sum()
+    m = w @ a
+    return m + w @ (a - m)
 
 
 def _check_rank(xc: np.ndarray, terms: list[str], bad: dict[str, str]) -> None:
@@ -233,21 +235,26 @@ def _check_rank(xc: np.ndarray, terms: list[str], bad: dict[str, str]) -> None:
                          f"{sorted(bad, key=terms.index)} (lme4 would drop them too).")
 
 
-def _prepare(y, X, factors, terms, names, *, _centre: bool = True
-             ) -> tuple[_Design, np.ndarray, Callable, list[str], list[str]]:
+def _prepare(y, X, factors, terms, names, *, _centre: bool = True, _weights=None,
+             _within=None) -> tuple[_Design, np.ndarray, Callable, list[str], list[str]]:
     """Validate, centre and form the cross-products in one pass.
 
     Returns the design, the internal order of the factors, the map from the centred fit's beta
     to the caller's, and the term and factor names. ``_centre=False`` (tests only) keeps the raw
-    cross-products, to show what centring saves.
+    cross-products, to show what centring saves. With ``_weights`` (counts) and ``_within``
+    ((p + 1, p + 1) within-cell cross-products of [X y]) the "rows" are cells
+    (:func:`fit_lmm_cells`).
     """
     y = np.asarray(y, dtype=float).ravel()
-    n = y.size
+    cells = y.size
+    wts = np.ones(cells) if _weights is None else np.asarray(_weights, dtype=float)
+    n = int(round(float(wts.sum())))
     x = np.asarray(X, dtype=float)
     if x.ndim == 1:
         x = x[:, None]
-    if x.ndim != 2 or x.shape[0] != n:
-        raise DataError(f"X must be an (N, p) array with N = len(y) = {n}; got shape {x.shape}")
+    if x.ndim != 2 or x.shape[0] != cells:
+        raise DataError(f"X must be an (N, p) array with N = len(y) = {cells}; got shape "
+                        f"{x.shape}")
     p = x.shape[1]
     if p == 0:
         raise DataError("X has no columns: give at least an intercept column")
@@ -266,8 +273,8 @@ def _prepare(y, X, factors, terms, names, *, _centre: bool = True
     codes, sizes = [], []
     for name, f in zip(names, factors, strict=True):
         f = np.asarray(f)
-        if f.shape != (n,) or not np.issubdtype(f.dtype, np.integer):
-            raise DataError(f"factor {name!r} must be an ({n},) integer code array; "
+        if f.shape != (cells,) or not np.issubdtype(f.dtype, np.integer):
+            raise DataError(f"factor {name!r} must be an ({cells},) integer code array; "
                              f"got shape {f.shape}, dtype {f.dtype}")
         levels, c = np.unique(f, return_inverse=True)  # unused codes dropped, as lme4 does
         if levels.size < 2:
@@ -288,38 +295,44 @@ def _prepare(y, X, factors, terms, names, *, _centre: bool = True
 
     # centring: with an intercept column (constant, non-zero), centring y and the other columns
     # re-parameterises the intercept only (a unit-triangular change of X: criteria unchanged)
-    const = [j for j in range(p) if np.ptp(x[:, j]) == 0]
+    within = np.zeros((p + 1, p + 1)) if _within is None else np.asarray(_within, dtype=float)
+    const = [j for j in range(p) if np.ptp(x[:, j]) == 0 and within[j, j] == 0]
     intercept = next((j for j in const if x[0, j] != 0), None)
     bad = {terms[j]: "is constant, like the intercept" for j in const
            if j != intercept and x[0, j] != 0}
     if intercept is not None and _centre:
-        mx, my = _two_pass_mean(x), float(_two_pass_mean(y[:, None])[0])
+        mx = _two_pass_mean(x, wts)
+        my = float(_two_pass_mean(y[:, None], wts)[0])
         mx[intercept] = 0.0
         xc, yc = x - mx, y - my
     else:
         mx, my, xc, yc = np.zeros(p), 0.0, x, y
-    _check_rank(xc, terms, bad)
+    # the rank of the rows' centred X: cells stand for their rows through sqrt(n_c) x their
+    # means and a square root of the within-cell cross-products (the same Gram matrix)
+    vals, vecs = np.linalg.eigh(within[:p, :p])
+    root = (vecs * np.sqrt(np.clip(vals, 0.0, None))).T
+    _check_rank(np.vstack([np.sqrt(wts)[:, None] * xc, root]), terms, bad)
 
     w = np.column_stack([xc, yc])
     m1 = sizes[0]
-    ztw = np.vstack([np.column_stack([np.bincount(c, weights=w[:, j], minlength=s)
+    ztw = np.vstack([np.column_stack([np.bincount(c, weights=wts * w[:, j], minlength=s)
                                       for j in range(p + 1)])
                      for c, s in zip(codes, sizes, strict=True)])
     offsets = np.cumsum((0,) + sizes[1:])
     rest = [c + o for c, o in zip(codes[1:], offsets, strict=False)]
-    ones = np.ones(n * len(rest))
+    ones = np.tile(wts, len(rest))
     if rest:
         m_1r = sparse.coo_matrix((ones, (np.tile(codes[0], len(rest)), np.concatenate(rest))),
                                  shape=(m1, n2)).tocsr()
         pairs = [(a, b) for a in rest for b in rest]
-        m_rr = sparse.coo_matrix((np.ones(n * len(pairs)),
+        m_rr = sparse.coo_matrix((np.tile(wts, len(pairs)),
                                   (np.concatenate([a for a, _ in pairs]),
                                    np.concatenate([b for _, b in pairs]))),
                                  shape=(n2, n2)).toarray()
     else:
         m_1r, m_rr = sparse.csr_matrix((m1, 0)), np.zeros((0, 0))
-    counts1 = np.bincount(codes[0], minlength=m1).astype(float)
-    wtw = w.T @ w
+    counts1 = np.bincount(codes[0], weights=wts, minlength=m1).astype(float)
+    wtw = (w * wts[:, None]).T @ w + within
     rss = wtw[p, p] - wtw[:p, p] @ np.linalg.solve(wtw[:p, :p], wtw[:p, p])  # least squares
     if not rss > 1e-13 * wtw[p, p]:  # r2 <= rss, and r2 = 0 only if rss = 0
         raise DataError("y is an exact linear function of X's columns (e.g. constant): "
@@ -457,9 +470,13 @@ def fit_lmm(y, X, factors: Sequence, *, reml: bool = True, terms: Sequence[str] 
         levels as rows, y fitted exactly by X, mismatched shapes, non-finite values, or more
         than 20,000 levels outside the largest factor.
     """
+    d, order, to_caller, terms, names = _prepare(y, X, factors, terms, names)
+    return _fit(d, order, to_caller, terms, names, reml)
+
+
+def _fit(d: _Design, order, to_caller, terms, names, reml: bool) -> LmmEstimate:
     from threadpoolctl import threadpool_limits
 
-    d, order, to_caller, terms, names = _prepare(y, X, factors, terms, names)
     # threaded OpenBLAS is many times slower on shared cores (DEVELOPERS.md): one thread
     with threadpool_limits(limits=1, user_api="blas"):
         theta, crit = _optimise(d, reml)
@@ -471,3 +488,27 @@ def fit_lmm(y, X, factors: Sequence, *, reml: bool = True, terms: Sequence[str] 
                        beta=dict(zip(terms, map(float, to_caller(beta_c)), strict=True)),
                        tau={s: tau[s] for s in names}, sigma=sigma, criterion=float(crit),
                        boundary={s: boundary[s] for s in names})
+
+
+def fit_lmm_cells(n, mean, m2, factors: Sequence, *, reml: bool = True,
+                  terms: Sequence[str] | None = None, names: Sequence[str] | None = None
+                  ) -> LmmEstimate:
+    r""":func:`fit_lmm` from per-cell statistics instead of rows (:mod:`models.cells`).
+
+    A cell is a combination of the factors' levels: every Z_k is constant within it, so the
+    cross-products the criterion needs are sums over cells: Z'Z and Z'[X y] from each cell's
+    count and means, [X y]'[X y] from the means plus the within-cell cross-products. ``n``
+    (C,) counts, ``mean`` (C, 1 + p) means of [y, X], ``m2`` (C, 1 + p, 1 + p) within-cell
+    centred cross-products, ``factors`` each cell's level codes. The same optimum as
+    :func:`fit_lmm` on the rows, to rounding.
+    """
+    n = np.asarray(n, dtype=float)
+    mean = np.asarray(mean, dtype=float)
+    m2 = np.asarray(m2, dtype=float)
+    # [y, X] -> [X, y], the order _prepare uses
+    perm = list(range(1, mean.shape[1])) + [0]
+    mean, m2 = mean[:, perm], m2[:, perm][:, :, perm]
+    d, order, to_caller, terms, names = _prepare(
+        mean[:, -1], mean[:, :-1], factors, terms, names, _weights=n,
+        _within=m2.sum(axis=0))
+    return _fit(d, order, to_caller, terms, names, reml)

@@ -37,7 +37,7 @@ def mixed_new_cluster(data, post, rng) -> dict[str, tuple[tuple[str, ...], np.nd
     tau = post["tau"].values
     tau_top = tau if len(data.design.factors) == 1 else tau[..., 0]
     effect = tau_top * rng.standard_normal(tau_top.shape)
-    xbar = data.design.X.mean(axis=0)
+    xbar = data.cells.pooled[0][1:]  # the covariates' means
     return {"new_cluster_effect": ((), effect),
             "new_cluster_mean": ((), post["beta"].values @ xbar + effect)}
 

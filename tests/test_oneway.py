@@ -41,7 +41,7 @@ def test_logp_machinery_matches_pymc_compile_logp(unbalanced):
     same number as PyMC's own compile_logp at the transformed point."""
     import pytensor.tensor as pt
 
-    from models.checks.logp import _constrained_logp
+    from models.checks.base import _constrained_logp
 
     model = ONEWAY.form("centred").build(unbalanced)
     fn, names = _constrained_logp(model)

@@ -65,7 +65,7 @@ def _effects_conditional(data: ClusteredData, beta, tau, sigma):
 
 def integrated_loglik_lmm(model, data: ClusteredData, mode: str | None = None) -> Callable:
     """``f(beta, tau, sigma) -> (log p(y | beta, tau, sigma), prior terms)`` from the model."""
-    from models.checks.logp import _constrained_logp
+    from models.checks.base import _constrained_logp
     from models.forms.mixed import effect_names
 
     names_in = [rv.name for rv in model.free_RVs]
@@ -244,13 +244,12 @@ def sbc_mixed(template: ClusteredData, n_sims: int, *, priors: LmmPriors | None 
     """
     from threadpoolctl import threadpool_limits
 
+    from models.cells import nested_of, strata_of
     from models.checks.sbc import SBCResult, _sbc_fit, rank_table
     from models.compiled import lmm
     from models.compiled.lmm_nested import nested_loglik, pack_nested
     from models.compiled.lmm_strata import pack_strata, strata_loglik
     from models.forms import family_of
-    from models.forms.crossed import strata_stats_of
-    from models.forms.mixed import nested_stats_of
     from models.sampling import quiet
 
     if draws % thin:
@@ -265,10 +264,10 @@ def sbc_mixed(template: ClusteredData, n_sims: int, *, priors: LmmPriors | None 
 
     def block_of(data):
         if nested:
-            st = nested_stats_of(data)
+            st = nested_of(data)
             kind = lmm.KERNEL_NESTED if broken or st.depth > 1 else lmm.KERNEL_FAST
             return pack_nested(st, broken=broken), kind
-        return pack_strata(strata_stats_of(data), broken=broken), lmm.KERNEL_STRATA
+        return pack_strata(strata_of(data), broken=broken), lmm.KERNEL_STRATA
 
     def loglik(block, beta, tau, sigma):
         f = nested_loglik if nested else strata_loglik
@@ -293,8 +292,8 @@ def sbc_mixed(template: ClusteredData, n_sims: int, *, priors: LmmPriors | None 
             got = {f"beta[{t}]": kept["beta"][:, j] for j, t in enumerate(priors.terms)}
             got |= {f"tau[{f}]": kept["tau"][:, i] for i, f in enumerate(priors.factors)}
             got["sigma"] = kept["sigma"][:, 0]
-            clean = pack_nested(nested_stats_of(data)) if nested else \
-                pack_strata(strata_stats_of(data))
+            clean = pack_nested(nested_of(data)) if nested else \
+                pack_strata(strata_of(data))
             got["loglik"] = loglik(clean, kept["beta"], kept["tau"], kept["sigma"][:, 0])
             truth["loglik"] = float(loglik(clean, theta["beta"][None], theta["tau"][None],
                                            np.array([theta["sigma"]]))[0])

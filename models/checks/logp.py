@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from models import mvstats as mv
-from models.checks.base import CheckResult
+from models.checks.base import CheckResult, _constrained_logp
 from models.checks.oracles import (
     lkj_corr_draw,
     mv_prior_logpdf,
@@ -35,42 +35,6 @@ __all__ = ["compare_compiled", "compare_logp", "integrated_loglik"]
 
 MV_PRIOR_VARS = ("mu", "chol_V_std", "chol_Sigma_std")
 MIXED_FAMILIES = ("regression", "nested", "crossed")
-
-
-def _constrained_logp(model, mode: str | None = None, *,
-                      prior_names: Sequence[str] = ("mu", "tau", "sigma"),
-                      ) -> tuple[Callable[[dict], tuple], list[str]]:
-    """Compile ``model``'s log density (no Jacobian) as a function of constrained values.
-
-    Each value variable is replaced by the transform's ``forward`` of a new input, so the
-    function takes ``{"mu": .., "tau": .., ...}`` on the model's own scale. (The transforms of
-    :mod:`models.transforms`, PyMC's log transform and its LKJ-Cholesky transform use no RV
-    inputs in ``forward``.) The function returns ``(total, prior)``: the whole log density and
-    the terms of ``prior_names``. Each term is summed separately and the terms are added in
-    Python (PyTensor's Python linker cannot add more than 32 terms in one Elemwise).
-    """
-    import pytensor
-    from pytensor.graph.replace import graph_replace
-
-    names, inputs, replace = [], [], {}
-    for rv in model.free_RVs:
-        value = model.rvs_to_values[rv]
-        x = value.type(name=rv.name)
-        tr = model.rvs_to_transforms.get(rv)
-        replace[value] = x if tr is None else tr.forward(x)
-        names.append(rv.name)
-        inputs.append(x)
-    prior_vars = [model[v] for v in prior_names]
-    terms = [t.sum() for t in model.logp(jacobian=False, sum=False)]
-    prior_terms = [t.sum() for t in model.logp(vars=prior_vars, jacobian=False, sum=False)]
-    outs = graph_replace(terms + prior_terms, replace, strict=False)
-    fn = pytensor.function(inputs, outs, on_unused_input="ignore", mode=mode)
-
-    def f(point: dict) -> tuple[float, float]:
-        out = fn(*[np.asarray(point[n], dtype=np.float64) for n in names])
-        return float(sum(out[:len(terms)])), float(sum(out[len(terms):]))
-
-    return f, names
 
 
 def integrated_loglik(model, data: ClusteredData, mode: str | None = None,

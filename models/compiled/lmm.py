@@ -259,16 +259,16 @@ def _model(priors, likelihood: np.ndarray, kernel: float, n_factors: int):
 def compile_nested(data, priors):
     """A nutpie model of the nested (or one-factor) sufficient posterior; with ``priors.tau``
     empty, of the pooled model (one factor, tau = 0: no between-cluster variance)."""
-    from models.forms.mixed import nested_stats_of
+    from models.cells import nested_of
 
-    stats = nested_stats_of(data)
+    stats = nested_of(data)
     kernel = KERNEL_FAST if stats.depth == 1 else KERNEL_NESTED
     return _model(priors, pack_nested(stats), kernel, len(priors.tau))
 
 
 def compile_strata(data, priors):
     """A nutpie model of the balanced crossed sufficient posterior."""
-    from models.forms.crossed import strata_stats_of
+    from models.cells import strata_of
 
-    return _model(priors, pack_strata(strata_stats_of(data)), KERNEL_STRATA,
+    return _model(priors, pack_strata(strata_of(data)), KERNEL_STRATA,
                   len(data.design.factors))

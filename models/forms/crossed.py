@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from models.cells import strata_of
 from models.data import ClusteredData, DataError
 from models.density import LOG_2PI
 from models.forms import mixed
@@ -26,25 +27,10 @@ from models.lmm import LmmPriors, add_derived, estimates, parse_lmm_priors
 from models.pointwise import mixed_prior
 from models.predictive import mixed_new_cluster
 
-__all__ = ["FAMILY", "build_sufficient_strata", "strata_stats_of"]
+__all__ = ["FAMILY", "build_sufficient_strata"]
 
 MARGINAL_MAX_ROWS = 300
 """``--model all`` runs the all-rows MvNormal (O(N^3) per gradient) up to this many rows."""
-
-
-def strata_stats_of(data: ClusteredData):
-    """The ANOVA-strata statistics of a balanced crossed design (:class:`DataError` otherwise)."""
-    from models.compiled.lmm_strata import strata_stats
-
-    d = data.design
-    names = [v.name for v in d.variables]
-    terms = [tuple(f.name.split(":")) for f in d.factors]
-    try:
-        return strata_stats(data.y[:, 0], d.X, [v.codes for v in d.variables], terms,
-                            names=names)
-    except ValueError as exc:
-        raise DataError(f"no closed form: {str(exc).split(';')[0]}; the latent forms "
-                        f"(centred, noncentred) fit unbalanced crossed designs") from None
 
 
 def build_sufficient_strata(data: ClusteredData, *, priors: LmmPriors | None = None,
@@ -62,7 +48,7 @@ def build_sufficient_strata(data: ClusteredData, *, priors: LmmPriors | None = N
     import pymc as pm
     import pytensor.tensor as pt
 
-    st = strata_stats_of(data)
+    st = strata_of(data)
     model, priors = mixed.start(data, priors)
     n_f = len(data.design.factors)
     with model:
@@ -86,14 +72,14 @@ def build_sufficient_strata(data: ClusteredData, *, priors: LmmPriors | None = N
 
 
 def _sufficient_values(data: ClusteredData) -> dict[str, np.ndarray]:
-    st = strata_stats_of(data)
+    st = strata_of(data)
     return {"strata_yy": st.yy, "strata_xy": st.xy, "y_mean": np.asarray(st.y_mean),
             "ybar_c": np.asarray(st.ybar_c)}
 
 
 def _skip_sufficient(data: ClusteredData) -> str | None:
     try:
-        strata_stats_of(data)
+        strata_of(data)
     except DataError as exc:
         return str(exc)
     return None

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from models.cells import nested_of
 from models.data import ClusteredData, DataError
 from models.density import LOG_2PI
 from models.lmm import LmmPriors
@@ -199,15 +200,6 @@ def build_marginal_all(data: ClusteredData, *, priors: LmmPriors | None = None):
 
 
 # ---------------------------------------------------------------------------- sufficient (nested)
-def nested_stats_of(data: ClusteredData):
-    """The nested statistics (:func:`models.compiled.lmm_nested.nested_stats`) of ``data``."""
-    from models.compiled.lmm_nested import nested_stats
-
-    d = data.design
-    return nested_stats(data.y[:, 0], d.X, [f.codes for f in d.factors],
-                        names=[f.name for f in d.factors])
-
-
 def nested_loglik_pt(st, beta, tau2, s2, cell_s, xy, yy, y_mean):
     r"""The nested closed form (:mod:`models.compiled.lmm_nested`'s recursion) in pytensor.
 
@@ -248,7 +240,7 @@ def build_sufficient_nested(data: ClusteredData, *, priors: LmmPriors | None = N
     import pytensor.tensor as pt
 
     model, priors = start(data, priors)
-    st = nested_stats_of(data)
+    st = nested_of(data)
     n_f = len(data.design.factors)
     with model:
         cell_s = pm.Data("cell_s", st.cell_s)
@@ -264,6 +256,6 @@ def build_sufficient_nested(data: ClusteredData, *, priors: LmmPriors | None = N
 
 def sufficient_nested_values(data: ClusteredData) -> dict[str, np.ndarray]:
     """The nested sufficient form's data containers."""
-    st = nested_stats_of(data)
+    st = nested_of(data)
     return {"cell_s": st.cell_s, "xy": st.xy, "yy": np.asarray(st.yy),
             "y_mean": np.asarray(st.y_mean)}

@@ -22,8 +22,7 @@ from models.effects import add_group_effects
 from models.forms.base import Family, Form
 from models.pointwise import oneway_loglik, oneway_prior
 from models.predictive import oneway_new_cluster
-from models.priors import (PartitionPriors, Priors, parse_partition_overrides,
-                           parse_prior_overrides)
+from models.priors import PartitionPriors, Priors, parse_partition_overrides, parse_prior_overrides
 
 __all__ = [
     "FAMILY",
