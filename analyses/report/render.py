@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["render_report", "write_report"]
+__all__ = ["render_compare", "render_report", "write_report"]
 
 
 # ---------------------------------------------------------------------------- number formats
@@ -134,3 +134,11 @@ def write_report(path: str | Path, result) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(render_report(result), encoding="utf-8")
     return path
+
+
+def render_compare(table: dict) -> str:
+    """compare.html from :meth:`analyses.compare.CompareResult.as_dict` (self-contained)."""
+    title = f"varcomp compare: {len(table['models'])} models of '{table['group']}' clusters"
+    return environment().get_template("compare.html.j2").render(
+        c=table, title=title, css=style_sheet(), figure="",
+        stamp=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")) + "\n"
