@@ -1,0 +1,206 @@
+"""The README's bad-input table, row by row: one line on stderr, exit 2, nothing written.
+
+Each case builds its input file in a temporary folder and runs the CLI in process; the output
+folder must not exist afterwards. Awkward but valid inputs are fitted (or described) honestly.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from analyses.cli import main
+from models.data import ClusteredData, DataError
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL = ["--draws", "200", "--tune", "200", "--chains", "2"]
+
+
+def _frame(seed: int = 0, n: int = 5, L: int = 6) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    g = np.repeat([f"g{i}" for i in range(L)], n)
+    return pd.DataFrame({"g": g, "y": rng.normal(size=g.size) + np.repeat(rng.normal(size=L), n)})
+
+
+def run(argv, capsys) -> tuple[int, str]:
+    try:
+        code = main([str(a) for a in argv])
+    except SystemExit as exc:
+        code = exc.code
+    return code, capsys.readouterr().err
+
+
+def refused(tmp_path, capsys, argv, words: str) -> None:
+    out = tmp_path / "out"
+    code, err = run([*argv, "--out", out] if argv[0] in ("fit", "compare") else argv, capsys)
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert words in lines[0], lines[0]
+    assert not out.exists()
+
+
+def _csv(tmp_path, df: pd.DataFrame, name: str = "d.csv", **kw) -> Path:
+    path = tmp_path / name
+    df.to_csv(path, index=False, **kw)
+    return path
+
+
+RESPONSE_KINDS = {
+    "date": (pd.to_datetime("2020-01-01") + pd.to_timedelta(np.arange(30), unit="D"),
+             "date/time"),
+    "duration": (pd.to_timedelta(np.arange(30), unit="s"), "duration"),
+    "complex": (np.arange(30) + 1j, "complex"),
+    "bool": (np.arange(30) % 2 == 0, "true/false"),
+}
+
+
+@pytest.mark.parametrize("kind", list(RESPONSE_KINDS))
+def test_responses_that_are_not_real_numbers(kind):
+    values, words = RESPONSE_KINDS[kind]
+    df = pd.DataFrame({"g": np.repeat(list("abcdef"), 5), "y": values})
+    with pytest.raises(DataError, match=words):
+        ClusteredData.from_frame(df, group="g", response="y")
+
+
+@pytest.mark.parametrize(("values", "words"), [
+    (lambda d: d.y * 1e160, "span"),
+    (lambda d: d.y * 1e-200, "less than 1e-150"),
+    (lambda d: d.y + 2e300, "beyond 1e+300"),
+    (lambda d: d.g.map({f"g{i}": float(i) for i in range(6)}), "constant within every cluster"),
+])
+def test_extreme_values_are_refused_with_the_reason(tmp_path, capsys, values, words):
+    df = _frame()
+    df["y"] = values(df)
+    refused(tmp_path, capsys, ["fit", _csv(tmp_path, df), "--group", "g", "--response", "y",
+                               *SMALL], words)
+
+
+def test_a_large_offset_with_a_normal_spread_is_fitted(tmp_path, capsys):
+    """A large location with an ordinary spread is fitted on the data as given (offset-stable
+    statistics), results in its units. (At 1e299 a spread of 1 is below float64's resolution:
+    such a column is constant as stored, and is refused as such.)"""
+    df = _frame()
+    df["y"] = df.y + 1e12
+    out = tmp_path / "o"
+    code, err = run(["fit", _csv(tmp_path, df), "--group", "g", "--response", "y", *SMALL,
+                     "--out", out], capsys)
+    assert code == 0, err
+    mu = json.loads((out / "summary.json").read_text())["fits"]["sufficient"]["params"]["mu"]
+    assert mu["mean"] == pytest.approx(1e12 + float(_frame().y.mean()), abs=5.0)
+
+
+def test_collinear_and_missing_multivariate_responses(tmp_path, capsys):
+    df = _frame()
+    df["z"] = 2 * df.y + 1
+    refused(tmp_path, capsys, ["fit", _csv(tmp_path, df), "--group", "g", "--response", "y",
+                               "--response", "z", *SMALL], "collinear within clusters")
+    df["z"] = np.nan
+    refused(tmp_path, capsys, ["fit", _csv(tmp_path, df, "e.csv"), "--group", "g",
+                               "--response", "y", "--response", "z", *SMALL],
+            "has no observed value")
+
+
+def test_a_shifted_row_is_refused_and_a_trailing_delimiter_is_read(tmp_path, capsys):
+    body = "g,y\n" + "".join(f"g{i % 3},{i}.5,{i}\n" for i in range(12))
+    path = tmp_path / "shift.csv"
+    path.write_text(body)
+    refused(tmp_path, capsys, ["fit", path, "--group", "g", "--response", "y", *SMALL],
+            "the columns would shift")
+    trailing = tmp_path / "trail.csv"
+    trailing.write_text("g,y\n" + "".join(f"g{i % 3},{i * 1.5},\n" for i in range(12)))
+    code, err = run(["describe", trailing, "--group", "g", "--response", "y"], capsys)
+    assert code == 0, err
+
+
+@pytest.mark.parametrize("variant", ["semicolon", "tab", "gzip", "bom", "padded"])
+def test_dialects_are_read_and_named_when_a_column_is_missing(tmp_path, capsys, variant):
+    """A ;/tab-delimited, gzipped, BOM or padded-header file is read; a wrong column name is
+    reported with the dialect that was read."""
+    df = _frame()
+    text = df.to_csv(index=False, sep={"semicolon": ";", "tab": "\t"}.get(variant, ","))
+    path = tmp_path / "d.csv"
+    if variant == "gzip":
+        path.write_bytes(gzip.compress(text.encode()))
+    elif variant == "bom":
+        path.write_text(text, encoding="utf-8-sig")
+    elif variant == "padded":
+        path.write_text(text.replace("g,y", " g , y "))
+    else:
+        path.write_text(text)
+    code, err = run(["describe", path, "--group", "g", "--response", "y"], capsys)
+    assert code == 0, err
+    refused(tmp_path, capsys, ["fit", path, "--group", "G", "--response", "y"], "read as CSV")
+
+
+def test_labels_are_text_and_mixed_types_are_refused():
+    df = pd.DataFrame({"g": ["07", "7", "1E1", "10"] * 3, "y": np.arange(12.0)})
+    d = ClusteredData.from_frame(df, group="g", response="y")
+    assert d.n_groups == 4 and list(d.groups) == ["07", "7", "1E1", "10"]
+    mixed = pd.DataFrame({"g": [1, "1", 2, "2"] * 3, "y": np.arange(12.0)})
+    with pytest.raises(DataError, match="different types"):
+        ClusteredData.from_frame(mixed, group="g", response="y")
+
+
+@pytest.mark.parametrize(("prior", "words"), [
+    ("tau=halfnormal:1e-300", "is outside"),
+    ("tau=halfnormal:1e300", "is outside"),
+    ("tau=halfstudentt:5:inf", "degrees of freedom"),
+    ("sigma=exponential:nan", "positive and finite"),
+    ("mu=normal:1e12:10", "more than 10^6 sd(y)"),
+])
+def test_prior_bounds(tmp_path, capsys, prior, words):
+    refused(tmp_path, capsys, ["fit", "dyestuff", "--prior", prior, *SMALL], words)
+
+
+def test_draws_beyond_the_memory_budget(tmp_path, capsys):
+    refused(tmp_path, capsys, ["fit", "dyestuff", "--draws", "1000000000"], "GiB budget")
+
+
+def test_marginal_of_a_huge_cluster_is_refused_before_allocating():
+    from analyses.fit import fit
+
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame({"g": np.r_[np.zeros(10**6, int), 1, 1].astype(str),
+                       "y": rng.normal(size=10**6 + 2)})
+    with pytest.raises(DataError, match="covariance factors"):
+        fit(ClusteredData.from_frame(df, group="g", response="y"), "marginal")
+
+
+def test_partition_prior_only_for_one_way(tmp_path, capsys):
+    refused(tmp_path, capsys, ["fit", "gcsemv", "--variance-prior", "partition", *SMALL],
+            "one-way model")
+
+
+def test_describe_into_a_closed_pipe_is_quiet():
+    """`varcomp describe ... | head -1`: exit 0 and no broken-pipe traceback."""
+    cmd = (f"{sys.executable} -c 'from analyses.cli import main; import sys; "
+           f"sys.exit(main([\"describe\", \"radon\"]))' | head -1")
+    res = subprocess.run(["bash", "-c", f"set -o pipefail; {cmd}"], capture_output=True,
+                         text=True, cwd=ROOT, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    assert "Traceback" not in res.stderr and "BrokenPipe" not in res.stderr
+    assert res.stdout.count("\n") == 1
+
+
+def test_an_internal_error_is_one_line_with_a_log(tmp_path, capsys, monkeypatch):
+    """A bug (here: an exception injected into the fit) is exit 1 with one line pointing to a
+    log file that holds the traceback, not exit 2 and not a traceback on the terminal."""
+    import analyses.fit
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("injected")
+
+    monkeypatch.setattr(analyses.fit, "fit", boom)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    code, err = run(["fit", "dyestuff", "--out", tmp_path / "o"], capsys)
+    assert code == 1 and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    log = next((tmp_path / "cache" / "varcomp" / "logs").glob("*.log"))
+    assert "RuntimeError: injected" in log.read_text()
