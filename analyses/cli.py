@@ -98,6 +98,12 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--out", help="output directory (default reports/<data name>)")
     f.add_argument("--strict", action="store_true",
                    help="exit 3 if any fit fails the diagnostics gate")
+    f.add_argument("--engine", choices=["memory", "dask"], default="memory",
+                   help="where the rows are reduced to statistics: in this process (files of "
+                   "64 MB or more in chunks), or on Dask (DATA may be a glob of Parquet files, "
+                   "e.g. 'data/part-*.parquet'; sufficient form only)")
+    f.add_argument("--scheduler", help="a running Dask scheduler's address (tcp://host:8786); "
+                   "default: a local cluster, one worker per core")
 
     m = sub.add_parser("compare", help="rank models by leave-one-cluster-out elpd (PSIS-LOO, "
                        "exact refits where Pareto k > 0.7), the pooled model included")
@@ -145,9 +151,16 @@ def _load(args, *, stats_only: bool = False):
     from models import load
 
     formula = getattr(args, "formula", None)
+    if formula and (args.group or args.response):
+        raise DataError("give either --formula or --group/--response, not both")
+    if getattr(args, "engine", "memory") == "dask":
+        return _load_dask(args, stats_only=stats_only)
     if formula:
-        if args.group or args.response:
-            raise DataError("give either --formula or --group/--response, not both")
+        path = Path(args.data)
+        if stats_only and path.is_file() and path.stat().st_size >= CHUNKED_BYTES:
+            from models.formula_stats import read_formula_stats
+
+            return read_formula_stats(path, formula)
         return load(args.data, formula=formula)
     response = args.response
     if response and len(response) == 1:
@@ -159,6 +172,48 @@ def _load(args, *, stats_only: bool = False):
 
         return read_stats(path, group=args.group, response=response)
     return load(args.data, group=args.group, response=response)
+
+
+def _load_dask(args, *, stats_only: bool):
+    """The data's statistics computed on Dask: a local cluster, or ``--scheduler``'s."""
+    import glob
+
+    from analyses.fit import is_terminal
+    from models.distributed import (
+        client_for,
+        formula_stats_dask,
+        group_stats_dask,
+        local_client,
+        read_parquet_dask,
+    )
+
+    if not stats_only:
+        raise DataError("--engine dask reduces the rows to statistics: only the sufficient "
+                        "form fits them (drop --model, or use --engine memory)")
+    formula = getattr(args, "formula", None)
+    response = args.response[0] if args.response and len(args.response) == 1 else None
+    if not formula and not (args.group and response):
+        raise DataError("--engine dask needs --formula, or --group and one --response")
+    files = sorted(glob.glob(args.data)) if any(ch in args.data for ch in "*?[") else \
+        [args.data]
+    if not files or not all(Path(f).is_file() for f in files):
+        raise DataError(f"no data files match {args.data}")
+    if not all(f.lower().endswith((".parquet", ".pq")) for f in files):
+        raise DataError("--engine dask reads Parquet files (e.g. 'data/part-*.parquet'): "
+                        "convert CSV with `varcomp simulate`-style tools or pandas first")
+    if formula:
+        from models.design import parse
+
+        columns = list(parse(formula).variables)
+    else:
+        columns = [args.group, response]
+    client = client_for(args.scheduler) if args.scheduler else local_client()
+    with client:
+        ddf = read_parquet_dask(files, columns)
+        if formula:
+            return formula_stats_dask(ddf, formula, source=args.data, progress=is_terminal())
+        return group_stats_dask(ddf, group=args.group, response=response, source=args.data,
+                                progress=is_terminal())
 
 
 def cmd_datasets(args) -> int:
@@ -207,15 +262,24 @@ def cmd_describe(args) -> int:
     return 0
 
 
+def _out_name(name: str) -> str:
+    """A default output folder name (a glob's wildcards replaced)."""
+    return "".join(ch if ch not in "*?[]" else "_" for ch in name) or "data"
+
+
 def _g(x: float, width: int, spec: str) -> str:
     """A number for the describe table; '-' where it is undefined (never 'nan')."""
     return f"{x:>{width}{spec}}" if math.isfinite(x) else f"{'-':>{width}}"
 
 
 def _inputs(spec: str) -> list[Path]:
-    """The file a data argument reads (a path, or a shipped dataset's CSV)."""
+    """The files a data argument reads (a path, a glob, or a shipped dataset's CSV)."""
+    import glob
+
     from models.data import DATASETS, data_dir
 
+    if any(ch in spec for ch in "*?["):
+        return [Path(p) for p in sorted(glob.glob(spec))]
     path = Path(spec)
     if path.exists():
         return [path]
@@ -236,7 +300,7 @@ def cmd_fit(args) -> int:
     if args.out:  # a bad --out is refused before the data are read
         resolve_out(args.out, inputs=inputs)
     data = _load(args, stats_only=args.model in (None, "sufficient"))
-    out = Path(args.out) if args.out else Path("reports") / data.name
+    out = Path(args.out) if args.out else Path("reports") / _out_name(data.name)
     resolve_out(out, inputs=inputs)
     family = family_of(data)
     priors = family.parse_priors(data, args.prior) if args.prior else None

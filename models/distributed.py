@@ -407,3 +407,92 @@ def _physical_memory() -> int:
         return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
     except (ValueError, OSError, AttributeError):  # pragma: no cover - non-POSIX
         return 16 << 30
+
+
+# ------------------------------------------------------------------------------ the families
+RESPONSE_COLUMN = "__response__"
+
+
+def group_stats_dask(ddf, *, group: str, response: str, source: str, progress: bool = False):
+    """The one-way statistics of a Dask DataFrame: :class:`models.chunked.SufficientData`.
+
+    Rows with a missing or non-finite response are dropped and counted (as in memory); the
+    group labels are text.
+    """
+    import dask.dataframe as dd
+
+    from models.chunked import from_stats
+
+    for name, role in ((group, "group"), (response, "response")):
+        if name not in ddf.columns:
+            raise DataError(f"{role} column '{name}' not found; columns present: "
+                            f"{', '.join(map(str, ddf.columns))}")
+    frame = ddf[[group, response]]
+    y = dd.to_numeric(frame[response], errors="coerce")
+    frame = frame.assign(**{response: y})
+    kept = frame[frame[response].notnull() & (frame[response].abs() < np.inf)]
+    gm = grouped_moments_dask(kept, keys=group, columns=response, progress=progress)
+    total = int(_compute(frame[response].size, progress=False))
+    if gm.n_groups == 0:
+        raise DataError(f"every value of ['{response}'] is missing or not finite")
+    return from_stats(gm.to_group_stats(), gm.keys, response=response, group_name=group,
+                      source=source, dropped_rows=total - gm.n_obs)
+
+
+def formula_stats_dask(ddf, formula: str, *, source: str, progress: bool = False):
+    """A formula's per-cell statistics of a Dask DataFrame: :class:`models.formula_stats.CellData`.
+
+    The categorical columns' levels are collected first (one pass over those columns); every
+    partition then evaluates the fixed effects with the same design and is summarised per cell;
+    the partials merge in a tree (:func:`grouped_moments_dask`).
+    """
+    from models.design import parse
+    from models.formula_stats import _categorical_columns, cell_data, design_spec
+
+    parsed = parse(formula)
+    missing = [v for v in parsed.variables if v not in ddf.columns]
+    if missing:
+        raise DataError(f"column(s) {missing} of the formula not found; columns present: "
+                        f"{', '.join(map(str, ddf.columns))}")
+    ddf = ddf[list(parsed.variables)]
+    gvars = sorted({v for g in parsed.groups for v in g})
+    sample = ddf.head(1000, npartitions=-1)
+    cats = _categorical_columns(formula, sample, gvars)
+    levels = {c: sorted(_compute(ddf[c].dropna().unique(), progress=False).tolist(), key=str)
+              for c in cats}
+    spec = design_spec(formula, sample, levels)
+    meta = pd.DataFrame({**{v: pd.Series(dtype=object) for v in spec.variables},
+                         RESPONSE_COLUMN: pd.Series(dtype=np.float64),
+                         **{t: pd.Series(dtype=np.float64) for t in spec.terms}})
+    design = ddf.map_partitions(_design_frame, spec, meta=meta)
+    gm = grouped_moments_dask(design, keys=list(spec.variables),
+                              columns=[RESPONSE_COLUMN, *spec.terms], progress=progress)
+    total = int(_compute(ddf[parsed.response].size, progress=False))
+    return cell_data(gm, spec, source=source, dropped=total - gm.n_obs)
+
+
+def _design_frame(part: pd.DataFrame, spec) -> pd.DataFrame:
+    """One partition's kept rows as [grouping labels (text), response, X's columns]."""
+    from models.data import _numeric_response
+    from models.io import labels_as_text
+
+    for v in spec.variables:
+        if part[v].isna().any():
+            raise DataError(f"row(s) have no '{v}' label: fill them in or remove those rows")
+    y = _numeric_response(part[spec.response], spec.response)
+    keep = np.isfinite(y)
+    for v in spec.numeric:
+        keep &= np.isfinite(pd.to_numeric(part[v], errors="coerce").to_numpy(
+            dtype=np.float64, na_value=np.nan))
+    kept = part.loc[keep].reset_index(drop=True)
+    X = (np.asarray(spec.design.evaluate_new_data(kept).design_matrix, dtype=np.float64)
+         if len(kept) else np.zeros((0, len(spec.terms))))
+    finite = np.isfinite(X).all(axis=1)
+    out = {v: labels_as_text(kept[v].to_numpy())[finite] for v in spec.variables}
+    out[RESPONSE_COLUMN] = y[keep][finite]
+    for j, t in enumerate(spec.terms):
+        out[t] = X[finite, j]
+    return pd.DataFrame(out)
+
+
+__all__ += ["formula_stats_dask", "group_stats_dask"]

@@ -95,6 +95,8 @@ def ppc_design(post, data, seed: int = 0) -> list[dict]:
     """
     rng = np.random.default_rng(seed)
     design = data.design
+    if design.X is None:  # statistics only (chunked or Dask): no rows to compare with
+        return []
     y, X, N = data.y[:, 0], design.X, data.n_obs
     idx = thin_index(post.sizes["chain"] * post.sizes["draw"],
                      max(PPC_MIN_DRAWS, min(PPC_DRAWS, PPC_VALUES // max(N, 1))))
@@ -181,6 +183,8 @@ def _observed_effects(post, data, sources: list[dict], k: int, o) -> list:
     if design is None:
         offset = data.stats.mean[:, k] - float(flat(pick(post["mu"], o)).mean())
         return [offset if s["var"] == "group_effect" else None for s in sources]
+    if design.X is None:  # statistics only: no rows for partial residuals
+        return [None] * len(sources)
     beta = post["beta"].mean(("chain", "draw")).values
     resid = data.y[:, k] - design.X @ beta
     means = [np.asarray(s["draws"].mean(("chain", "draw")).values if "draws" in s

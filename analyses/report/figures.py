@@ -370,7 +370,8 @@ def draw(view: dict) -> dict:
             if f["ranks"]:
                 shown["ranks"] = rank_figure(f["ranks"])
             shown["sampler"] = sampler_figure(f["sampler"])
-            shown["ppc"] = ppc_figure(f["ppc"])
+            if f["ppc"]:
+                shown["ppc"] = ppc_figure(f["ppc"])
             uris = {k: png_uri(fig) for k, fig in shown.items()}
             uris["caterpillars"] = [png_uri(caterpillar_figure(c)) for c in f["caterpillars"]]
             images["fits"][f["name"]] = uris
