@@ -36,8 +36,10 @@ SIGMA_SD, SIGMA_CORR = (0.5, 0.6), -0.8
 
 @dataclass(frozen=True)
 class Setting:
-    """A simulated design: its name, a simulator ``simulate(seed) -> data``, a note, its
-    parameters for checks.json, and the forms sampled in ``--quick`` (empty: none).
+    """A simulated design.
+
+    Its name, a simulator ``simulate(seed) -> data``, a note, its parameters for checks.json,
+    and the forms sampled in ``--quick`` (empty: none).
     """
 
     name: str
@@ -117,8 +119,9 @@ def _sampling_plan(quick: bool) -> list[dict]:
 
 def _fit_form(family, name: str, data, priors, plan: list[dict], seed: int, *, backend: str,
               retry_budget: float | None = None):
-    """Sample the family's own form ``name``: the first attempt of ``plan`` whose diagnostics
-    pass, or the last.
+    """Sample the family's own form ``name``.
+
+    The result is the first attempt of ``plan`` whose diagnostics pass, or the last.
 
     The model is the form's builder (data in ``pm.Data``), compiled once for all attempts by
     ``backend``: PyTensor's C backend in ``--quick`` (its compiled modules are cached on disk and
@@ -133,7 +136,7 @@ def _fit_form(family, name: str, data, priors, plan: list[dict], seed: int, *, b
     with quiet():
         compiled = compile_pymc(family.form(name).build(data, priors=priors), backend=backend)
     seconds = {"compile": time.perf_counter() - t0, "sample": 0.0}
-    for attempt, settings in enumerate(plan, start=1):
+    for _attempt, settings in enumerate(plan, start=1):
         t1 = time.perf_counter()
         with quiet():
             idata = sample_compiled(compiled, seed=seed, cores=2, **settings)
@@ -142,7 +145,7 @@ def _fit_form(family, name: str, data, priors, plan: list[dict], seed: int, *, b
         seconds["sample"] += took
         if diagnostics["ok"] or (retry_budget is not None and took > retry_budget):
             break
-    used = dict(settings, attempt=attempt, seed=seed, sampler="nutpie", backend=backend)
+    used = dict(settings, attempt=_attempt, seed=seed, sampler="nutpie", backend=backend)
     return Fit(name, idata, seconds, used, diagnostics)
 
 
@@ -197,8 +200,10 @@ def _check_setting(setting: Setting, seed: int, *, quick: bool, plan: list[dict]
 
 
 def _sbc_runs(quick: bool, sims: int | None, seed: int, t_start: float) -> dict:
-    """SBC of the one-way ``sufficient`` (and ``centred`` without --quick) and of the
-    multivariate ``sufficient`` form.
+    """SBC runs of the one-way and the multivariate forms.
+
+    SBC of the one-way ``sufficient`` (and ``centred`` without --quick) and of the multivariate
+    ``sufficient`` form.
     """
     from models import checks
 

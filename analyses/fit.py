@@ -25,7 +25,8 @@ from models.pointwise import add_pointwise
 from models.predictive import add_new_cluster
 from models.sampling import Fit, diagnose, sample_model
 
-__all__ = ["FitResult", "check_memory", "fit", "param_table", "prepare", "run", "summarise", "write_outputs"]
+__all__ = ["FitResult", "check_memory", "fit", "param_table", "prepare", "run", "summarise",
+           "write_outputs"]
 
 HDI_PROB = 0.94
 
@@ -186,9 +187,11 @@ def _num(x) -> float | None:
 
 
 def _element_labels(post, var_names: Sequence[str]) -> list[tuple[str, str, dict]]:
-    """(contract label, variable, selection) of each scalar the tables report: vectors by
-    element (``mu[written]``), matrices over (outcome, outcome_bis) by their upper triangle
-    without the diagonal (``corr_between[written,course]``)."""
+    """(contract label, variable, selection) of each scalar the tables report.
+
+    Vectors by element (``mu[written]``), matrices over (outcome, outcome_bis) by their upper
+    triangle without the diagonal (``corr_between[written,course]``).
+    """
     out = []
     for var in var_names:
         if var not in post:
@@ -210,8 +213,10 @@ PSENS_THRESHOLD = 0.05
 
 
 def prior_sensitivity(idata, var_names: Sequence[str]) -> dict[str, dict]:
-    """Power-scaling sensitivity (``arviz.psens``) of each reported parameter to the prior and
-    to the likelihood, flagged when the prior's exceeds 0.05 (Kallioinen et al. 2024).
+    """Power-scaling sensitivity (``arviz.psens``) of each reported parameter.
+
+    Sensitivity to the prior and to the likelihood, flagged when the prior's exceeds 0.05
+    (Kallioinen et al. 2024).
 
     ``diagnosis``: "prior-data conflict" when both exceed 0.05, "weak likelihood" (the prior
     dominates) when only the prior's does, else "". Empty without log_prior/log_likelihood.

@@ -211,8 +211,10 @@ def checkpoint() -> None:
 
 @contextmanager
 def _signals_held():
-    """Within :func:`stop_on_signals`: a signal is remembered but raised only when the block
-    ends (by :func:`checkpoint`), so the block (a pair of renames) runs to its end. The flag is
+    """Hold signals within :func:`stop_on_signals` until the block ends.
+
+    A signal is remembered but raised only when the block ends (by :func:`checkpoint`), so the
+    block (a pair of renames) runs to its end. The flag is
     read by the Python-level handler, which always runs in the main thread; a signal mask would
     not do, as the kernel may deliver the signal to another thread.
     """

@@ -345,7 +345,8 @@ def write_markdown(rows: list[dict], e2e: dict, chunked: list[dict], meta: dict,
              "`import s` is the form's own imports (pymc; or nutpie and models.compiled.oneway, "
              "whose machine code numba loads from its on-disk cache, so its compile is 0).", "",
              "| rows | clusters | form | import s | build s | compile s | sampling s | "
-             "min ESS_bulk | ESS/s | peak RSS MB |", "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
+             "min ESS_bulk | ESS/s | peak RSS MB |",
+             "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         if r.get("skipped"):
             lines.append(f"| {r['rows']:,} | {r['clusters']:,} | {r['form']} | "
@@ -403,7 +404,10 @@ def write_markdown(rows: list[dict], e2e: dict, chunked: list[dict], meta: dict,
 
 
 def plot(rows: list[dict], path: Path) -> None:
-    """Log-log cost (imports + build + compile + sampling; sampling alone) against rows, clusters."""
+    """Log-log cost against rows, clusters.
+
+    The cost is imports + build + compile + sampling, and sampling alone.
+    """
     import matplotlib
 
     matplotlib.use("Agg")

@@ -14,9 +14,11 @@ from models.forms import FORM_NAMES, family_of
 
 
 def load(spec, *, group=None, response=None, formula=None) -> ClusteredData:
-    """A shipped dataset by name, or a CSV/Parquet file: by ``group`` and ``response`` columns
-    (:func:`models.data.load`), or by a mixed-model ``formula`` such as
-    ``"y ~ x + C(z) + (1|g)"`` (:func:`models.design.load_formula`)."""
+    """A shipped dataset by name, or a CSV/Parquet file.
+
+    By ``group`` and ``response`` columns (:func:`models.data.load`), or by a mixed-model
+    ``formula`` such as ``"y ~ x + C(z) + (1|g)"`` (:func:`models.design.load_formula`).
+    """
     if formula is not None:
         if group is not None or response:
             raise DataError("give either a formula or group/response columns, not both")

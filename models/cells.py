@@ -110,8 +110,10 @@ def from_moments(gm, variables) -> CellStats:
 
 
 def factor_codes(cells: CellStats, factor) -> np.ndarray:
-    """Each cell's level code of ``factor`` (its name joins grouping columns with ``:``), in
-    the order of ``factor.levels``."""
+    """Each cell's level code of ``factor``, in the order of ``factor.levels``.
+
+    The factor's name joins grouping columns with ``:``.
+    """
     cols = [cells.variables.index(v) for v in factor.name.split(":")]
     text = cells.labels[:, cols[0]].astype(str)
     for c in cols[1:]:
@@ -221,8 +223,11 @@ def strata_of(data):
 
 
 def unit_moments(data):
-    """Per top-level unit (order of ``data.groups``): n, means and centred cross-products of
-    [y, X], merged from its cells (the between-cell part added exactly)."""
+    """Per top-level unit: n, means and centred cross-products of [y, X].
+
+    Units in the order of ``data.groups``, each merged from its cells (the between-cell part
+    added exactly).
+    """
     cells = data.cells
     top = factor_codes(cells, data.design.factors[0])
     L = data.design.factors[0].m

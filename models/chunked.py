@@ -58,8 +58,10 @@ class SufficientData:
     require_identifiable = ClusteredData.require_identifiable
 
     def _range(self, k: int) -> float:
-        """A lower bound of max - min (the rows are gone): the spread of the cluster means, or
-        the largest within-cluster deviation the sums of squares imply.
+        """A lower bound of max - min (the rows are gone).
+
+        The spread of the cluster means, or the largest within-cluster deviation the sums of
+        squares imply.
         """
         n, m, ss = self.stats.column(k)
         with np.errstate(all="ignore"):

@@ -52,7 +52,8 @@ DATASETS: dict[str, ShippedDataset] = {
         ShippedDataset("radon", "radon.csv", "county", ("log.radon",),
                        "HLMdiag radon: log radon in 919 Minnesota houses, 85 counties"),
         ShippedDataset("gcsemv", "gcsemv.csv", "school", ("written", "course"),
-                       "mlmRev Gcsemv: GCSE written and coursework scores, 1,905 students, 73 schools"),
+                       "mlmRev Gcsemv: GCSE written and coursework scores, 1,905 students, "
+                       "73 schools"),
         ShippedDataset("pastes", "pastes.csv", "batch", ("strength",),
                        "lme4 Pastes: paste strength, 10 batches x 3 casks x 2 assays"),
         ShippedDataset("penicillin", "penicillin.csv", "plate", ("diameter",),
@@ -62,7 +63,10 @@ DATASETS: dict[str, ShippedDataset] = {
 
 
 def data_dir() -> Path:
-    """The folder of shipped datasets (``$VARCOMP_DATA_DIR`` overrides the repository's ``data/``)."""
+    """The folder of shipped datasets.
+
+    ``$VARCOMP_DATA_DIR`` overrides the repository's ``data/``.
+    """
     env = os.environ.get("VARCOMP_DATA_DIR")
     return Path(env) if env else Path(__file__).resolve().parents[1] / "data"
 
@@ -192,8 +196,8 @@ class ClusteredData:
         g = df[group]
         if g.isna().any():
             rows = np.flatnonzero(g.isna().to_numpy())[:5] + 1
-            raise DataError(f"{int(g.isna().sum())} row(s) have no '{group}' label (first data rows "
-                            f"{rows.tolist()}): fill them in or remove those rows")
+            raise DataError(f"{int(g.isna().sum())} row(s) have no '{group}' label (first data "
+                            f"rows {rows.tolist()}): fill them in or remove those rows")
 
         y = np.empty((len(df), len(responses)))
         for k, r in enumerate(responses):
@@ -302,9 +306,10 @@ class ClusteredData:
             if spread == 0.0:
                 raise DataError(f"response '{r}' is constant: there is no variance to decompose")
             if not spread <= MAX_SPREAD:
-                raise DataError(f"the values of '{r}' span {spread:.3g}, more than {MAX_SPREAD:.0e}:"
-                                f" their variances overflow float64; divide the column by a power "
-                                f"of ten (e.g. 1e{int(math.log10(spread))}) and fit again")
+                raise DataError(f"the values of '{r}' span {spread:.3g}, more than "
+                                f"{MAX_SPREAD:.0e}: their variances overflow float64; divide the "
+                                f"column by a power of ten (e.g. 1e{int(math.log10(spread))}) and "
+                                f"fit again")
             if spread < MIN_SPREAD:
                 raise DataError(f"the values of '{r}' span only {spread:.3g}, less than "
                                 f"{MIN_SPREAD:.0e}: their variances underflow float64; multiply "
@@ -396,8 +401,10 @@ def _numeric_response(col: pd.Series, name: str) -> np.ndarray:
 
 
 def _labels_text(values: np.ndarray, group: str) -> np.ndarray:
-    """Group labels as text (:func:`models.io.labels_as_text`), refusing labels of different
-    types that read the same (the number 1 and the text "1"): they would merge two clusters.
+    """Group labels as text (:func:`models.io.labels_as_text`).
+
+    Refuses labels of different types that read the same (the number 1 and the text "1"): they
+    would merge two clusters.
     """
     from models.io import labels_as_text
 

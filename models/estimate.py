@@ -58,7 +58,7 @@ def _profiled(theta: float, n, xbar, ss, reml: bool) -> tuple[float, float, floa
 
 
 def _slope(t: float, n, xbar, ss, reml: bool) -> float:
-    r"""d criterion / d t at t = theta^2 (analytic, so the optimum is found to rounding).
+    r"""The slope d criterion / d t at t = theta^2 (analytic, so the optimum is found to rounding).
 
     With w_l = n_l / (1 + n_l t): dw/dt = -w^2, and by the envelope theorem (mu_hat minimises
     the weighted sum) dQ/dt = -sum w^2 (xbar - mu_hat)^2; d/dt sum log(1 + n t) = sum w;
@@ -76,8 +76,11 @@ def _slope(t: float, n, xbar, ss, reml: bool) -> float:
 
 
 def _polish(theta: float, n, xbar, ss, reml: bool) -> float:
-    """The interior optimum to rounding: the root of :func:`_slope` around the bounded search's
-    point (criterion values alone locate it only to ~1e-7, the square root of their rounding)."""
+    """The interior optimum to rounding.
+
+    The root of :func:`_slope` around the bounded search's point (criterion values alone locate it
+    only to ~1e-7, the square root of their rounding).
+    """
     t = theta * theta
     lo, hi = t, t
     for _ in range(60):

@@ -26,8 +26,10 @@ CHUNK_ROWS = 1 << 20
 
 @dataclass(frozen=True)
 class DesignSpec:
-    """What every part needs to summarise its rows the same way: the parsed formula, the
-    formulae design to evaluate new rows with, and the grouping columns."""
+    """What every part needs to summarise its rows the same way.
+
+    The parsed formula, the formulae design to evaluate new rows with, and the grouping columns.
+    """
 
     formula: str
     response: str
@@ -185,8 +187,11 @@ class CellData:
 
 
 def cell_data(gm, spec: DesignSpec, *, source: str, dropped: int = 0) -> CellData:
-    """:class:`CellData` from merged per-cell moments: factors, nesting and the design's checks
-    (as :func:`models.design.from_formula` does on rows)."""
+    """:class:`CellData` from merged per-cell moments.
+
+    Factors, nesting and the design's checks (as :func:`models.design.from_formula` does on
+    rows).
+    """
     from models.cells import from_moments
     from models.design import Design, Factor, _check_factors, _nested_in, _order
 
@@ -281,8 +286,10 @@ def _categorical_columns(formula: str, sample: pd.DataFrame, gvars) -> list[str]
 
 
 def _chunks(path, columns, text_columns, chunk_rows: int):
-    """The file's rows, ``columns`` only, as pandas frames of about ``chunk_rows`` rows, in the
-    dialect :func:`models.io.sniff` reads (grouping columns as text)."""
+    """The file's rows, ``columns`` only, as pandas frames of about ``chunk_rows`` rows.
+
+    In the dialect :func:`models.io.sniff` reads (grouping columns as text).
+    """
     import pyarrow as pa
     import pyarrow.csv as pcsv
     import pyarrow.parquet as pq

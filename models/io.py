@@ -1,4 +1,4 @@
-"""Reading data files: the CSV dialect is detected once, the same for the in-memory and chunked readers.
+"""Reading data files: the dialect is detected once, the same for the in-memory and chunked readers.
 
 :func:`sniff` looks at the first 64 KiB of a file (decompressed) and returns a :class:`Dialect`:
 Parquet or CSV; gzip or not (by magic bytes, whatever the suffix); a UTF-8 byte-order mark; the

@@ -1,4 +1,4 @@
-r"""Priors and derived quantities of the random-intercept mixed models (covariates, several factors).
+r"""Priors and derived quantities of random-intercept mixed models (covariates, several factors).
 
 .. math::
     y = X\beta + \sum_f Z_f u_f + e,\qquad u_f \sim N(0, \tau_f^2 I),\qquad e \sim N(0, \sigma^2 I)
@@ -90,7 +90,7 @@ class LmmPriors:
 
     # --------------------------------------------------------------- numpy
     def beta(self, alpha, slopes) -> np.ndarray:
-        """beta (..., k) in X's column order from alpha (...) and the slopes (..., k - 1)."""
+        """Return beta (..., k) in X's column order from alpha (...) and the slopes (..., k - 1)."""
         slopes = np.asarray(slopes, dtype=np.float64)
         out = np.zeros((*slopes.shape[:-1], len(self.terms)))
         out[..., list(self.slope_index)] = slopes
@@ -174,9 +174,12 @@ class LmmPriors:
 
 
 def parse_lmm_priors(priors: LmmPriors, specs: Sequence[str] | None) -> LmmPriors:
-    """Apply ``--prior`` overrides: ``beta=normal:SCALE`` (every slope), ``beta[x]=normal:SCALE``
-    or ``normal:LOC:SCALE``, ``intercept=normal:LOC:SCALE``, ``tau=FAMILY:SCALE[:NU]`` (every
-    factor), ``tau[f]=FAMILY:SCALE[:NU]``, ``sigma=FAMILY:SCALE[:NU]``."""
+    """Apply ``--prior`` overrides.
+
+    ``beta=normal:SCALE`` (every slope), ``beta[x]=normal:SCALE`` or ``normal:LOC:SCALE``,
+    ``intercept=normal:LOC:SCALE``, ``tau=FAMILY:SCALE[:NU]`` (every factor),
+    ``tau[f]=FAMILY:SCALE[:NU]``, ``sigma=FAMILY:SCALE[:NU]``.
+    """
     for spec in specs or []:
         try:
             name, rhs = spec.split("=", 1)
@@ -403,9 +406,11 @@ class MixedEstimate:
 
 
 def estimates(data) -> dict[str, MixedEstimate]:
-    """REML and ML estimates of a mixed model's design (lme4's optima), from the per-cell
-    statistics (:func:`models.lmm_estimate.fit_lmm_cells`): the same numbers whether the rows
-    were read in memory, in chunks or on Dask."""
+    """REML and ML estimates of a mixed model's design (lme4's optima).
+
+    From the per-cell statistics (:func:`models.lmm_estimate.fit_lmm_cells`): the same numbers
+    whether the rows were read in memory, in chunks or on Dask.
+    """
     from models.cells import factor_codes
     from models.lmm_estimate import fit_lmm_cells
 
@@ -445,7 +450,8 @@ def unit_loglik(data, beta, tau, sigma) -> np.ndarray:
         ancestor.append(ancestor[d - 1][st.parents[d]])
     for d in range(st.depth - 1, -1, -1):  # bottom level (cells) first
         g = 1.0 + t2[:, d:d + 1] * A
-        np.add.at(out, (slice(None), ancestor[d]), -0.5 * np.log(g) + 0.5 * t2[:, d:d + 1] * B * B / g)
+        np.add.at(out, (slice(None), ancestor[d]),
+                  -0.5 * np.log(g) + 0.5 * t2[:, d:d + 1] * B * B / g)
         if d == 0:
             break
         m = st.level_sizes[d - 1]

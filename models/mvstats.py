@@ -1,5 +1,6 @@
-r"""Multivariate statistics: per (cluster, missingness pattern) sufficient statistics and the
-exact closed form of the multivariate model in numpy (no PyMC).
+r"""Multivariate statistics and the exact closed form of the multivariate model in numpy.
+
+Sufficient statistics per (cluster, missingness pattern); the closed form uses no PyMC.
 
 The information form of the Gaussian integral over M_l (see :mod:`models.forms.multivariate`
 for the model): for a row pattern P (the set of observed outcomes) let

@@ -47,8 +47,10 @@ def mv_loglik(data, post, chunk: int = 200) -> np.ndarray:
 
 
 def mixed_loglik(data, post, chunk: int = 200) -> np.ndarray | None:
-    """(S, L) top-level unit log densities (:func:`models.lmm.unit_loglik`); None when the
-    factors cross."""
+    """(S, L) top-level unit log densities; None when the factors cross.
+
+    See :func:`models.lmm.unit_loglik`.
+    """
     from models.lmm import unit_loglik
 
     if not data.design.nested:
@@ -70,7 +72,7 @@ def mixed_prior(data, post, priors) -> np.ndarray:
 
 
 def mv_prior(data, post, priors) -> np.ndarray:
-    """mu normal, sds HalfNormal, correlations LKJ(eta): the density of (mu, sds, R) per draw."""
+    """The density of (mu, sds, R) per draw: mu normal, sds HalfNormal, correlations LKJ(eta)."""
     from scipy import stats
 
     from models.checks.oracles import _lkj_log_norm

@@ -253,7 +253,7 @@ def _check_relative(priors: Priors) -> None:
 
 @dataclass(frozen=True)
 class MvPriors:
-    r"""The prior of the multivariate model, used by every builder in :mod:`models.forms.multivariate`.
+    r"""The multivariate model's prior, used by every builder in :mod:`models.forms.multivariate`.
 
     .. math::
         \mu_k \sim \mathrm{Normal}(m_k, s_{\mu,k}),\qquad
@@ -427,8 +427,10 @@ __all__ += ["MvPriors"]
 
 @dataclass(frozen=True)
 class PartitionPriors:
-    r"""A prior on the variance-partition scale for the one-way model (``--variance-prior
-    partition``): the total sd and the share of the variance between clusters.
+    r"""A prior on the variance-partition scale for the one-way model.
+
+    ``--variance-prior partition``: priors on the total sd and the share of the variance
+    between clusters.
 
     .. math::
         \mu \sim N(m, s_\mu),\quad T = \sqrt{\tau^2 + \sigma^2} \sim p_T,\quad
@@ -460,7 +462,7 @@ class PartitionPriors:
 
     @classmethod
     def default(cls, data: ClusteredData) -> PartitionPriors:
-        """mu as :meth:`Priors.default`; T ~ HalfStudentT(3, sd(y)); ICC ~ Beta(1, 1)."""
+        """Defaults: mu as :meth:`Priors.default`; T ~ HalfStudentT(3, sd(y)); ICC ~ Beta(1, 1)."""
         base = Priors.default(data)
         return cls(mu=base.mu, total=ScalePrior("halfstudentt", base.scale),
                    center=base.center, scale=base.scale)
@@ -532,7 +534,8 @@ def parse_partition_overrides(priors: PartitionPriors, specs: list[str] | None) 
         except ValueError as exc:
             detail = f" ({exc})" if str(exc) else ""
             raise DataError(f"bad prior '{spec}'{detail}: with --variance-prior partition use "
-                            f"mu=normal:LOC:SCALE, total=FAMILY:SCALE[:NU] or icc=beta:A:B") from None
+                            f"mu=normal:LOC:SCALE, total=FAMILY:SCALE[:NU] or "
+                            f"icc=beta:A:B") from None
     _check_relative_scale(priors.total.scale, priors.scale, "total scale")
     return priors
 

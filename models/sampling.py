@@ -1,5 +1,7 @@
-"""Sampling, in one module: a built or compiled model with nutpie (or PyMC's NUTS), one compiled
-model for many data sets of one design (SBC, checks), and the diagnostics gate.
+"""Sampling, in one module.
+
+A built or compiled model with nutpie (or PyMC's NUTS), one compiled model for many data sets of
+one design (SBC, checks), and the diagnostics gate.
 
 :mod:`models.checks` needs sampling itself; :mod:`analyses.fit` builds the user-facing fitting on
 top of it. Nothing else calls ``nutpie.sample`` or ``pm.sample``.
@@ -170,8 +172,10 @@ class DataSwapper:
 
 
 def _design_signature(data) -> tuple:
-    """What a compiled graph holds of a data set besides its values: each row's cluster, which
-    cells are observed, and the fixed-effects design."""
+    """What a compiled graph holds of a data set besides its values.
+
+    Each row's cluster, which cells are observed, and the fixed-effects design.
+    """
     design = getattr(data, "design", None)
     return (np.asarray(data.codes), np.isfinite(np.asarray(data.y)),
             None if design is None else np.asarray(design.X))
@@ -179,7 +183,8 @@ def _design_signature(data) -> tuple:
 
 def _same_design(a: tuple, b: tuple) -> bool:
     return all((x is None and y is None) or (x is not None and y is not None
-                                             and np.array_equal(x, y)) for x, y in zip(a, b))
+                                             and np.array_equal(x, y))
+               for x, y in zip(a, b, strict=True))
 
 
 def _ebfmi(energy: np.ndarray) -> np.ndarray:

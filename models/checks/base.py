@@ -1,5 +1,8 @@
-"""What every check returns (a verdict, the numbers behind it, a summary), and the one way the
-checks evaluate a model's log density at constrained values."""
+"""What every check returns, and the one way the checks evaluate a model's log density.
+
+A check returns a verdict, the numbers behind it and a summary; log densities are evaluated at
+constrained values.
+"""
 
 from __future__ import annotations
 
@@ -31,7 +34,8 @@ class CheckResult:
     def verdicts(self) -> dict[str, str]:
         """Per-form verdict text (agrees / unreliable here / DISAGREES), when the check has one."""
         status = self.details.get("status", {})
-        return {k: (v if isinstance(v, str) else str(v.get("status", v))) for k, v in status.items()}
+        return {k: (v if isinstance(v, str) else str(v.get("status", v)))
+                for k, v in status.items()}
 
 
 def _constrained_logp(model, mode: str | None = None, *,

@@ -68,9 +68,11 @@ def _mv_values(data: ClusteredData) -> dict[str, np.ndarray]:
 
 
 def build_broken_mixed(data: ClusteredData, *, priors=None):
-    """A mixed model's ``sufficient`` form with tau where tau^2 belongs (WRONG on purpose):
-    the nested closed form, or the crossed strata, with g = 1 + tau A (lambda = sigma^2 +
-    sum c tau)."""
+    """A mixed model's ``sufficient`` form with tau where tau^2 belongs (WRONG on purpose).
+
+    The nested closed form, or the crossed strata, with g = 1 + tau A (lambda = sigma^2 +
+    sum c tau).
+    """
     from models.forms import crossed, mixed
 
     if data.design.nested:

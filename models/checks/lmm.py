@@ -167,8 +167,11 @@ def compare_logp_lmm(data: ClusteredData, names: Sequence[str] | None = None, n_
 
 def compare_compiled_lmm(data: ClusteredData, priors: LmmPriors | None = None,
                          n_points: int = 20, seed: int = 0, rtol: float = 1e-8) -> CheckResult:
-    """The compiled ``sufficient`` density against the PyMC form it implements: gradients equal
-    and log densities equal up to one constant (PyMC's float32 log 2), at random points."""
+    """The compiled ``sufficient`` density against the PyMC form it implements.
+
+    At random points: gradients equal and log densities equal up to one constant (PyMC's
+    float32 log 2).
+    """
     from models.compiled import lmm
     from models.forms import family_of
 
@@ -220,7 +223,7 @@ def _with_y(data: ClusteredData, y: np.ndarray) -> ClusteredData:
 
 
 def simulate_mixed(data: ClusteredData, beta, tau, sigma, rng: np.random.Generator) -> np.ndarray:
-    """y = X beta + sum_f u_f[codes] + e for ``data``'s design."""
+    """Simulate y = X beta + sum_f u_f[codes] + e for ``data``'s design."""
     d = data.design
     tau = _tau_vec(tau, len(d.factors))
     y = d.X @ np.asarray(beta) + rng.normal(0.0, sigma, data.n_obs)

@@ -126,8 +126,10 @@ def _integrated_loglik_mv(model, data: ClusteredData, priors: MvPriors,
 
 
 def _mv_points(data: ClusteredData, n_points: int, rng: np.random.Generator) -> list[dict]:
-    """Random (mu, V, Sigma): Sigma near the within-cluster covariance's scale, tau/sigma
-    log-spaced 1e-4..1e2, correlations from LKJ(2).
+    """Random (mu, V, Sigma) points.
+
+    Sigma near the within-cluster covariance's scale, tau/sigma log-spaced 1e-4..1e2,
+    correlations from LKJ(2).
     """
     p = data.p
     st = mv.pattern_stats(data)
@@ -340,8 +342,9 @@ def compare_logp_mv(
 
 def compare_compiled(data: ClusteredData, priors=None, n_points: int = 20, seed: int = 0,
                      rtol: float = 1e-8) -> CheckResult:
-    """The compiled ``sufficient`` density (:mod:`models.compiled`, what ``varcomp fit``
-    samples) against the PyMC ``sufficient`` builder it implements.
+    """The compiled ``sufficient`` density against the PyMC ``sufficient`` builder it implements.
+
+    The compiled density (:mod:`models.compiled`) is what ``varcomp fit`` samples.
 
     At ``n_points`` random points of the sampler's coordinates (standard normal x 1.5): the
     gradients agree to relative ``rtol`` (of the largest component) and the log densities differ

@@ -1,6 +1,8 @@
-"""Independent oracles: log densities written from the definitions with scipy, not from the
-package's own code (the stacked-vector MvNormal of each cluster; the LKJ-Cholesky prior by
-change of variables with a complex-step Jacobian; an LKJ sampler by the C-vine method).
+"""Independent oracles: log densities written from the definitions with scipy.
+
+None is written from the package's own code: the stacked-vector MvNormal of each cluster; the
+LKJ-Cholesky prior by change of variables with a complex-step Jacobian; an LKJ sampler by the
+C-vine method.
 """
 
 from __future__ import annotations
@@ -45,7 +47,9 @@ def scipy_loglik(data: ClusteredData, mu: float, tau: float, sigma: float, k: in
 
 
 def scipy_loglik_mv(data: ClusteredData, mu, V, Sigma) -> float:
-    r"""Ground truth: :math:`\sum_l \log\mathrm{MVN}(x_l[O_l];\ (1\otimes\mu)[O_l],\
+    r"""Ground truth: the multivariate model's log-likelihood of ``data`` at (mu, V, Sigma).
+
+    :math:`\sum_l \log\mathrm{MVN}(x_l[O_l];\ (1\otimes\mu)[O_l],\
     (I\otimes\Sigma + 11^\top\otimes V)[O_l, O_l])`.
 
     Each cluster's observed components stacked (missing ones left out, which integrates them
@@ -94,8 +98,9 @@ def _lkj_log_norm(p: int, eta: float) -> float:
 
 
 def _packed_to_sd_corr(packed: np.ndarray, p: int) -> np.ndarray:
-    """(packed lower Cholesky factor) -> (sds, correlations above the diagonal); analytic,
-    so complex arguments give its Jacobian by complex-step differentiation.
+    """(packed lower Cholesky factor) -> (sds, correlations above the diagonal).
+
+    Analytic, so complex arguments give its Jacobian by complex-step differentiation.
     """
     L = np.zeros((p, p), dtype=packed.dtype)
     L[np.tril_indices(p)] = packed
@@ -106,8 +111,9 @@ def _packed_to_sd_corr(packed: np.ndarray, p: int) -> np.ndarray:
 
 
 def _lkj_cholesky_logpdf(packed: np.ndarray, p: int, eta: float, sd_scale) -> float:
-    r"""Log density of a packed Cholesky factor L = chol(diag(s) R diag(s)) with
-    s_k ~ HalfNormal(sd_scale_k) and R ~ LKJ(eta), by change of variables:
+    r"""Log density of a packed Cholesky factor L = chol(diag(s) R diag(s)).
+
+    With s_k ~ HalfNormal(sd_scale_k) and R ~ LKJ(eta), by change of variables:
     log p(L) = log p(s) + log p_LKJ(R) + log |d(s, r) / dL|, the Jacobian computed by
     complex-step differentiation (exact to rounding). Independent of PyMC's closed form.
     """

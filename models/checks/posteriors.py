@@ -1,5 +1,6 @@
-"""Posterior agreement: means and 5/50/95% quantiles of every pair of fits within Monte Carlo
-error (|z| <= 4), and against a reference posterior when the family has one.
+"""Posterior agreement: means and 5/50/95% quantiles within Monte Carlo error (|z| <= 4).
+
+Of every pair of fits, and against a reference posterior when the family has one.
 """
 
 from __future__ import annotations

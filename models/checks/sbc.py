@@ -143,8 +143,10 @@ def _form(family: str, name: str):
 
 
 def _sbc_fit(compiled, rng, names, *, draws, tune, chains, cores, target_accept):
-    """One SBC fit of a data-swapped compiled model: the posterior, total divergences and the
-    smallest bulk ESS over ``names`` (every element); the sampler's seed is ``rng``'s next draw.
+    """One SBC fit of a data-swapped compiled model.
+
+    The posterior, total divergences and the smallest bulk ESS over ``names`` (every element);
+    the sampler's seed is ``rng``'s next draw.
     """
     import arviz as az
 

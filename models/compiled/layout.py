@@ -1,4 +1,4 @@
-"""The float64 parameter block of a compiled form: one explicit layout shared by packer, kernels, tests.
+"""The float64 parameter block of a compiled form: one explicit layout for packer, kernels, tests.
 
 A compiled density reads everything it needs (constants, prior settings, statistics) from one
 contiguous float64 array handed to nutpie as ``user_data``. A :class:`Layout` names the block's

@@ -1,5 +1,7 @@
-r"""The mixed models' ``sufficient`` posterior (covariates; nested or balanced crossed factors) as
-cached machine code: priors and sampler coordinates of :class:`models.lmm.LmmPriors` around the
+r"""The mixed models' ``sufficient`` posterior as cached machine code.
+
+For covariates and nested or balanced crossed factors: priors and sampler coordinates of
+:class:`models.lmm.LmmPriors` around the
 closed-form likelihood kernels of :mod:`models.compiled.lmm_nested` (nested, one factor included,
 by cluster size when there is one factor) and :mod:`models.compiled.lmm_strata` (balanced crossed).
 
@@ -98,7 +100,7 @@ def _scale_prior(code, s, nu, x):
 
 @numba.njit(cache=True)
 def _beta(z, b, beta):
-    """beta (in X's column order) from the sampler's coordinates; returns alpha (or 0)."""
+    """Fill beta (in X's column order) from the sampler's coordinates; returns alpha (or 0)."""
     k, i0 = int(b[_K]), int(b[_I0])
     scale = b[_SCALE]
     o_m, o_s = int(b[_O_XMEAN]), int(b[_O_XSCALE])
@@ -183,7 +185,7 @@ def _block(user_data):
                          types.CPointer(types.double), types.CPointer(types.double),
                          types.voidptr), cache=True)
 def _c_logp(dim, x_, out_, logp_, user_data):
-    """nutpie's logp callback: 0 on success, 3/4 for a non-finite gradient/value."""
+    """The nutpie logp callback: 0 on success, 3/4 for a non-finite gradient/value."""
     b = _block(user_data)
     n = int(b[_K]) + int(b[_F]) + 1
     if dim != n:
@@ -202,7 +204,7 @@ def _c_logp(dim, x_, out_, logp_, user_data):
 @numba.cfunc(types.int64(types.uint64, types.uint64, types.CPointer(types.double),
                          types.CPointer(types.double), types.voidptr), cache=True)
 def _c_expand(dim, expanded, x_, out_, user_data):
-    """nutpie's expand callback: unconstrained point -> beta, tau, sigma."""
+    """The nutpie expand callback: unconstrained point -> beta, tau, sigma."""
     b = _block(user_data)
     n = int(b[_K]) + int(b[_F]) + 1
     if dim != n or expanded != int(b[_NEXP]):
@@ -257,8 +259,11 @@ def _model(priors, likelihood: np.ndarray, kernel: float, n_factors: int):
 
 
 def compile_nested(data, priors):
-    """A nutpie model of the nested (or one-factor) sufficient posterior; with ``priors.tau``
-    empty, of the pooled model (one factor, tau = 0: no between-cluster variance)."""
+    """A nutpie model of the nested (or one-factor) sufficient posterior.
+
+    With ``priors.tau`` empty, of the pooled model (one factor, tau = 0: no between-cluster
+    variance).
+    """
     from models.cells import nested_of
 
     stats = nested_of(data)

@@ -2,9 +2,9 @@ r"""The multivariate ``sufficient`` posterior as cached machine code (complex-st
 
 :func:`models.forms.multivariate.build_sufficient` defines the model: mu ~ Normal per outcome,
 LKJ-Cholesky priors on the standardised factors of V and Sigma (:class:`models.priors.MvPriors`),
-and the exact per-pattern likelihood of :func:`models.forms.multivariate.sufficient_loglik`. nutpie's
-numba backend compiles that PyMC graph in 12-17 s in every process (its callbacks cannot be
-cached); this module evaluates the same log density in hand-written numba (``cache=True``,
+and the exact per-pattern likelihood of :func:`models.forms.multivariate.sufficient_loglik`.
+nutpie's numba backend compiles that PyMC graph in 12-17 s in every process (its callbacks cannot
+be cached); this module evaluates the same log density in hand-written numba (``cache=True``,
 compiled once per installation) and hands it to nutpie as C callbacks, as
 :mod:`models.compiled.oneway` does for the univariate form.
 
@@ -15,9 +15,10 @@ so the code uses plain transposes (never conjugates) and no ``abs``; log, sqrt a
 written for complex-step arguments (see ``_clog``).
 Cost: n_dim evaluations of an O(L P p^2 + L p^3) density per gradient.
 
-``tests/test_compiled_multivariate.py`` shows the log density equals scipy's MvNormal of each cluster's
-stacked observed vector plus the independent prior density of :mod:`models.checks.oracles` (to 1e-9),
-and the gradient equals PyMC's ``dlogp`` of ``build_sufficient`` (to 1e-8), with missing cells.
+``tests/test_compiled_multivariate.py`` shows the log density equals scipy's MvNormal of each
+cluster's stacked observed vector plus the independent prior density of
+:mod:`models.checks.oracles` (to 1e-9), and the gradient equals PyMC's ``dlogp`` of
+``build_sufficient`` (to 1e-8), with missing cells.
 """
 
 from __future__ import annotations
@@ -253,16 +254,16 @@ def _logp_complex(x, b):
     g = np.zeros(p, np.complex128)
     d = np.zeros(p, np.complex128)
     c = np.zeros(p, np.complex128)
-    for l in range(L):
+    for cl in range(L):
         M[:, :] = 0.0
         g[:] = 0.0
         quad = 0.0j
         for q in range(P):
-            nlq = b[o_n + l * P + q]
+            nlq = b[o_n + cl * P + q]
             if nlq == 0.0:
                 continue
             for k in range(p):
-                d[k] = b[o_mean + (l * P + q) * p + k] - mu[k]
+                d[k] = b[o_mean + (cl * P + q) * p + k] - mu[k]
             for i in range(p):
                 s = 0.0j
                 for j in range(p):

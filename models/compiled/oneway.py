@@ -15,9 +15,9 @@ of their means and Q_k = sum (xbar_l - A_k)^2,
     = \frac{n_k \left(Q_k + m_k (A_k - \mu)^2\right)}{\sigma^2 + n_k\tau^2},
 
 an identity, so the sum over clusters becomes a sum over sizes: 10^5 clusters of 1..200 rows
-cost 200 terms per gradient. ``tests/test_compiled_oneway.py`` shows the log density and gradient equal
-PyMC's (``build_sufficient``'s compiled ``logp``/``dlogp``) to 1e-9 at random points, for every
-prior family.
+cost 200 terms per gradient. ``tests/test_compiled_oneway.py`` shows the log density and gradient
+equal PyMC's (``build_sufficient``'s compiled ``logp``/``dlogp``) to 1e-9 at random points, for
+every prior family.
 
 Unconstrained coordinates (those of :class:`models.priors.Priors`): z_mu = (mu - center)/scale,
 z_tau = log(tau/scale), z_sigma = log(sigma/scale); the log density includes the log Jacobians

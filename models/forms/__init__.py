@@ -1,5 +1,6 @@
-"""Model families and their parameterisations; :func:`family_of` is the one place that decides
-which family a data set is fitted with.
+"""Model families and their parameterisations.
+
+:func:`family_of` is the one place that decides which family a data set is fitted with.
 
 Each family lives in its own module and defines one :class:`~models.forms.base.Family` record
 (``FAMILY``) holding its :class:`~models.forms.base.Form` records. Adding a family is adding

@@ -1,4 +1,4 @@
-"""The types: a model family, and a parameterisation (form) of its posterior as a record of functions.
+"""The types: a model family, and a posterior's parameterisation (form) as a record of functions.
 
 A :class:`Family` is what one kind of data (one-way, multivariate, ...) is fitted with: its forms,
 its default priors, the names it reports, how group effects are added to forms that integrate them
@@ -129,8 +129,11 @@ class Family:
     partition_priors: Callable[..., Any] | None = None
 
     def default(self, data: Any) -> str:
-        """The form ``varcomp fit`` uses without ``--model``: :attr:`default_form`, or
-        :attr:`fallback_form` where the default does not apply to these data (its ``skip``)."""
+        """The form ``varcomp fit`` uses without ``--model``.
+
+        :attr:`default_form`, or :attr:`fallback_form` where the default does not apply to
+        these data (its ``skip``).
+        """
         if self.fallback_form and self.forms[self.default_form].skip(data):
             return self.fallback_form
         return self.default_form

@@ -1,5 +1,6 @@
-r"""The crossed family: ``y ~ X + (1|a) + (1|b) [+ (1|a:b)]`` (parts x operators, students x
-lecturers), in four forms.
+r"""The crossed family: ``y ~ X + (1|a) + (1|b) [+ (1|a:b)]``, in four forms.
+
+The model (parts x operators, students x lecturers):
 
 .. math::
     y = X\beta + \sum_f Z_f u_f + e,\qquad u_f \sim N(0, \tau_f^2 I)
@@ -100,8 +101,10 @@ def _compiled(data: ClusteredData, priors: LmmPriors | None):
 
 
 def _no_effects(idata, data, seed) -> None:
-    """Crossed effects given (beta, tau, sigma) need a q x q solve per draw: not drawn; the
-    latent forms carry them."""
+    """Draw no crossed effects: given (beta, tau, sigma) they need a q x q solve per draw.
+
+    The latent forms carry them.
+    """
     return None
 
 

@@ -8,8 +8,9 @@ Every builder creates the same free parameters (:meth:`models.lmm.LmmPriors.crea
 (``y_obs``; the marginal blocks ``y_b<i>_obs``; the sufficient statistics ``cell_s``, ``xy``,
 ``yy``), so checks and SBC compile one model and swap data sets of the same design. The group
 effects are ``group_effect`` (dim ``group``) for one factor and ``u_<factor>`` (dim
-``<factor>``, ``:`` written ``__``) for several. The family modules (:mod:`~models.forms.regression`,
-:mod:`~models.forms.nested`, :mod:`~models.forms.crossed`) pick the forms that apply.
+``<factor>``, ``:`` written ``__``) for several. The family modules
+(:mod:`~models.forms.regression`, :mod:`~models.forms.nested`, :mod:`~models.forms.crossed`) pick
+the forms that apply.
 """
 
 from __future__ import annotations
@@ -103,9 +104,10 @@ def latent_values(data: ClusteredData) -> dict[str, np.ndarray]:
 
 # ---------------------------------------------------------------------------- marginal (blocks)
 def unit_blocks(data: ClusteredData, max_dim: int = 400):
-    """Top-level units grouped by identical layout (cell sizes at every level), for the literal
-    MvNormal: ``[(rows (units, K) int, Z (K, q) 0/1 per lower factor level, level of each
-    column of Z), ...]``.
+    """Top-level units grouped by identical layout (cell sizes at every level).
+
+    For the literal MvNormal: ``[(rows (units, K) int, Z (K, q) 0/1 per lower factor level,
+    level of each column of Z), ...]``.
 
     Within a unit the rows are ordered by the finer factors' codes, so units whose nested cells
     have the same sizes in the same order share one covariance pattern.

@@ -265,8 +265,9 @@ def _mvnormal_chol_random(mu, chol, rng=None, size=None):
 
 
 def _latent_likelihood(data: ClusteredData, cluster_mean, chol_Sigma) -> None:
-    """Observed components of each row given its cluster's mean, one node per row pattern
-    (observed values in the ``pm.Data`` containers ``<node>_obs``).
+    """Observed components of each row given its cluster's mean, one node per row pattern.
+
+    The observed values are in the ``pm.Data`` containers ``<node>_obs``.
     """
     import pymc as pm
     import pytensor.tensor as pt

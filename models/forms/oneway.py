@@ -134,8 +134,10 @@ def padded_rows(codes: np.ndarray, sizes: np.ndarray, *, max_blocks: int = 8):
 
 def size_blocks(data: ClusteredData, *, max_blocks: int = 8
                 ) -> list[tuple[np.ndarray, np.ndarray]]:
-    """:func:`padded_rows` with the responses: ``[(n, values (clusters, K)), ...]``, zeros on
-    the padding."""
+    """:func:`padded_rows` with the responses, zeros on the padding.
+
+    ``[(n, values (clusters, K)), ...]``.
+    """
     y = data.y[:, 0]
     return [(n, np.where(real, y[rows], 0.0))
             for n, rows, real in padded_rows(data.codes, data.sizes, max_blocks=max_blocks)]
@@ -246,8 +248,9 @@ def _sufficient_values(data: ClusteredData) -> dict[str, np.ndarray]:
 
 
 def _compiled_sufficient(data: ClusteredData, priors: Priors | None):
-    """The compiled sufficient posterior (:mod:`models.compiled.oneway`), or None for priors it
-    does not cover.
+    """The compiled sufficient posterior, or None for priors it does not cover.
+
+    The compiled model is :mod:`models.compiled.oneway`'s.
     """
     from models.compiled import oneway
 
