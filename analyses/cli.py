@@ -288,6 +288,18 @@ def _inputs(spec: str) -> list[Path]:
     return []
 
 
+def _headline(posterior, var: str) -> str:
+    """``icc mean 0.61`` or ``vpc mean batch 0.52, residual 0.48``: the posterior mean share."""
+    da = posterior[var].mean(("chain", "draw"))
+    if da.ndim == 0:
+        return f"{var} mean {float(da):.3f}"
+    dim = da.dims[0]
+    labels = [str(c) for c in da[dim].values]
+    if da.ndim == 1 and len(labels) > 1 and dim != "outcome":
+        return f"{var} mean " + ", ".join(f"{c} {float(v):.3f}" for c, v in zip(labels, da.values))
+    return f"{var} mean " + ", ".join(f"{float(v):.3f}" for v in da.values.ravel())
+
+
 def cmd_fit(args) -> int:
     """Fit, write the outputs, print where they are."""
     from analyses.fit import check_memory, fit, is_terminal, write_outputs
@@ -324,12 +336,10 @@ def cmd_fit(args) -> int:
         checkpoint()
         out = write_outputs(result, out, inputs=inputs)
     for name, f in result.fits.items():
-        post = f.idata.posterior["icc"].values
-        flat = post.reshape(post.shape[0] * post.shape[1], -1)
         dg = f.diagnostics
         verdict = "ok" if dg["ok"] else "NOT TRUSTED: " + "; ".join(dg["problems"])
-        icc = ", ".join(f"{m:.3f}" for m in flat.mean(axis=0))
-        print(f"{name:<11} icc mean {icc}   {f.seconds['total']:.1f} s   diagnostics {verdict}")
+        share = _headline(f.idata.posterior, family.headline)
+        print(f"{name:<11} {share}   {f.seconds['total']:.1f} s   diagnostics {verdict}")
     if result.comparison is not None:
         print(f"comparison: {'forms agree' if result.comparison.passed else 'see report'}")
     print(f"report: {out / 'report.html'}")

@@ -51,13 +51,15 @@ def mixed_loglik(data, post, chunk: int = 200) -> np.ndarray | None:
 
     See :func:`models.lmm.unit_loglik`.
     """
-    from models.lmm import unit_loglik
+    from models.lmm import unit_loglik, unit_loglik_prepared
 
     if not data.design.nested:
         return None
     beta, tau, sigma = (_draws(post, v) for v in ("beta", "tau", "sigma"))
+    prepared = unit_loglik_prepared(data)
     return np.concatenate([unit_loglik(data, beta[a:a + chunk], tau[a:a + chunk],
-                                       sigma[a:a + chunk]) for a in range(0, len(beta), chunk)])
+                                       sigma[a:a + chunk], prepared=prepared)
+                           for a in range(0, len(beta), chunk)])
 
 
 def oneway_prior(data, post, priors) -> np.ndarray:
@@ -68,7 +70,7 @@ def oneway_prior(data, post, priors) -> np.ndarray:
 def mixed_prior(data, post, priors) -> np.ndarray:
     """(S,) log prior of (alpha, slopes, tau, sigma) (:meth:`models.lmm.LmmPriors.logpdf`)."""
     beta, tau, sigma = (_draws(post, v) for v in ("beta", "tau", "sigma"))
-    return np.array([priors.logpdf(b, t, s) for b, t, s in zip(beta, tau, sigma, strict=True)])
+    return priors.logpdf(beta, tau, sigma)
 
 
 def mv_prior(data, post, priors) -> np.ndarray:

@@ -7,7 +7,6 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
-from scipy import stats
 
 from models.errors import DataError
 
@@ -47,6 +46,8 @@ class ScalePrior:
                              f"{self.nu} (for a normal tail use halfnormal)")
 
     def _scipy(self):
+        from scipy import stats
+
         return {
             "halfnormal": stats.halfnorm(scale=self.scale),
             "halfstudentt": None,
@@ -55,11 +56,30 @@ class ScalePrior:
         }[self.family]
 
     def logpdf(self, x: np.ndarray) -> np.ndarray:
-        """Log density at ``x`` > 0 (numpy), identical to the PyMC distribution's."""
+        """Log density at ``x`` > 0 (numpy, vectorised), identical to the PyMC distribution's.
+
+        Written out (no frozen scipy distribution per call: 16,000 of those cost 11 s):
+        HalfNormal log 2 - log(2 pi)/2 - log s - (x/s)^2/2; HalfStudentT log 2 + log
+        Gamma((nu+1)/2) - log Gamma(nu/2) - log(nu pi)/2 - log s - (nu+1)/2 log(1 + (x/s)^2/nu);
+        HalfCauchy log(2 / (pi s)) - log(1 + (x/s)^2); Exponential -log s - x/s; -inf below 0.
+        """
+        from scipy.special import gammaln
+
         x = np.asarray(x, dtype=np.float64)
-        if self.family == "halfstudentt":
-            return np.log(2.0) + stats.t(df=self.nu, scale=self.scale).logpdf(x)
-        return self._scipy().logpdf(x)
+        s, z = self.scale, x / self.scale
+        with np.errstate(divide="ignore", invalid="ignore"):
+            if self.family == "halfnormal":
+                out = math.log(2.0) - 0.5 * math.log(2.0 * math.pi) - math.log(s) - 0.5 * z * z
+            elif self.family == "halfstudentt":
+                nu = self.nu
+                out = (math.log(2.0) + gammaln(0.5 * (nu + 1.0)) - gammaln(0.5 * nu)
+                       - 0.5 * math.log(nu * math.pi) - math.log(s)
+                       - 0.5 * (nu + 1.0) * np.log1p(z * z / nu))
+            elif self.family == "halfcauchy":
+                out = math.log(2.0 / (math.pi * s)) - np.log1p(z * z)
+            else:
+                out = -math.log(s) - z
+        return np.where(x >= 0.0, out, -np.inf)
 
     def rvs(self, rng: np.random.Generator, size=None) -> np.ndarray:
         """Draws from the prior."""
@@ -69,6 +89,8 @@ class ScalePrior:
 
     def quantile(self, q: float) -> float:
         """Prior quantile (used to size quadrature grids)."""
+        from scipy import stats
+
         if self.family == "halfstudentt":
             return float(stats.t(df=self.nu, scale=self.scale).ppf(0.5 + q / 2))
         return float(self._scipy().ppf(q))
@@ -112,8 +134,9 @@ class NormalPrior:
                              f"({self.loc}, {self.scale})")
 
     def logpdf(self, x):
-        """Log density (numpy)."""
-        return stats.norm(self.loc, self.scale).logpdf(x)
+        """Log density (numpy, vectorised)."""
+        z = (np.asarray(x, dtype=np.float64) - self.loc) / self.scale
+        return -0.5 * math.log(2.0 * math.pi) - math.log(self.scale) - 0.5 * z * z
 
     def rvs(self, rng: np.random.Generator, size=None):
         """Draws from the prior."""
@@ -491,6 +514,8 @@ class PartitionPriors:
     def logpdf_free(self, mu, tau, sigma):
         """Log density of (mu, T, ICC), the parameters the prior is written for (PyMC's terms)."""
         p = self.free_point(mu, tau, sigma)
+        from scipy import stats
+
         return (self.mu.logpdf(mu) + self.total.logpdf(p["total_sd"])
                 + stats.beta(self.a, self.b).logpdf(p["share"]))
 

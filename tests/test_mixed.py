@@ -222,20 +222,37 @@ def test_fit_formula_writes_the_contract(tmp_path):
     assert set(reml["beta"]) == {"Intercept", "basement"}
 
 
-def test_nested_fit_vpc_sums_to_one_per_draw():
-    """The variance partition of every draw sums to 1 and the correlations of rows sharing
-    levels rise toward the bottom of a nested design."""
-    from analyses.fit import fit
+def test_nested_fit_vpc_sums_to_one_per_draw(tmp_path, capsys):
+    """varcomp fit of a nested formula: the variance partition of every draw sums to 1, the
+    correlations of rows sharing levels rise toward the bottom, the CLI prints the vpc by
+    component and summary.json names them."""
+    import arviz as az
 
-    d = load("pastes", formula="strength ~ 1 + (1|batch/cask)")
-    r = fit(d, draws=200, tune=300, chains=2, seed=1)
-    post = r.idata["sufficient"].posterior
+    out = tmp_path / "pastes"
+    assert main(["fit", "pastes", "--formula", "strength ~ 1 + (1|batch/cask)", "--draws",
+                 "200", "--tune", "300", "--chains", "2", "--seed", "1", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "vpc mean batch " in printed and "batch:cask " in printed and "residual " in printed
+    post = az.from_netcdf(out / "sufficient.nc").posterior
     total = post["vpc"].sum("component").values
     assert np.abs(total - 1.0).max() < 1e-12
     corr = post["corr"].values
     assert (corr[..., 1] >= corr[..., 0]).all()
-    assert set(r.summary["fits"]["sufficient"]["params"]) >= {
+    s = json.loads((out / "summary.json").read_text())
+    assert set(s["fits"]["sufficient"]["params"]) >= {
         "tau[batch]", "tau[batch:cask]", "vpc[batch]", "vpc[batch:cask]", "vpc[residual]"}
+
+
+def test_crossed_fit_through_the_cli(tmp_path, capsys):
+    """varcomp fit of a crossed formula (Penicillin) prints the vpc of plate, sample and the
+    residual, each in [0, 1] and summing to 1 in the posterior mean."""
+    out = tmp_path / "pen"
+    assert main(["fit", "penicillin", "--formula", "diameter ~ 1 + (1|plate) + (1|sample)",
+                 *SMALL, "--seed", "2", "--out", str(out)]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if "vpc mean" in x)
+    shares = dict(p.rsplit(" ", 1) for p in line.split("vpc mean ")[1].split("   ")[0].split(", "))
+    assert set(shares) == {"plate", "sample", "residual"}
+    assert sum(float(v) for v in shares.values()) == pytest.approx(1.0, abs=2e-3)
 
 
 def test_formula_and_group_together_are_refused(capsys):

@@ -106,6 +106,9 @@ class Family:
     partition_priors : callable or None
         ``partition_priors(data, specs)``: the variance-partition prior (total variance and
         shares), with ``--prior`` overrides, where the family offers one.
+    headline : str
+        The share of variance ``varcomp fit`` prints per form (``icc``, or ``vpc`` by component
+        where there are several components).
     """
 
     name: str
@@ -127,6 +130,7 @@ class Family:
     log_prior: Callable[..., Any] | None = None
     new_cluster: Callable[..., Any] | None = None
     partition_priors: Callable[..., Any] | None = None
+    headline: str = "icc"
 
     def default(self, data: Any) -> str:
         """The form ``varcomp fit`` uses without ``--model``.

@@ -127,6 +127,7 @@ FAMILY = Family(
     fallback_form="noncentred",
     default_priors=LmmPriors.default,
     parse_priors=lambda data, specs: parse_lmm_priors(LmmPriors.default(data), specs),
+    headline="vpc",
     summary_vars=("beta", "tau", "sigma", "vpc", "corr", "r2_marginal", "r2_conditional"),
     compare_vars=("beta", "tau", "sigma", "vpc"),
     add_effects=_no_effects,
