@@ -296,7 +296,8 @@ def _headline(posterior, var: str) -> str:
     dim = da.dims[0]
     labels = [str(c) for c in da[dim].values]
     if da.ndim == 1 and len(labels) > 1 and dim != "outcome":
-        return f"{var} mean " + ", ".join(f"{c} {float(v):.3f}" for c, v in zip(labels, da.values))
+        pairs = zip(labels, da.values, strict=True)
+        return f"{var} mean " + ", ".join(f"{c} {float(v):.3f}" for c, v in pairs)
     return f"{var} mean " + ", ".join(f"{float(v):.3f}" for v in da.values.ravel())
 
 

@@ -304,8 +304,10 @@ def add_derived(idata, data) -> None:
 
 
 def _sum_into(values: np.ndarray, index: np.ndarray, m: int) -> np.ndarray:
-    """(S, C) values summed into (S, m) columns by ``index`` (C,): a sparse product, not
-    ``np.add.at`` (which is ~50x slower on (draws, cells) arrays)."""
+    """(S, C) values summed into (S, m) columns by ``index`` (C,).
+
+    A sparse product, not ``np.add.at`` (which is ~50x slower on (draws, cells) arrays).
+    """
     from scipy import sparse
 
     if index.size == m and np.array_equal(index, np.arange(m)):
