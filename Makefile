@@ -43,6 +43,9 @@ figures: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_univariate.py
 	$(BIN)/python benchmarks/bench_multivariate.py --json benchmarks/results_mv.json
+	$(BIN)/python benchmarks/bench_mixed.py
+	$(BIN)/python benchmarks/bench_scale.py
+	$(BIN)/python benchmarks/bench_latency.py
 
 clean:
 	rm -rf $(VENV) reports .pytest_cache

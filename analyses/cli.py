@@ -65,8 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for tests and docs)."""
     from models.forms import FORM_NAMES
 
-    p = _Parser(prog="varcomp", description="Bayesian variance components (one-way random "
-                "effects) with PyMC and ArviZ.")
+    p = _Parser(prog="varcomp", description="Bayesian variance components with PyMC and "
+                "ArviZ: one-way and multivariate random effects, and formulas with covariates, "
+                "nested and crossed factors (y ~ x + (1|a/b)).")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     sub.add_parser("datasets", help="list the shipped datasets")

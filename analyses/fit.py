@@ -174,6 +174,9 @@ def prepare(form: Form, data, *, priors=None, sampler: str = "nutpie") -> tuple[
 
 
 def _import_for(form: Form, sampler: str) -> None:
+    from models.sampling import import_arviz
+
+    import_arviz()
     if sampler == "nutpie" and form.compiled is not None:
         import nutpie  # noqa: F401  (the compiled route's only heavy import)
     else:

@@ -2,15 +2,46 @@
 
 :func:`models.forms.family_of` decides which family fits a data set; each family's forms (the
 parameterisations) are records of functions (:mod:`models.forms.base`) that the checks, the fit,
-the report and the CLI loop over. PyMC is imported lazily, so loading data stays light.
+the report and the CLI loop over.
+
+Everything here is imported lazily (PEP 562): ``import models.errors`` (all the command line
+needs before it has parsed its arguments) pulls in neither pandas nor scipy, and PyMC is
+imported only by the forms that sample through it.
 """
 
 from __future__ import annotations
 
-from models.data import DATASETS, ClusteredData, DataError
-from models.data import load as _load_columns
-from models.estimate import PointEstimate, fit_ml, fit_reml
-from models.forms import FORM_NAMES, family_of
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # for type checkers and readers; at run time __getattr__ imports on use
+    from models.data import DATASETS, ClusteredData, DataError
+    from models.estimate import PointEstimate, fit_ml, fit_reml
+    from models.forms import FORM_NAMES, family_of
+
+_LAZY = {
+    "DATASETS": "models.data",
+    "ClusteredData": "models.data",
+    "DataError": "models.errors",
+    "PointEstimate": "models.estimate",
+    "fit_ml": "models.estimate",
+    "fit_reml": "models.estimate",
+    "FORM_NAMES": "models.forms",
+    "family_of": "models.forms",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Import a public name (or a submodule such as ``models.mvstats``) on first use."""
+    import importlib
+
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    try:
+        return importlib.import_module(f"models.{name}")
+    except ModuleNotFoundError as exc:
+        if exc.name != f"models.{name}":
+            raise
+        raise AttributeError(f"module 'models' has no attribute '{name}'") from None
 
 
 def load(spec, *, group=None, response=None, formula=None) -> ClusteredData:
@@ -19,13 +50,18 @@ def load(spec, *, group=None, response=None, formula=None) -> ClusteredData:
     By ``group`` and ``response`` columns (:func:`models.data.load`), or by a mixed-model
     ``formula`` such as ``"y ~ x + C(z) + (1|g)"`` (:func:`models.design.load_formula`).
     """
+    from models.errors import DataError
+
     if formula is not None:
         if group is not None or response:
             raise DataError("give either a formula or group/response columns, not both")
         from models.design import load_formula
 
         return load_formula(spec, formula)
-    return _load_columns(spec, group=group, response=response)
+    from models.data import load as load_columns
+
+    return load_columns(spec, group=group, response=response)
+
 
 __all__ = [
     "DATASETS",

@@ -29,6 +29,7 @@ import pandas as pd
 from models.errors import DataError
 
 __all__ = ["CellStats", "cells_of_rows", "factor_codes", "nested_of", "strata_of",
+           "weighted_level_sizes",
            "unit_moments"]
 
 
@@ -122,6 +123,21 @@ def factor_codes(cells: CellStats, factor) -> np.ndarray:
     if (codes < 0).any():
         raise DataError(f"cells with levels of '{factor.name}' the design does not know")
     return codes.astype(np.int64)
+
+
+def weighted_level_sizes(data) -> np.ndarray:
+    """Each factor's size-weighted mean level size, sum over levels of n_l^2 / N.
+
+    The design effect of a mean over all rows is 1 + sum_f vpc_f (this - 1) (Kish's, with
+    one term per factor: two rows covary by tau_f^2 for every factor whose level they share).
+    """
+    cells = data.cells
+    N = float(cells.n.sum())
+    out = []
+    for f in data.design.factors:
+        n = np.bincount(factor_codes(cells, f), weights=cells.n).astype(np.float64)
+        out.append(float((n * n).sum()) / N)
+    return np.array(out)
 
 
 def _centred_sums(cells: CellStats):

@@ -257,9 +257,14 @@ def add_derived(idata, data) -> None:
     Several factors: ``vpc`` (dim ``component``: each factor, then ``residual``; sums to 1)
     = tau_f^2 / (sum tau^2 + sigma^2); ``corr`` (dim ``shared``): the correlation of two rows in
     the same level of a factor (nested: the same units down to that level and different ones
-    below; crossed: that factor only); ``r2_marginal`` and ``r2_conditional`` as above.
+    below; crossed: that factor only); ``deff``, the design effect of a mean over all rows
+    (given the covariates), 1 + sum_f vpc_f (n_f - 1) with n_f = sum over f's levels of
+    n_l^2 / N (:func:`models.cells.weighted_level_sizes`); ``r2_marginal`` and
+    ``r2_conditional`` as above.
     """
     import xarray as xr
+
+    from models.cells import weighted_level_sizes
 
     post = idata.posterior
     beta = post["beta"].values
@@ -282,6 +287,8 @@ def add_derived(idata, data) -> None:
     random = parts.sum(axis=-1)
     post["vpc"] = xr.DataArray(parts / random[..., None], dims=(*dims, "component"),
                                coords={"component": comp})
+    post["deff"] = xr.DataArray(1.0 + (t2 / random[..., None]) @ (weighted_level_sizes(data) - 1.0),
+                                dims=dims)
     # correlation of two rows in the same level of a factor: they share every component whose
     # level that implies. Nested: the factors down to it (same school, different class).
     # Crossed: the components whose grouping columns are a subset of its own (the same a:b cell

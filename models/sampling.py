@@ -22,7 +22,8 @@ import numpy as np
 
 from models.errors import DataError
 
-__all__ = ["GATE", "DataSwapper", "Fit", "diagnose", "quiet", "sample_compiled", "sample_model"]
+__all__ = ["GATE", "DataSwapper", "Fit", "diagnose", "import_arviz", "quiet", "sample_compiled",
+           "sample_model"]
 
 # The diagnostics gate (Vehtari et al. 2021 thresholds): a fit failing any of these is not
 # trusted, in the checks (never "agrees") and in the report (banner, summary.json).
@@ -43,6 +44,40 @@ class Fit:
     def ok(self) -> bool:
         """Whether the diagnostics gate passed."""
         return bool(self.diagnostics.get("ok", False))
+
+
+def import_arviz():
+    """ArviZ (and so nutpie, which imports it), imported without run-time numba compilation.
+
+    Measured on this 2-core machine, per process: ArviZ compiles ``_binom_pmf`` (an eagerly
+    typed ``numba.vectorize`` of its ECDF bands, which varcomp never draws) while it is
+    imported, ~0.35 s, and its numba ``stats_variance_1d`` (used by ``rhat``) on first use,
+    ~0.3 s; neither is cached. Here the vectorize is made lazy for the duration of the import
+    (it compiles on first call, if ever) and ArviZ's numba paths are switched off (its NumPy
+    variance is the same statistic). ``varcomp fit`` then compiles nothing once numba's caches
+    of :mod:`models.native` exist (tests/test_latency.py).
+    """
+    import sys
+
+    if "arviz" not in sys.modules:
+        import numba
+
+        eager = numba.vectorize
+
+        def lazy(*args, **kwargs):
+            if args and isinstance(args[0], (list, tuple, str)):  # signatures: compile later
+                args = args[1:]
+            return eager(*args, **kwargs)
+
+        numba.vectorize = lazy
+        try:
+            import arviz
+        finally:
+            numba.vectorize = eager
+    import arviz
+
+    arviz.Numba.disable_numba()
+    return arviz
 
 
 def quiet():

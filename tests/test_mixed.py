@@ -222,6 +222,42 @@ def test_fit_formula_writes_the_contract(tmp_path):
     assert set(reml["beta"]) == {"Intercept", "basement"}
 
 
+@pytest.mark.parametrize("formula, frame", [
+    ("y ~ x + (1|area/school/klass)", lambda: _nested_frame(seed=3)),
+    ("y ~ x + (1|a) + (1|b) + (1|a:b)", lambda: _crossed_frame(2, drop=3, seed=1)),
+])
+def test_design_effect_is_the_variance_of_the_mean_over_its_srs_value(formula, frame):
+    """deff per draw = Var(mean of y | X) under the model's covariance of all rows, divided by
+    its value for independent rows, total / N: both from the dense N x N matrix built from the
+    rows' labels (no statistic shared with models.cells)."""
+    import arviz as az
+    import xarray as xr
+
+    from models.lmm import add_derived
+
+    df = frame()
+    data = from_formula(df, formula)
+    factors = [f.name for f in data.design.factors]
+    rng = np.random.default_rng(0)
+    tau = rng.uniform(0.2, 2.0, size=(1, 4, len(factors)))
+    sigma = rng.uniform(0.5, 1.5, size=(1, 4))
+    beta = np.zeros((1, 4, data.design.k))
+    idata = az.from_dict(posterior={"tau": tau, "sigma": sigma, "beta": beta},
+                         dims={"tau": ["factor"]}, coords={"factor": factors})
+    add_derived(idata, data)
+    got = idata.posterior["deff"].values[0]
+    N = len(df)
+    for d in range(4):
+        V = sigma[0, d] ** 2 * np.eye(N)
+        for f, name in enumerate(factors):
+            label = df[name.split(":")].astype(str).agg(":".join, axis=1).to_numpy()
+            V += tau[0, d, f] ** 2 * (label[:, None] == label[None, :])
+        total = sigma[0, d] ** 2 + (tau[0, d] ** 2).sum()
+        want = (V.sum() / N**2) / (total / N)
+        assert abs(got[d] - want) < 1e-12 * want
+    assert xr.DataArray(got).min() > 1.0
+
+
 def test_nested_fit_vpc_sums_to_one_per_draw(tmp_path, capsys):
     """varcomp fit of a nested formula: the variance partition of every draw sums to 1, the
     correlations of rows sharing levels rise toward the bottom, the CLI prints the vpc by

@@ -569,7 +569,8 @@ def test_nested_report_has_components_vpc_and_correlations(pastes_page):
                  "variance share (VPC) posteriors of all parameterisations"):
         assert text in page, text
     assert "<h3>Intra-class correlation</h3>" not in page
-    assert "Design effect" not in page and "One-way ANOVA" not in page
+    assert "<h3>Design effect and reliability" not in page and "One-way ANOVA" not in page
+    assert "Design effect of a mean over all rows" in page  # the several-factor one
     assert "Measurement system" not in page
 
 

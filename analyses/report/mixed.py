@@ -163,7 +163,8 @@ def correlations(post, params: Mapping, design) -> dict:
                          f"and correlate")
         rows.append({"label": e["label"], "factor": f, "words": words, **r,
                      "implied": implied})
-    return {"rows": rows, "nested": bool(design.nested)}
+    deff = _row(params, "deff", flat(post["deff"])) if "deff" in post else None
+    return {"rows": rows, "nested": bool(design.nested), "deff": deff}
 
 
 def gauge(post, design) -> dict | None:

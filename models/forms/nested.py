@@ -65,7 +65,7 @@ FAMILY = Family(
     default_priors=LmmPriors.default,
     parse_priors=lambda data, specs: parse_lmm_priors(LmmPriors.default(data), specs),
     headline="vpc",
-    summary_vars=("beta", "tau", "sigma", "vpc", "corr", "r2_marginal", "r2_conditional"),
+    summary_vars=("beta", "tau", "sigma", "vpc", "corr", "deff", "r2_marginal", "r2_conditional"),
     compare_vars=("beta", "tau", "sigma", "vpc"),
     add_effects=lambda idata, data, seed: add_top_effects(idata, data, seed=seed),
     estimates=estimates,

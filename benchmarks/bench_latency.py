@@ -1,0 +1,187 @@
+"""What a small ``varcomp fit`` costs as a user runs it: whole process, cold and warm caches.
+
+Run ``make bench`` (or ``python benchmarks/bench_latency.py [--repeats 5]``). Writes
+``benchmarks/results_latency.md`` and ``benchmarks/results_latency.json``.
+
+- Cases: Dyestuff (30 rows, 6 batches; one-way), the 31,022-row / 2,410-cluster exam set
+  (simulated as in bench_univariate.py, read from CSV; one-way) and gcsemv (bivariate,
+  1,905 rows). Each is ``varcomp fit DATA --out DIR`` with its defaults (the sufficient form,
+  4 chains x (1000 tune + 1000 draws), report and summary written).
+- Process wall time (start to exit) and CPU (user + sys of the child, from ``os.wait4``).
+- Warm: the installed ``varcomp`` after one untimed run (numba's on-disk cache of the
+  compiled kernels and Python's bytecode exist); median of ``--repeats`` runs.
+- Cold: a fresh ``git clone`` of this checkout per run, run from the clone (its modules have no
+  bytecode and no numba cache, as on a user's first run after cloning); median of 3. The
+  operating system's page cache is warm in both (site-packages were read before); dropping it
+  needs privileges a user does not have.
+- Imports: each heavy module imported alone in a fresh interpreter (its own dependencies
+  included, so the rows overlap), median of ``--repeats``.
+
+No timing here is asserted anywhere; tests/test_latency.py checks what the route imports and
+that a warm run compiles nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+VARCOMP = str(Path(sys.executable).with_name("varcomp"))
+HEAVY = ["numpy", "pandas", "scipy.stats", "xarray", "matplotlib.pyplot", "numba", "arviz",
+         "nutpie", "h5netcdf", "jinja2", "formulae", "pymc", "pytensor", "dask.dataframe",
+         "distributed"]
+
+
+def run(cmd: list[str], cwd: Path, env: dict | None = None, timeout: float = 900) -> dict:
+    """Wall and CPU seconds of one process, its exit code and the tail of its stderr."""
+    t0 = time.perf_counter()
+    with tempfile.TemporaryFile() as fe:
+        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=fe)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - t0
+        fe.seek(0)
+        err = fe.read().decode()[-600:]
+    code = os.waitstatus_to_exitcode(status)
+    if code != 0:
+        raise RuntimeError(f"{' '.join(cmd)} exited {code}: {err}")
+    return {"wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime,
+            "peak_rss_mb": usage.ru_maxrss / 1024}
+
+
+def exam_csv(path: Path) -> None:
+    """The 31k-row exam set of bench_univariate.py as CSV (school, score)."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    sys.path.insert(0, str(ROOT))
+    from bench_univariate import TRUE, exam_sizes
+
+    from models.simulate import simulate_univariate
+
+    d = simulate_univariate(L=2410, n=exam_sizes(), rng=1, **TRUE).data()
+    import pandas as pd
+
+    pd.DataFrame({"school": [f"s{c + 1}" for c in d.codes], "score": d.y[:, 0]}).to_csv(
+        path, index=False)
+
+
+def median(runs: list[dict]) -> dict:
+    """Medians of wall and CPU over runs, and the runs themselves."""
+    return {"wall_s": statistics.median(r["wall_s"] for r in runs),
+            "cpu_s": statistics.median(r["cpu_s"] for r in runs),
+            "peak_rss_mb": max(r["peak_rss_mb"] for r in runs),
+            "walls": [round(r["wall_s"], 3) for r in runs]}
+
+
+def fit_args(case: list[str], out: Path) -> list[str]:
+    return ["fit", *case, "--out", str(out)]
+
+
+def warm(case: list[str], tmp: Path, repeats: int) -> dict:
+    run([VARCOMP, *fit_args(case, tmp / "warmup")], cwd=tmp)
+    runs = []
+    for i in range(repeats):
+        runs.append(run([VARCOMP, *fit_args(case, tmp / f"w{i}")], cwd=tmp))
+    return median(runs)
+
+
+def cold(case: list[str], tmp: Path, repeats: int) -> dict:
+    """Each run from its own fresh clone: no bytecode or numba cache of varcomp's modules."""
+    runs = []
+    for i in range(repeats):
+        clone = tmp / f"clone{i}"
+        subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
+        for name in ("data",):  # the shipped CSVs are in git; nothing else to copy
+            assert (clone / name).is_dir()
+        code = "import sys; from analyses.cli import main; sys.exit(main(sys.argv[1:]))"
+        runs.append(run([sys.executable, "-c", code, *fit_args(case, tmp / f"c{i}")],
+                        cwd=clone))
+        shutil.rmtree(clone)
+    return median(runs)
+
+
+def import_times(repeats: int) -> dict:
+    out = {}
+    for mod in ["(interpreter start)", *HEAVY]:
+        stmt = "pass" if mod.startswith("(") else f"import {mod}"
+        code = ("import time; t = time.perf_counter(); " + stmt
+                + "; print(time.perf_counter() - t)")
+        walls, inner = [], []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                 cwd=ROOT, check=True)
+            walls.append(time.perf_counter() - t0)
+            inner.append(float(res.stdout.strip()))
+        out[mod] = {"import_s": statistics.median(inner), "process_s": statistics.median(walls)}
+    return out
+
+
+def markdown(res: dict) -> str:
+    m = res["meta"]
+    lines = [
+        f"Measured {m['when']} on {m['cores']} cores (load average {m['load_start']} at the "
+        f"start, {m['load_end']} at the end); warm = median of {m['repeats']} runs of the "
+        f"installed `varcomp` after one untimed run; cold = median of {m['cold_repeats']} runs, "
+        "each from a fresh `git clone` (no bytecode, no numba cache of varcomp's modules). "
+        "Whole process, report and summary written.", "",
+        "| data | rows | clusters | caches | wall s (median) | CPU s | peak RSS MB | walls |",
+        "|---|---:|---:|---|---:|---:|---:|---|"]
+    for name, r in res["fits"].items():
+        for kind in ("warm", "cold"):
+            x = r[kind]
+            lines.append(f"| {name} | {r['rows']:,} | {r['clusters']:,} | {kind} | "
+                         f"{x['wall_s']:.2f} | {x['cpu_s']:.2f} | {x['peak_rss_mb']:.0f} | "
+                         f"{', '.join(f'{w:.2f}' for w in x['walls'])} |")
+    lines += ["", "Import of each heavy module alone in a fresh interpreter (its dependencies "
+              "included, so rows overlap), median:", "",
+              "| module | import s | whole process s |", "|---|---:|---:|"]
+    for mod, x in res["imports"].items():
+        lines.append(f"| {mod} | {x['import_s']:.2f} | {x['process_s']:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--cold-repeats", type=int, default=3)
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results_latency"))
+    args = ap.parse_args()
+    meta = {"when": time.strftime("%Y-%m-%d %H:%M"), "cores": os.cpu_count(),
+            "load_start": ", ".join(f"{x:.1f}" for x in os.getloadavg()),
+            "repeats": args.repeats, "cold_repeats": args.cold_repeats}
+    res: dict = {"meta": meta, "fits": {}}
+    with tempfile.TemporaryDirectory(prefix="varcomp-latency-") as t:
+        tmp = Path(t)
+        exam = tmp / "exam.csv"
+        exam_csv(exam)
+        cases = {
+            "Dyestuff": (["dyestuff"], 30, 6),
+            "exam (31k)": ([str(exam), "--group", "school", "--response", "score"], 31022, 2410),
+            "gcsemv (bivariate)": (["gcsemv", "--group", "school", "--response", "written",
+                                    "--response", "course"], 1905, 73),
+        }
+        for name, (case, rows, clusters) in cases.items():
+            print(f"{name} ...", flush=True)
+            res["fits"][name] = {"rows": rows, "clusters": clusters,
+                                 "warm": warm(case, tmp, args.repeats),
+                                 "cold": cold(case, tmp, args.cold_repeats)}
+            print(json.dumps(res["fits"][name]), flush=True)
+        print("imports ...", flush=True)
+        res["imports"] = import_times(args.repeats)
+    meta["load_end"] = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    Path(args.out + ".json").write_text(json.dumps(res, indent=1))
+    Path(args.out + ".md").write_text(markdown(res))
+    print(markdown(res))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,99 @@
+"""What a small fit's process loads and compiles (issue 18); times are measured by make bench.
+
+Each check runs ``varcomp`` in a fresh interpreter, since what a process imports and compiles
+is only visible from its start.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+LISTEN = textwrap.dedent("""
+    import json, sys
+    from numba.core import event
+
+    seen = []
+
+    class Listener(event.Listener):
+        def on_start(self, ev):
+            seen.append(ev.kind)
+
+        def on_end(self, ev):
+            pass
+
+    # numba:run_pass fires for every compilation (jit and vectorize alike), never for a
+    # function loaded from numba's on-disk cache.
+    for kind in ("numba:compile", "numba:run_pass"):
+        event.register(kind, Listener())
+""")
+RUN = LISTEN + textwrap.dedent("""
+    from analyses.cli import main
+
+    code = main(sys.argv[1:])
+    heavy = sorted({m.split(".")[0] for m in sys.modules} & {"pymc", "pytensor"})
+    print(json.dumps({"code": code, "compilations": len(seen), "heavy": heavy}),
+          file=sys.stderr)
+""")
+
+
+def _run(args: list[str]) -> dict:
+    res = subprocess.run([sys.executable, "-c", RUN, *args], capture_output=True, text=True,
+                         timeout=600)
+    return json.loads(res.stderr.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("args", [
+    ["dyestuff"],
+    pytest.param(["gcsemv", "--group", "school", "--response", "written", "--response",
+                  "course"], marks=pytest.mark.slow),
+    ["pastes", "--formula", "strength ~ 1 + (1|batch/cask)"],
+], ids=["oneway", "multivariate", "nested"])
+def test_sufficient_fit_imports_no_pymc_and_compiles_nothing_once_cached(args, tmp_path):
+    """The compiled sufficient route needs neither pymc nor pytensor, and a second run finds
+    every numba function in its cache (the first may fill it, as on a fresh clone)."""
+    first = _run(["fit", *args, "--draws", "300", "--tune", "300", "--out", str(tmp_path / "a")])
+    assert first["code"] == 0 and first["heavy"] == []
+    second = _run(["fit", *args, "--draws", "300", "--tune", "300", "--out",
+                   str(tmp_path / "b")])
+    assert second == {"code": 0, "compilations": 0, "heavy": []}
+
+
+def test_the_detector_sees_a_compilation():
+    """The listener is trusted because it fires when numba does compile, both kinds that a
+    run could hit: a jit function and an eagerly typed vectorize (ArviZ's ECDF kind)."""
+    code = LISTEN + textwrap.dedent("""
+        import numba
+
+        numba.njit(lambda x: x + 1)(1)
+        jit = len(seen)
+        numba.vectorize(["float64(float64)"])(lambda x: 2.0 * x)
+        print(jit, len(seen) - jit)
+    """)
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120)
+    jit, vectorize = map(int, res.stdout.split())
+    assert jit > 0 and vectorize > 0
+
+
+@pytest.mark.parametrize("args", [["--help"], ["fit", "--help"], ["fit", "--draws", "0", "x"],
+                                  ["bogus"]])
+def test_help_and_argument_errors_import_nothing_heavy(args):
+    """``varcomp --help`` and argument errors answer before numpy, pandas or ArviZ load."""
+    code = textwrap.dedent("""
+        import sys
+        from analyses.cli import main
+        try:
+            main(sys.argv[1:])
+        except SystemExit:
+            pass
+        print(sorted({m.split(".")[0] for m in sys.modules}
+                     & {"numpy", "pandas", "scipy", "arviz", "pymc", "numba", "matplotlib"}))
+    """)
+    res = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
+                         timeout=60)
+    assert res.stdout.strip().splitlines()[-1] == "[]", res.stdout + res.stderr
