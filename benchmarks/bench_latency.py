@@ -14,6 +14,9 @@ Run ``make bench`` (or ``python benchmarks/bench_latency.py [--repeats 5]``). Wr
   bytecode and no numba cache, as on a user's first run after cloning); median of 3. The
   operating system's page cache is warm in both (site-packages were read before); dropping it
   needs privileges a user does not have.
+- The report alone: ``render_report`` of Dyestuff fitted with the sufficient form, and with all
+  four forms (defaults), in one process after one untimed render (matplotlib loaded); median
+  of ``--repeats``.
 - Imports: each heavy module imported alone in a fresh interpreter (its own dependencies
   included, so the rows overlap), median of ``--repeats``.
 
@@ -107,10 +110,40 @@ def cold(case: list[str], tmp: Path, repeats: int) -> dict:
     return median(runs)
 
 
+REPORT = """
+import json, statistics, sys, time
+from analyses.fit import fit
+from analyses.report import render_report
+from models import load
+
+out = {}
+for model in ("sufficient", "all"):
+    result = fit(load("dyestuff"), model, seed=1)
+    render_report(result)
+    times = []
+    for _ in range(int(sys.argv[1])):
+        t = time.perf_counter()
+        render_report(result)
+        times.append(time.perf_counter() - t)
+    out[model] = {"forms": len(result.fits), "render_s": statistics.median(times),
+                  "times": [round(x, 3) for x in times]}
+print(json.dumps(out))
+"""
+
+
+def report_times(repeats: int) -> dict:
+    res = subprocess.run([sys.executable, "-c", REPORT, str(repeats)], capture_output=True,
+                         text=True, cwd=ROOT, check=True)
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
 def import_times(repeats: int) -> dict:
     out = {}
-    for mod in ["(interpreter start)", *HEAVY]:
-        stmt = "pass" if mod.startswith("(") else f"import {mod}"
+    arviz = "arviz via models.sampling.import_arviz"
+    for mod in ["(interpreter start)", *HEAVY, arviz]:
+        stmt = ("pass" if mod.startswith("(") else
+                "from models.sampling import import_arviz; import_arviz()" if mod == arviz else
+                f"import {mod}")
         code = ("import time; t = time.perf_counter(); " + stmt
                 + "; print(time.perf_counter() - t)")
         walls, inner = [], []
@@ -140,6 +173,10 @@ def markdown(res: dict) -> str:
             lines.append(f"| {name} | {r['rows']:,} | {r['clusters']:,} | {kind} | "
                          f"{x['wall_s']:.2f} | {x['cpu_s']:.2f} | {x['peak_rss_mb']:.0f} | "
                          f"{', '.join(f'{w:.2f}' for w in x['walls'])} |")
+    rep = res["report"]
+    lines += ["", "The report alone (`render_report`, Dyestuff, median of "
+              f"{m['repeats']}): one form {rep['sufficient']['render_s']:.2f} s (goal 0.5 s), "
+              f"{rep['all']['forms']} forms {rep['all']['render_s']:.2f} s (goal 1.5 s)."]
     lines += ["", "Import of each heavy module alone in a fresh interpreter (its dependencies "
               "included, so rows overlap), median:", "",
               "| module | import s | whole process s |", "|---|---:|---:|"]
@@ -174,6 +211,8 @@ def main() -> int:
                                  "warm": warm(case, tmp, args.repeats),
                                  "cold": cold(case, tmp, args.cold_repeats)}
             print(json.dumps(res["fits"][name]), flush=True)
+        print("report ...", flush=True)
+        res["report"] = report_times(args.repeats)
         print("imports ...", flush=True)
         res["imports"] = import_times(args.repeats)
     meta["load_end"] = ", ".join(f"{x:.1f}" for x in os.getloadavg())

@@ -55,7 +55,7 @@ def import_arviz():
     ~0.3 s; neither is cached. Here the vectorize is made lazy for the duration of the import
     (it compiles on first call, if ever) and ArviZ's numba paths are switched off (its NumPy
     variance is the same statistic). ``varcomp fit`` then compiles nothing once numba's caches
-    of :mod:`models.native` exist (tests/test_latency.py).
+    of :mod:`models.compiled` exist (tests/test_latency.py).
     """
     import sys
 
