@@ -1,12 +1,15 @@
-r"""Grouped moments of a Dask DataFrame: per-partition statistics merged in a tree, or a shuffle.
+r"""Grouped moments of a Dask DataFrame: per-partition statistics merged in a tree, or shuffled.
 
-Each partition is reduced to its :class:`models.moments.GroupedMoments` (keys cast to text,
-values to float64, both explicitly, with errors naming the partition or file), and the partials
-are merged pairwise by Chan, Golub & LeVeque's rule in a tree of fan-in ``split_every``. A
-cluster split across partitions is merged like any other; no partition is assumed to hold whole
-groups. With very many groups (``shuffle_above``) the rows are first shuffled by a hash of the
-key so each group lives in one partition; the per-partition statistics are then whole and are
-only concatenated.
+One pass over the rows: each partition is reduced to its :class:`models.moments.GroupedMoments`
+(keys turned into text, values cast to float64, both explicitly, with errors naming the
+partition or file), and the partials are kept on the workers. A cluster split across partitions
+is merged like any other; no partition is assumed to hold whole groups. The partials are then
+merged pairwise by Chan, Golub & LeVeque's rule: in a tree of fan-in ``split_every`` while they
+hold fewer than ``shuffle_above`` groups in all, else shuffled: each partial is split by a hash
+of the key into buckets, and each bucket's pieces are merged in their own tree, in parallel, so
+no task merges all groups (a map-side combine, then a shuffle of the combined statistics, which
+are far fewer than the rows). The number of groups is known exactly from the partials, so the
+choice does not vary from run to run.
 
 Dask's own ``groupby().var()`` is not used: it combines sums of squares (dask issues #5725,
 #6306), which loses every digit of a variance when the mean is large against the spread.
@@ -52,6 +55,7 @@ def grouped_moments_dask(
     shuffle_above: int = 1_000_000,
     n_groups: int | None = None,
     progress: bool = False,
+    drop_missing: bool = False,
     _partition_delay: float = 0.0,
 ) -> GroupedMoments:
     """Compute the grouped moments of a Dask DataFrame as a Dask reduction.
@@ -76,14 +80,18 @@ def grouped_moments_dask(
     split_every : int, optional
         Fan-in of the merge tree (default 8).
     shuffle_above : int
-        Use the shuffle-based aggregation when the number of groups is at least this
-        (``0`` forces it).
+        Merge the partials shuffled by key (in buckets of about 250,000 groups) when they hold
+        at least this many groups in all (counted with repeats across partitions; ``0``
+        forces it), else in one tree.
     n_groups : int, optional
-        The number of groups, if known; otherwise estimated (HyperLogLog over the key
-        columns: one extra pass over those columns) unless ``shuffle_above`` is 0.
+        Overrides that count (e.g. the number of distinct groups, if known).
     progress : bool
         Show progress: ``distributed.progress`` under a distributed client (and the dashboard
         link when it has one), dask's ``ProgressBar`` otherwise.
+    drop_missing : bool
+        Leave out rows whose value is missing, NaN or infinite and count them in the result's
+        ``dropped``, in the same pass; by default such a value is an error. Text in a value
+        column is an error either way (as when the rows are read in memory).
     _partition_delay : float
         For tests only: seconds each partition task sleeps, to make a run last.
 
@@ -110,29 +118,65 @@ def grouped_moments_dask(
         raise DataError(f"split_every must be at least 2, got {split_every}")
     frame = ddf[list(keys + columns)]
     spec = _Spec(keys=keys, columns=columns, dtypes=dict(dtypes or {}),
-                 delay=float(_partition_delay))
+                 delay=float(_partition_delay), drop=bool(drop_missing))
 
-    shuffle = shuffle_above <= 0
-    if not shuffle:
-        if n_groups is None:
-            n_groups = int(_compute(frame[list(keys)].nunique_approx(), progress=False))
-        shuffle = n_groups >= shuffle_above
-
-    if shuffle:
-        # every group in one partition: whole groups, concatenated (no merge needed)
-        meta = pd.DataFrame({**{c: pd.Series([], dtype=str) for c in keys},
-                             **{c: pd.Series([], dtype=np.float64) for c in columns}})
-        prepared = frame.map_partitions(_prepare_partition, spec, meta=meta,
-                                        enforce_metadata=False)
-        shuffled = prepared.shuffle(on=list(keys), npartitions=frame.npartitions)
-        parts = [dask.delayed(_whole_groups, pure=True)(p, spec)
-                 for p in shuffled.to_delayed(optimize_graph=True)]
-        total = _tree(parts, k, GroupedMoments.concat)
-    else:
-        parts = [dask.delayed(_partition_moments, pure=True)(p, i, spec)
-                 for i, p in enumerate(frame.to_delayed(optimize_graph=True))]
+    parts = [dask.delayed(_partition_moments, pure=True)(p, i, spec)
+             for i, p in enumerate(frame.to_delayed(optimize_graph=True))]
+    parts = _persist(parts, progress=progress)  # the one pass over the rows
+    if n_groups is None:
+        n_groups = sum(_compute([dask.delayed(_groups_in, pure=True)(p) for p in parts],
+                                progress=False))
+    buckets = 1 if n_groups < shuffle_above else max(2, min(len(parts), -(-n_groups // 250_000)))
+    if buckets == 1:
         total = _tree(parts, k, GroupedMoments.merge_all)
-    return _compute(total, progress=progress).sorted()
+    else:
+        pieces = [dask.delayed(_split_by_hash, pure=True, nout=buckets)(p, buckets)
+                  for p in parts]
+        merged = [_tree([pc[b] for pc in pieces], k, GroupedMoments.merge_all)
+                  for b in range(buckets)]
+        total = dask.delayed(GroupedMoments.concat, pure=True)(merged)
+    return _compute(total, progress=False).sorted()
+
+
+def _groups_in(part: GroupedMoments) -> int:
+    return part.n_groups
+
+
+def _split_by_hash(part: GroupedMoments, buckets: int) -> tuple[GroupedMoments, ...]:
+    """A partial's groups in ``buckets`` pieces by a hash of the key (the same everywhere).
+
+    Its count of dropped rows goes with the first piece.
+    """
+    from dataclasses import replace
+
+    keys = part.keys if part.keys.ndim == 2 else part.keys[:, None]
+    h = pd.util.hash_pandas_object(pd.DataFrame(keys), index=False).to_numpy()
+    which = (h % np.uint64(buckets)).astype(np.int64)
+    return tuple(replace(part._take(np.flatnonzero(which == b)), dropped=part.dropped * (b == 0))
+                 for b in range(buckets))
+
+
+def _persist(parts: list, *, progress: bool) -> list:
+    """Compute ``parts`` and keep them where they are (workers' memory, or this process)."""
+    import dask
+
+    client = _current_client()
+    if client is None:
+        if progress:
+            from dask.diagnostics import ProgressBar
+
+            with ProgressBar(out=sys.stderr):
+                return list(dask.persist(*parts))
+        return list(dask.persist(*parts))
+    persisted = client.persist(parts)
+    if progress:
+        from distributed import progress as show_progress
+
+        link = getattr(client, "dashboard_link", None)
+        if link:
+            print(f"dask dashboard: {link}", file=sys.stderr)
+        show_progress(persisted)
+    return persisted
 
 
 @dataclass(frozen=True)
@@ -143,6 +187,7 @@ class _Spec:
     columns: tuple[str, ...]
     dtypes: dict[str, Any]
     delay: float
+    drop: bool = False
 
 
 def _tree(parts: list, split_every: int, combine):
@@ -170,7 +215,7 @@ def _where(part: pd.DataFrame, index: int | None) -> str:
 
 def _prepare_partition(part: pd.DataFrame, spec: _Spec,
                        partition_info: dict | None = None) -> pd.DataFrame:
-    """Keys as text and values as float64, explicitly; errors name partition, column, dtype."""
+    """Keys checked and values cast to float64, explicitly; errors name partition, column, dtype."""
     index = partition_info.get("number") if partition_info else None
     where = _where(part, index)
     for c, expected in spec.dtypes.items():
@@ -182,7 +227,8 @@ def _prepare_partition(part: pd.DataFrame, spec: _Spec,
         missing = part[c].isna()
         if missing.any():
             raise DataError(f"{where}: {int(missing.sum())} row(s) have no '{c}' label")
-        out[c] = part[c].astype(str)
+        out[c] = part[c]  # turned into text by GroupedMoments (distinct values only)
+    keep = np.ones(len(part), bool)
     for c in spec.columns:
         try:
             values = part[c].astype(np.float64)
@@ -190,12 +236,18 @@ def _prepare_partition(part: pd.DataFrame, spec: _Spec,
             raise DataError(f"{where}: column '{c}' of dtype {part[c].dtype} cannot be cast to "
                              f"float64 ({_first_line(exc)})") from None
         bad = ~np.isfinite(values.to_numpy())
-        if bad.any():
+        if bad.any() and not spec.drop:
             raise DataError(f"{where}: column '{c}' has {int(bad.sum())} missing or non-finite "
                              f"value(s); grouped moments take finite values only: filter them "
                              f"out first")
+        keep &= ~bad
         out[c] = values
-    return pd.DataFrame(out, index=part.index)
+    frame = pd.DataFrame(out, index=part.index)
+    if keep.all():
+        return frame
+    frame = frame.loc[keep]
+    frame.attrs["dropped"] = int((~keep).sum())
+    return frame
 
 
 def _moments(frame: pd.DataFrame, spec: _Spec) -> GroupedMoments:
@@ -208,12 +260,14 @@ def _partition_moments(part: pd.DataFrame, index: int, spec: _Spec) -> GroupedMo
     """One partition's partial statistics (its groups may continue in other partitions)."""
     if spec.delay:
         time.sleep(spec.delay)
-    return _moments(_prepare_partition(part, spec, {"number": index}), spec)
+    frame = _prepare_partition(part, spec, {"number": index})
+    moments = _moments(frame, spec)
+    dropped = frame.attrs.get("dropped", 0)
+    if dropped:
+        from dataclasses import replace
 
-
-def _whole_groups(part: pd.DataFrame, spec: _Spec) -> GroupedMoments:
-    """Statistics of a shuffled partition (already prepared), whose groups are whole."""
-    return _moments(part, spec)
+        moments = replace(moments, dropped=dropped)
+    return moments
 
 
 def _same_dtype(found, expected) -> bool:
@@ -248,7 +302,7 @@ def _compute(obj, *, progress: bool):
         if link:
             print(f"dask dashboard: {link}", file=sys.stderr)
         show_progress(future)
-    return future.result()
+    return client.gather(future) if isinstance(future, list) else future.result()
 
 
 def _current_client():
@@ -419,24 +473,18 @@ def group_stats_dask(ddf, *, group: str, response: str, source: str, progress: b
     Rows with a missing or non-finite response are dropped and counted (as in memory); the
     group labels are text.
     """
-    import dask.dataframe as dd
-
     from models.chunked import from_stats
 
     for name, role in ((group, "group"), (response, "response")):
         if name not in ddf.columns:
             raise DataError(f"{role} column '{name}' not found; columns present: "
                             f"{', '.join(map(str, ddf.columns))}")
-    frame = ddf[[group, response]]
-    y = dd.to_numeric(frame[response], errors="coerce")
-    frame = frame.assign(**{response: y})
-    kept = frame[frame[response].notnull() & (frame[response].abs() < np.inf)]
-    gm = grouped_moments_dask(kept, keys=group, columns=response, progress=progress)
-    total = int(_compute(frame[response].size, progress=False))
+    gm = grouped_moments_dask(ddf[[group, response]], keys=group, columns=response,
+                              progress=progress, drop_missing=True)
     if gm.n_groups == 0:
         raise DataError(f"every value of ['{response}'] is missing or not finite")
     return from_stats(gm.to_group_stats(), gm.keys, response=response, group_name=group,
-                      source=source, dropped_rows=total - gm.n_obs)
+                      source=source, dropped_rows=gm.dropped)
 
 
 def formula_stats_dask(ddf, formula: str, *, source: str, progress: bool = False):
@@ -466,13 +514,17 @@ def formula_stats_dask(ddf, formula: str, *, source: str, progress: bool = False
                          **{t: pd.Series(dtype=np.float64) for t in spec.terms}})
     design = ddf.map_partitions(_design_frame, spec, meta=meta)
     gm = grouped_moments_dask(design, keys=list(spec.variables),
-                              columns=[RESPONSE_COLUMN, *spec.terms], progress=progress)
-    total = int(_compute(ddf[parsed.response].size, progress=False))
-    return cell_data(gm, spec, source=source, dropped=total - gm.n_obs)
+                              columns=[RESPONSE_COLUMN, *spec.terms], progress=progress,
+                              drop_missing=True)
+    return cell_data(gm, spec, source=source, dropped=gm.dropped)
 
 
 def _design_frame(part: pd.DataFrame, spec) -> pd.DataFrame:
-    """One partition's kept rows as [grouping labels (text), response, X's columns]."""
+    """One partition's rows as [grouping labels (text), response, X's columns].
+
+    A row with a missing or non-finite value has a NaN response (dropped and counted by the
+    reduction).
+    """
     from models.data import _numeric_response
     from models.io import labels_as_text
 
@@ -485,13 +537,14 @@ def _design_frame(part: pd.DataFrame, spec) -> pd.DataFrame:
         keep &= np.isfinite(pd.to_numeric(part[v], errors="coerce").to_numpy(
             dtype=np.float64, na_value=np.nan))
     kept = part.loc[keep].reset_index(drop=True)
-    X = (np.asarray(spec.design.evaluate_new_data(kept).design_matrix, dtype=np.float64)
-         if len(kept) else np.zeros((0, len(spec.terms))))
-    finite = np.isfinite(X).all(axis=1)
-    out = {v: labels_as_text(kept[v].to_numpy())[finite] for v in spec.variables}
-    out[RESPONSE_COLUMN] = y[keep][finite]
+    X = np.full((len(part), len(spec.terms)), np.nan)
+    if len(kept):
+        X[keep] = np.asarray(spec.design.evaluate_new_data(kept).design_matrix, dtype=np.float64)
+    keep &= np.isfinite(X).all(axis=1)
+    out = {v: labels_as_text(part[v].to_numpy()) for v in spec.variables}
+    out[RESPONSE_COLUMN] = np.where(keep, y, np.nan)
     for j, t in enumerate(spec.terms):
-        out[t] = X[finite, j]
+        out[t] = X[:, j]
     return pd.DataFrame(out)
 
 

@@ -64,8 +64,9 @@ def _rel_errors(got: GroupedMoments, want: GroupedMoments) -> tuple[float, float
 def test_tree_and_shuffle_equal_in_memory(rng):
     """Partial moments of seven partitions (one empty, clusters cut across partitions, singleton
     clusters, mean 1e6 sd 1), merged in a Chan tree on a distributed client, equal the in-memory
-    one-pass moments to 1e-12 relative with exact counts; the shuffle path (groups made whole by
-    a hash shuffle, then concatenated) equals the tree path; so does dask's local scheduler."""
+    one-pass moments to 1e-12 relative with exact counts; the shuffled merge (partials split by
+    a hash of the key, each bucket merged in its own tree, then concatenated) equals the tree
+    path; so does dask's local scheduler."""
     df = _frame(rng)
     ddf = _seven_partitions(df)
     sizes = ddf.map_partitions(len).compute()
@@ -83,8 +84,8 @@ def test_tree_and_shuffle_equal_in_memory(rng):
 
 
 def test_compound_keys_and_group_estimate(rng, monkeypatch):
-    """Compound keys (school, class) reduce like single ones; with n_groups unknown, the
-    HyperLogLog estimate picks the shuffle path above shuffle_above and the tree path below."""
+    """Compound keys (school, class) reduce like single ones; the partials' group count picks
+    the shuffled merge (partials split by key hash) above shuffle_above and the tree below."""
     df = _frame(rng, n_groups=60)
     df["class"] = rng.choice(["1", "01", "2"], size=len(df))
     ddf = dd.from_pandas(df, npartitions=5, sort=False)
@@ -92,19 +93,19 @@ def test_compound_keys_and_group_estimate(rng, monkeypatch):
                                       COLUMNS).sorted()
     import models.distributed as mdist
 
-    calls = {"whole": 0}
-    original = mdist._whole_groups
+    calls = {"split": 0}
+    original = mdist._split_by_hash
 
-    def spy(part, spec):
-        calls["whole"] += 1
-        return original(part, spec)
+    def spy(part, buckets):
+        calls["split"] += 1
+        return original(part, buckets)
 
-    monkeypatch.setattr(mdist, "_whole_groups", spy)
+    monkeypatch.setattr(mdist, "_split_by_hash", spy)
     with dask.config.set(scheduler="threads"):
         below = grouped_moments_dask(ddf, keys=["g", "class"], columns=COLUMNS)
-        assert calls["whole"] == 0
+        assert calls["split"] == 0
         above = grouped_moments_dask(ddf, keys=["g", "class"], columns=COLUMNS, shuffle_above=20)
-        assert calls["whole"] == ddf.npartitions
+        assert calls["split"] == ddf.npartitions
     for got in (below, above):
         assert got.keys.shape == (want.n_groups, 2)
         assert max(_rel_errors(got, want)) < 1e-12
@@ -225,6 +226,9 @@ def test_killing_a_worker_mid_run_gives_the_same_result(rng):
     opts = dict(keys="g", columns=COLUMNS, n_groups=200, split_every=4)
     with local_client(n_workers=2, processes=True, threads_per_worker=1) as client:
         reference = grouped_moments_dask(ddf, **opts)
+        deadline = time.monotonic() + 20  # the reference run's partials are released
+        while client.run_on_scheduler(_partials_in_memory) and time.monotonic() < deadline:
+            time.sleep(0.05)
         before = set(client.scheduler_info()["workers"])
         killed: dict = {}
 

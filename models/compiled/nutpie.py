@@ -12,8 +12,8 @@ Two routes to a nutpie model:
   (``nutpie.compiled_pyfunc.from_pyfunc``, the route nutpie's JAX backend takes): ~1 s compiles on
   re-runs but a Python call per gradient, so it samples ~20x slower on small models.
 
-``tests/test_compiled_oneway.py`` and ``tests/test_compiled_multivariate.py`` sample through both, so
-a nutpie upgrade that changes them fails there.
+``tests/test_compiled_oneway.py`` and ``tests/test_compiled_multivariate.py`` sample through
+both, so a nutpie upgrade that changes them fails there.
 """
 
 from __future__ import annotations
