@@ -121,14 +121,21 @@ def test_partition_prior_density_has_the_jacobian():
     assert total == pytest.approx(1.0, abs=1e-5)
 
 
+@pytest.mark.slow
 def test_variance_prior_partition_from_the_cli(tmp_path):
+    """(slow: the partition prior's sufficient form is PyMC compiled by nutpie's numba, ~9 s)"""
     out = tmp_path / "p"
     assert main(["fit", "dyestuff", "--variance-prior", "partition", *SMALL,
                  "--out", str(out)]) == 0
     s = json.loads((out / "summary.json").read_text())
     assert set(s["fits"]["sufficient"]["params"]) == {"mu", "tau", "sigma", "icc"}
+
+
+def test_variance_prior_partition_is_refused_where_the_family_has_none(tmp_path, capsys):
     assert main(["fit", "gcsemv", "--variance-prior", "partition", *SMALL,
                  "--out", str(tmp_path / "q")]) == 2
+    err = capsys.readouterr().err
+    assert "partition is available for the one-way model" in err and not (tmp_path / "q").exists()
 
 
 @pytest.mark.slow
