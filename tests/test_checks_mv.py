@@ -24,7 +24,7 @@ SIGMA_NOTES = np.array([[0.25, -0.24], [-0.24, 0.36]])
 
 
 # ------------------------------------------------------------------------ exact log densities
-@pytest.mark.parametrize("p, seed", [(2, 0), (3, 2)])
+@pytest.mark.parametrize("p, seed", [(2, 0), pytest.param(3, 2, marks=pytest.mark.slow)])
 def test_four_forms_and_scipy_agree_exactly_including_missing_rows(p, seed, make_partly_missing):
     """compare_logp (dispatching to compare_logp_mv for p > 1): at 8 random (mu, V, Sigma) with
     tau/sigma over 1e-4..1e2, the four forms (whose data are pm.Data containers) and the numpy

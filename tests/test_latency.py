@@ -51,7 +51,8 @@ def _run(args: list[str]) -> dict:
     ["dyestuff"],
     pytest.param(["gcsemv", "--group", "school", "--response", "written", "--response",
                   "course"], marks=pytest.mark.slow),
-    ["pastes", "--formula", "strength ~ 1 + (1|batch/cask)"],
+    pytest.param(["pastes", "--formula", "strength ~ 1 + (1|batch/cask)"],
+                 marks=pytest.mark.slow),
 ], ids=["oneway", "multivariate", "nested"])
 def test_sufficient_fit_imports_no_pymc_and_compiles_nothing_once_cached(args, tmp_path):
     """The compiled sufficient route needs neither pymc nor pytensor, and a second run finds

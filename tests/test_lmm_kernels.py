@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from decimal import Decimal, localcontext
 
 import numba
@@ -419,73 +418,3 @@ def test_kernels_are_callable_from_compiled_code():
     assert value == v
     np.testing.assert_array_equal(gb, g_beta)
     np.testing.assert_array_equal(gt, g_tau2)
-
-
-# ----------------------------------------------------------------------------------- timings
-def _per_call(fn, *args, repeat: int = 5, number: int | None = None) -> float:
-    fn(*args)
-    if number is None:
-        t0 = time.perf_counter()
-        fn(*args)
-        number = max(1, int(0.05 / max(time.perf_counter() - t0, 1e-7)))
-    best = np.inf
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        for _ in range(number):
-            fn(*args)
-        best = min(best, (time.perf_counter() - t0) / number)
-    return best
-
-
-def test_print_timings():
-    """Cost per evaluation + gradient (printed, not asserted; includes ~1 us of dispatch)."""
-    rng = np.random.default_rng(0)
-    t0 = time.perf_counter()
-    y, X, g = _big_single_factor(rng, 100_000, 6)
-    t1 = time.perf_counter()
-    stats = nested_stats(y, X, [g])
-    block = pack_nested(stats)
-    t2 = time.perf_counter()
-    beta, tau2, s2 = np.linspace(0.2, 1.0, 6), np.array([0.6]), 1.0
-    gb, gt = np.empty(6), np.empty(1)
-    work = np.empty(nested_work_size(block))
-    general = _per_call(nested_loglik_grad_work, beta, tau2, s2, block, work, gb, gt)
-    fast = _per_call(nested_loglik_grad_fast, beta, tau2, s2, block, gb, gt)
-    n_sizes = np.unique(stats.cell_n).size
-    print(f"\nD=1, 1e5 clusters ({y.size} rows, {n_sizes} sizes), k=6: general "
-          f"{general * 1e6:.0f} us, fast {fast * 1e6:.2f} us per evaluation+gradient "
-          f"(stats+pack {t2 - t1:.2f} s)")
-
-    codes = _three_levels(rng)
-    N = codes[0].size
-    X3 = np.column_stack([np.ones(N), rng.normal(size=(N, 3))])
-    y3 = X3 @ [1.0, 0.5, -0.2, 0.1] + rng.normal(size=N)
-    block3 = pack_nested(nested_stats(y3, X3, codes))
-    gb, gt = np.empty(4), np.empty(3)
-    work3 = np.empty(nested_work_size(block3))
-    t3 = _per_call(nested_loglik_grad_work, np.full(4, 0.3), np.array([0.5, 0.3, 0.2]), 1.0,
-                   block3, work3, gb, gt)
-    print(f"D=3 ({np.unique(codes[1]).size} middle units, {np.unique(codes[2]).size} cells, "
-          f"{N} rows), k=4: {t3 * 1e6:.0f} us")
-
-    a, b = np.meshgrid(np.arange(200), np.arange(150), indexing="ij")
-    a, b = np.repeat(a.ravel(), 2), np.repeat(b.ravel(), 2)
-    N = a.size
-    Xc = np.column_stack([np.ones(N), rng.normal(size=(N, 3))])
-    yc = Xc @ [1.0, 0.5, -0.2, 0.1] + rng.normal(size=200)[a] + rng.normal(size=150)[b] \
-        + rng.normal(size=N)
-    t4 = time.perf_counter()
-    blockc = pack_strata(strata_stats(yc, Xc, [a, b], [(0,), (1,), (0, 1)]))
-    t5 = time.perf_counter()
-    gb, gt = np.empty(4), np.empty(3)
-    tc = _per_call(strata_loglik_grad, np.ones(4), np.array([0.5, 0.3, 0.2]), 1.0, blockc, gb, gt)
-    print(f"crossed 200 x 150 x 2 ({N} rows), terms a, b, a:b, k=4: {tc * 1e6:.2f} us "
-          f"(stats+pack {t5 - t4:.2f} s); data generation {t1 - t0:.2f} s")
-
-
-def _three_levels(rng) -> list[np.ndarray]:
-    """100 top units x 24 middle units (2,400), 1-5 cells each, 1-8 rows per cell (~31k rows)."""
-    middle_top = np.repeat(np.arange(100), 24)
-    cells_middle = np.repeat(np.arange(2400), rng.integers(1, 6, 2400))
-    rows_cell = np.repeat(np.arange(cells_middle.size), rng.integers(1, 9, cells_middle.size))
-    return [middle_top[cells_middle[rows_cell]], cells_middle[rows_cell], rows_cell]
