@@ -82,6 +82,7 @@ def _brute_force(data, priors, n_mu=121, n_tau=500, n_sigma=500):
     return pd.DataFrame(out, index=list(STATS)).T
 
 
+@pytest.mark.slow
 def test_reference_posterior_matches_brute_force_quadrature():
     """The reference (mu integrated analytically, log-scale lattice with the Jacobian
     tau * sigma) equals a brute-force 3-D quadrature in the linear coordinates on a tiny data

@@ -89,7 +89,9 @@ def test_forms_put_their_data_in_containers_and_name_the_family_s_variables(
     assert ("group_effect" in model.named_vars) == form.latent
 
 
-@pytest.mark.parametrize("family_name, form_name", CASES)
+@pytest.mark.parametrize("family_name, form_name", [
+    pytest.param(*c, marks=pytest.mark.slow) if c == ("multivariate", "marginal") else c
+    for c in CASES])  # the multivariate marginal's PyMC graph: ~3 s to compile
 def test_a_compiled_density_reads_swapped_data(family_name, form_name, make_partly_missing):
     """One compiled model serves every data set of its design: a log density compiled for data
     A, with its containers set to ``data_values(B)``, is the density of the model built on B
