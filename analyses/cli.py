@@ -529,5 +529,22 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_BUG
 
 
+def console() -> None:
+    """The ``varcomp`` console script: :func:`main`, then exit without tearing down Python.
+
+    Measured: after a Dyestuff fit, the interpreter's own finalisation (freeing the modules of
+    numba, ArviZ, matplotlib, ...) took 0.9 s of a 4.7 s run; nothing varcomp writes is
+    pending by then (every output file is closed and renamed into place, a Dask cluster is
+    closed by its ``with``), so the process flushes its streams and ends at once.
+    """
+    code = main()
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except BrokenPipeError:  # the reader is gone; nothing left to say
+        pass
+    os._exit(code)
+
+
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    console()

@@ -218,3 +218,26 @@ def test_simulator_writes_the_notes_bivariate_design(tmp_path, capsys):
     assert code == 0, err
     df = pd.read_csv(out)
     assert df.shape == (1000, 3) and df["group"].nunique() == 10
+
+
+def test_console_script_ends_with_mains_code_and_complete_output(tmp_path, capsys):
+    """The console entry (`varcomp`, `python -m analyses.cli`) skips Python's teardown with
+    os._exit: its exit code is main's, piped output is complete, and a fit's files are whole."""
+    import json
+    import subprocess
+    import sys
+
+    assert main(["datasets"]) == 0
+    listing = capsys.readouterr().out
+    cli = [sys.executable, "-m", "analyses.cli"]
+    res = subprocess.run([*cli, "datasets"], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0 and res.stdout == listing
+    res = subprocess.run([*cli, "fit", str(tmp_path / "none.csv"), "--group", "g"],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1
+    out = tmp_path / "dy"
+    res = subprocess.run([*cli, "fit", "dyestuff", "--draws", "200", "--tune", "200",
+                          "--out", str(out)], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0 and res.stdout.rstrip().endswith(")")  # the summary line
+    assert json.loads((out / "summary.json").read_text())["fits"]["sufficient"]["params"]
+    assert (out / "report.html").read_text().rstrip().endswith("</html>")
