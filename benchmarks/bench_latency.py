@@ -103,8 +103,8 @@ def cold(case: list[str], tmp: Path, repeats: int) -> dict:
         subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
         for name in ("data",):  # the shipped CSVs are in git; nothing else to copy
             assert (clone / name).is_dir()
-        code = "import sys; from analyses.cli import main; sys.exit(main(sys.argv[1:]))"
-        runs.append(run([sys.executable, "-c", code, *fit_args(case, tmp / f"c{i}")],
+        # -m analyses.cli from the clone's folder: the clone's modules, the console entry
+        runs.append(run([sys.executable, "-m", "analyses.cli", *fit_args(case, tmp / f"c{i}")],
                         cwd=clone))
         shutil.rmtree(clone)
     return median(runs)
