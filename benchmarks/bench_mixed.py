@@ -187,6 +187,7 @@ def markdown(results: dict) -> str:
              "| case | goal | form | wall s | first run s | peak RSS MB | sampling s | "
              "min ESS_bulk | gate |", "|---|---|---|---:|---:|---:|---:|---:|---|"]
     for key, what, goal in CASES:
+        what = what.replace("|", "\\|")  # a formula's bar inside a table cell
         r = results.get(key)
         if r is None:
             continue

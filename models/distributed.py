@@ -2,15 +2,17 @@ r"""Grouped moments of a Dask DataFrame: per-partition statistics merged in a tr
 
 One pass over the rows: each partition is reduced to its :class:`models.moments.GroupedMoments`
 (keys turned into text, values cast to float64, both explicitly, with errors naming the
-partition or file), and the partials are kept on the workers. A cluster split across partitions
-is merged like any other; no partition is assumed to hold whole groups. The partials are then
-merged pairwise by Chan, Golub & LeVeque's rule: in a tree of fan-in ``split_every`` while they
-hold fewer than ``shuffle_above`` distinct groups, else shuffled: each partial is split by a
-hash of the key into buckets, and each bucket's pieces are merged in their own tree, in
-parallel, so no task merges all groups (a map-side combine, then a shuffle of the combined
-statistics, which are far fewer than the rows). The distinct groups are counted from the
-partials' smallest key hashes (exact below 4,096, else a 1.6% standard error), the same on
-every run.
+partition or file). A cluster split across partitions is merged like any other; no partition
+is assumed to hold whole groups. The partials are merged pairwise by Chan, Golub & LeVeque's
+rule as they come: in a tree of fan-in ``split_every`` while the data hold fewer than
+``shuffle_above`` distinct groups, else shuffled: each partial is split by a hash of the key
+into buckets, and each bucket's pieces are merged in their own tree, in parallel, so no task
+merges all groups (a map-side combine, then a shuffle of the combined statistics, which are far
+fewer than the rows). The distinct groups are counted from the smallest key hashes of the first
+2 x ``split_every`` partials (exact below 4,096, else a 1.6% standard error; the same on every
+run), which are kept on the workers for the merge; the other partials are never all held at
+once, so a worker's memory does not grow with the number of partitions. Groups that appear
+only later still merge correctly, in the tree.
 
 Dask's own ``groupby().var()`` is not used: it combines sums of squares (dask issues #5725,
 #6306), which loses every digit of a variance when the mean is large against the spread.
@@ -81,8 +83,8 @@ def grouped_moments_dask(
     split_every : int, optional
         Fan-in of the merge tree (default 8).
     shuffle_above : int
-        Merge the partials shuffled by key (in buckets of about 250,000 groups) when they hold
-        at least this many distinct groups (``0`` forces it), else in one tree.
+        Merge the partials shuffled by key (in buckets of about 250,000 groups) when the first
+        partials hold at least this many distinct groups (``0`` forces it), else in one tree.
     n_groups : int, optional
         Overrides that count (e.g. the number of distinct groups, if known).
     progress : bool
@@ -122,10 +124,11 @@ def grouped_moments_dask(
 
     parts = [dask.delayed(_partition_moments, pure=True)(p, i, spec)
              for i, p in enumerate(frame.to_delayed(optimize_graph=True))]
-    parts = _persist(parts, progress=progress)  # the one pass over the rows
-    if n_groups is None:
+    if n_groups is None:  # count the groups of the first partials, kept for the merge
+        head = _persist(parts[: 2 * k], progress=False)
+        parts = head + parts[2 * k:]
         n_groups = _distinct(_compute([dask.delayed(_smallest_hashes, pure=True)(p)
-                                       for p in parts], progress=False))
+                                       for p in head], progress=False))
     buckets = 1 if n_groups < shuffle_above else max(2, min(len(parts), -(-n_groups // 250_000)))
     if buckets == 1:
         total = _tree(parts, k, GroupedMoments.merge_all)
@@ -135,7 +138,7 @@ def grouped_moments_dask(
         merged = [_tree([pc[b] for pc in pieces], k, GroupedMoments.merge_all)
                   for b in range(buckets)]
         total = dask.delayed(GroupedMoments.concat, pure=True)(merged)
-    return _compute(total, progress=False).sorted()
+    return _compute(total, progress=progress).sorted()
 
 
 SKETCH = 4096

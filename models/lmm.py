@@ -351,7 +351,11 @@ def top_effect_moments(data, beta, tau, sigma, st=None):
     return t2[:, :1] * B / g, t2[:, :1] / g
 
 
-def add_top_effects(idata, data, *, seed: int | None = 0, chunk: int = 500) -> None:
+CHUNK_VALUES = 2_000_000
+"""Draws x units evaluated at once by :func:`add_top_effects` (16 MB per array)."""
+
+
+def add_top_effects(idata, data, *, seed: int | None = 0, chunk: int | None = None) -> None:
     """Group effects of the top-level factor for a form that integrated them out.
 
     Exact conditional draws (:func:`top_effect_moments`) while chains x draws x L is at most
@@ -378,6 +382,7 @@ def add_top_effects(idata, data, *, seed: int | None = 0, chunk: int = 500) -> N
     L = len(labels)
     rng = np.random.default_rng(seed)
     st = nested_of(data)
+    chunk = chunk or max(1, CHUNK_VALUES // max(L, 1))  # 10^5 units: 20 draws at a time
     if S * L <= MAX_DRAW_VALUES:
         draws = np.empty((S, L))
         for a in range(0, S, chunk):

@@ -125,7 +125,7 @@ class Family:
     outcomes: Callable[[Any], list] = field(default=lambda data: [None])
     matrices: tuple[str, ...] = ()
     derive: Callable[..., Any] | None = None
-    fallback_form: str | None = None
+    fallback_form: str | Callable[[Any], str] | None = None
     cluster_loglik: Callable[..., Any] | None = None
     log_prior: Callable[..., Any] | None = None
     new_cluster: Callable[..., Any] | None = None
@@ -139,7 +139,8 @@ class Family:
         these data (its ``skip``).
         """
         if self.fallback_form and self.forms[self.default_form].skip(data):
-            return self.fallback_form
+            fallback = self.fallback_form
+            return fallback(data) if callable(fallback) else fallback
         return self.default_form
 
     def form(self, name: str) -> Form:
