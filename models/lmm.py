@@ -352,7 +352,7 @@ def top_effect_moments(data, beta, tau, sigma, st=None):
 
 
 CHUNK_VALUES = 2_000_000
-"""Draws x units evaluated at once by :func:`add_top_effects` (16 MB per array)."""
+"""Draws x cells evaluated at once by :func:`add_top_effects` (16 MB per array)."""
 
 
 def add_top_effects(idata, data, *, seed: int | None = 0, chunk: int | None = None) -> None:
@@ -382,7 +382,8 @@ def add_top_effects(idata, data, *, seed: int | None = 0, chunk: int | None = No
     L = len(labels)
     rng = np.random.default_rng(seed)
     st = nested_of(data)
-    chunk = chunk or max(1, CHUNK_VALUES // max(L, 1))  # 10^5 units: 20 draws at a time
+    # arrays are draws x cells (the finest level): 10^5 of them, 20 draws at a time
+    chunk = chunk or max(1, CHUNK_VALUES // max(st.cell_n.size, L, 1))
     if S * L <= MAX_DRAW_VALUES:
         draws = np.empty((S, L))
         for a in range(0, S, chunk):
