@@ -34,16 +34,17 @@ LISTEN = textwrap.dedent("""
 RUN = LISTEN + textwrap.dedent("""
     from analyses.cli import main
 
-    code = main(sys.argv[1:])
-    heavy = sorted({m.split(".")[0] for m in sys.modules} & {"pymc", "pytensor"})
+    code = main(sys.argv[2:], whole_process=sys.argv[1] == "whole")
+    heavy = sorted({m.split(".")[0] for m in sys.modules if sys.modules[m] is not None}
+                   & {"pymc", "pytensor", "dask", "distributed"})
     print(json.dumps({"code": code, "compilations": len(seen), "heavy": heavy}),
           file=sys.stderr)
 """)
 
 
-def _run(args: list[str]) -> dict:
-    res = subprocess.run([sys.executable, "-c", RUN, *args], capture_output=True, text=True,
-                         timeout=600)
+def _run(args: list[str], whole: bool = True) -> dict:
+    res = subprocess.run([sys.executable, "-c", RUN, "whole" if whole else "library", *args],
+                         capture_output=True, text=True, timeout=600)
     return json.loads(res.stderr.strip().splitlines()[-1])
 
 
@@ -55,8 +56,9 @@ def _run(args: list[str]) -> dict:
                  marks=pytest.mark.slow),
 ], ids=["oneway", "multivariate", "nested"])
 def test_sufficient_fit_imports_no_pymc_and_compiles_nothing_once_cached(args, tmp_path):
-    """The compiled sufficient route needs neither pymc nor pytensor, and a second run finds
-    every numba function in its cache (the first may fill it, as on a fresh clone)."""
+    """The compiled sufficient route needs neither pymc nor pytensor (nor Dask, which xarray's
+    NetCDF writer would import), and a second run finds every numba function in its cache
+    (the first may fill it, as on a fresh clone)."""
     first = _run(["fit", *args, "--draws", "300", "--tune", "300", "--out", str(tmp_path / "a")])
     assert first["code"] == 0 and first["heavy"] == []
     second = _run(["fit", *args, "--draws", "300", "--tune", "300", "--out",
