@@ -7,6 +7,7 @@ nothing written. ``fit --strict`` exits 3 when a fit fails the diagnostics gate.
 from __future__ import annotations
 
 import argparse
+import gc
 import math
 import os
 import sys
@@ -331,6 +332,7 @@ def cmd_fit(args) -> int:
     if args.model == "all":
         for name, why in family.skipped(data).items():
             print(f"varcomp: warning: --model all skips {name}: {why}", file=sys.stderr)
+    _settle_heap()
     with stop_on_signals():
         result = fit(data, args.model, draws=args.draws, tune=args.tune, chains=args.chains,
                      seed=args.seed, sampler=args.sampler, priors=priors,
@@ -360,6 +362,7 @@ def cmd_compare(args) -> int:
     inputs = _inputs(args.data)
     out = Path(args.out) if args.out else Path("reports") / f"{Path(args.data).stem}-compare"
     resolve_out(out, inputs=inputs)
+    _settle_heap()
     with stop_on_signals():
         result = compare(args.data, args.formula, draws=args.draws, tune=args.tune,
                          chains=args.chains, seed=args.seed)
@@ -384,6 +387,7 @@ def cmd_check(args) -> int:
         from analyses.outputs import resolve_out
 
         resolve_out(out)
+    _settle_heap()
     return run_checks(quick=args.quick, sims=args.sims, out=out, seed=args.seed)
 
 
@@ -447,6 +451,7 @@ def cmd_figures(args) -> int:
     from analyses.outputs import resolve_out, write_atomically
 
     resolve_out(args.out)
+    _settle_heap()
     names: list[str] = []
 
     def writer(tmp: Path) -> None:
@@ -548,6 +553,29 @@ def _without_dask() -> None:
         sys.modules.update({"dask": None, "distributed": None})
 
 
+_GC_PAUSED = []  # console() turned the cyclic garbage collector off, _settle_heap() turns it on
+
+
+def _settle_heap() -> None:
+    """Cyclic GC back on, with every object made so far frozen out of its sight.
+
+    :func:`console` starts with the collector off: importing numpy, scipy, numba, xarray and
+    ArviZ makes hundreds of thousands of long-lived objects and no garbage, yet the collector
+    walked them 660 times during a Dyestuff fit, 0.43-0.59 s of its ~3 s (measured with
+    ``gc.callbacks``). The commands that sample call this once their data are read: ArviZ is
+    imported, the heap is frozen (``gc.freeze``) and collection resumes for what the fit
+    allocates (124 collections, 0.02 s, peak memory unchanged). A library call of :func:`main`
+    leaves the caller's collector alone.
+    """
+    if _GC_PAUSED:
+        from models.sampling import import_arviz
+
+        import_arviz()
+        gc.freeze()
+        gc.enable()
+        _GC_PAUSED.clear()
+
+
 def console() -> None:
     """The ``varcomp`` console script: :func:`main`, then exit without tearing down Python.
 
@@ -556,6 +584,8 @@ def console() -> None:
     pending by then (every output file is closed and renamed into place, a Dask cluster is
     closed by its ``with``), so the process flushes its streams and ends at once.
     """
+    gc.disable()
+    _GC_PAUSED.append(True)
     code = main(whole_process=True)
     try:
         sys.stdout.flush()

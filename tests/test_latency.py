@@ -100,3 +100,30 @@ def test_help_and_argument_errors_import_nothing_heavy(args):
     res = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
                          timeout=60)
     assert res.stdout.strip().splitlines()[-1] == "[]", res.stdout + res.stderr
+
+
+def test_console_pauses_the_collector_for_imports_only(tmp_path):
+    """``varcomp`` (the console script) runs its imports without cyclic GC and its fit with it,
+    the import-time heap frozen; a library call of ``main`` leaves the collector as it was."""
+    code = textwrap.dedent(f"""
+        import gc, os, sys
+        from analyses import cli
+
+        real_exit = os._exit
+        def report(code):
+            print(code, gc.isenabled(), gc.get_freeze_count() > 100_000, flush=True)
+            real_exit(0)
+        os._exit = report
+        if sys.argv[1] == "library":
+            code = cli.main(["fit", "dyestuff", "--draws", "200", "--out", {str(tmp_path / "l")!r}])
+            report(code)
+        sys.argv = ["varcomp", "fit", "dyestuff", "--draws", "200", "--out",
+                    {str(tmp_path / "c")!r}]
+        cli.console()
+    """)
+    said = {}
+    for how in ("console", "library"):
+        res = subprocess.run([sys.executable, "-c", code, how], capture_output=True, text=True,
+                             timeout=300)
+        said[how] = res.stdout.split()[-3:]
+    assert said == {"console": ["0", "True", "True"], "library": ["0", "True", "False"]}, said
