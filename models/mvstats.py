@@ -145,20 +145,27 @@ def _pattern_precisions_np(Sigma: np.ndarray, patterns: np.ndarray):
 
 
 def _information_np(stats: PatternStats, mu, V, Sigma):
-    """The information-form pieces (see the module docstring) for every cluster."""
+    """The information-form pieces (see the module docstring) for every cluster.
+
+    Batched matrix products, not ``einsum``: 4,000 draws of gcsemv (73 clusters, 3 patterns)
+    took 0.36 s per call with the three-operand einsums, which numpy does not split into
+    pairwise products.
+    """
     mu = np.asarray(mu, dtype=np.float64)
     V = np.asarray(V, dtype=np.float64)
     Sigma = np.asarray(Sigma, dtype=np.float64)
-    A, logdet = _pattern_precisions_np(Sigma, stats.patterns)
+    A, logdet = _pattern_precisions_np(Sigma, stats.patterns)  # (..., P, p, p)
     Lv = np.linalg.cholesky(V)
-    n = stats.n.astype(np.float64)
+    n = stats.n.astype(np.float64)  # (L, P)
+    p, P = stats.p, stats.patterns.shape[0]
     d = (stats.mean - mu[..., None, None, :]) * stats.patterns  # (..., L, P, p)
-    Ad = np.einsum("...qij,...lqj->...lqi", A, d)
-    quad = np.einsum("lq,...lqi,...lqi->...l", n, d, Ad)
-    g = np.einsum("lq,...lqi->...li", n, Ad)
-    H = np.einsum("lq,...qij->...lij", n, A)
-    K = np.eye(stats.p) + np.einsum("...ki,...lkm,...mj->...lij", Lv, H, Lv)
-    c = np.einsum("...ki,...lk->...li", Lv, g)
+    Ad = (A[..., None, :, :, :] @ d[..., None])[..., 0]  # (..., L, P, p)
+    quad = ((d * Ad).sum(-1) * n).sum(-1)
+    g = (n[..., None] * Ad).sum(-2)  # (..., L, p)
+    H = (n @ A.reshape(*A.shape[:-3], P, p * p)).reshape(*A.shape[:-3], n.shape[0], p, p)
+    Lv_ = Lv[..., None, :, :]
+    K = np.eye(p) + np.swapaxes(Lv_, -1, -2) @ H @ Lv_
+    c = g @ Lv  # (..., L, p): c_l = L_V^T g_l
     return A, logdet, Lv, quad, K, c
 
 
@@ -186,7 +193,8 @@ def cluster_loglik(stats: PatternStats, mu, V, Sigma) -> np.ndarray:
     dims = stats.patterns.sum(axis=1)
     n = stats.n.astype(np.float64)  # (L, P)
     W = stats.cluster_scatter  # (L, P, p, p)
-    tr = np.einsum("...qij,lqij->...lq", A, W)
+    P, pp = W.shape[1], W.shape[2] * W.shape[3]
+    tr = (A.reshape(*A.shape[:-3], 1, P, pp) * W.reshape(-1, P, pp)).sum(-1)  # (..., L, P)
     const = (-0.5 * n * dims * LOG_2PI - 0.5 * n * logdet[..., None, :] - 0.5 * tr).sum(-1)
     R = np.linalg.cholesky(K)
     w = np.linalg.solve(R, c[..., None])[..., 0]
@@ -209,10 +217,10 @@ def cluster_conditional(stats: PatternStats, mu, V, Sigma):
     _, _, Lv, _, K, c = _information_np(stats, mu, V, Sigma)
     R = np.linalg.cholesky(K)
     w = np.linalg.solve(K, c[..., None])[..., 0]  # K^-1 c
-    mean = np.einsum("...ij,...lj->...li", Lv, w)
+    mean = w @ np.swapaxes(Lv, -1, -2)  # (..., L, p): L_V w_l
     eye = np.broadcast_to(np.eye(stats.p), R.shape)
     R_inv_T = np.swapaxes(np.linalg.solve(R, eye), -1, -2)
-    root = np.einsum("...ij,...ljk->...lik", Lv, R_inv_T)
+    root = Lv[..., None, :, :] @ R_inv_T
     return mean, root
 
 
