@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from models.effects import CHUNK
+
 __all__ = ["MAX_POINTWISE", "add_pointwise", "mixed_loglik", "mixed_prior", "mv_loglik",
            "mv_prior", "oneway_loglik", "oneway_prior"]
 
@@ -33,7 +35,12 @@ def oneway_loglik(data, post) -> np.ndarray:
 
     n, xbar, ss = data.stats.n[:, 0].astype(np.float64), data.stats.mean[:, 0], data.stats.ss[:, 0]
     mu, tau, sigma = (_draws(post, v)[:, None] for v in ("mu", "tau", "sigma"))
-    return marginal_logp_terms(n, xbar, ss, mu, tau, sigma)
+    out = np.empty((len(mu), n.size))
+    rows = max(1, CHUNK // n.size)  # temporaries of CHUNK values (see models.effects.CHUNK)
+    for a in range(0, len(mu), rows):
+        out[a:a + rows] = marginal_logp_terms(n, xbar, ss, mu[a:a + rows], tau[a:a + rows],
+                                              sigma[a:a + rows])
+    return out
 
 
 def mv_loglik(data, post, chunk: int = 200) -> np.ndarray:

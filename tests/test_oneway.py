@@ -242,3 +242,36 @@ def test_add_group_effects_draws_from_the_conditional(unbalanced):
         assert np.all(np.abs(m_hat - mean) < 4 * np.sqrt(var / S))
         assert np.all(np.abs(v_hat / var - 1) < 4 * math.sqrt(2 / S))
     assert list(idata.posterior["group"].values) == [str(g) for g in unbalanced.groups]
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 1 << 30])
+def test_effects_and_pointwise_do_not_depend_on_the_block_size(monkeypatch, chunk):
+    """Group-effect draws and per-cluster log densities are evaluated a block of draws at a
+    time; any block size gives the same numbers as one whole-array pass (the normals are one
+    stream), and the log densities equal marginal_logp's cluster terms."""
+    import models.effects as effects
+    import models.pointwise as pointwise
+    from models.density import marginal_logp_terms
+
+    d = load("rail")
+    rng = np.random.default_rng(0)
+    post = {"mu": rng.normal(size=(2, 9)), "tau": np.exp(rng.normal(size=(2, 9))),
+            "sigma": np.exp(rng.normal(size=(2, 9)))}
+
+    def run(block):
+        monkeypatch.setattr(effects, "CHUNK", block)
+        monkeypatch.setattr(pointwise, "CHUNK", block)
+        idata = az.from_dict(posterior={k: v.copy() for k, v in post.items()})
+        effects.add_group_effects(idata, d, seed=5)
+        return idata.posterior["group_effect"].values, pointwise.oneway_loglik(d, idata.posterior)
+
+    (e, ll), (e_ref, ll_ref) = run(chunk), run(1 << 40)
+    assert np.array_equal(e, e_ref) and np.array_equal(ll, ll_ref)
+    n, xbar = d.stats.n[:, 0].astype(float), d.stats.mean[:, 0]
+    mean, var = group_effect_conditional(n, xbar, post["mu"][..., None], post["tau"][..., None],
+                                         post["sigma"][..., None])
+    z = np.random.default_rng(5).standard_normal(mean.shape)
+    assert np.array_equal(e, mean + np.sqrt(var) * z)
+    terms = marginal_logp_terms(n, xbar, d.stats.ss[:, 0], post["mu"].reshape(-1, 1),
+                                post["tau"].reshape(-1, 1), post["sigma"].reshape(-1, 1))
+    assert np.array_equal(ll, terms)
