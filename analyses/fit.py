@@ -236,7 +236,7 @@ def prior_sensitivity(idata, var_names: Sequence[str]) -> dict[str, dict]:
     with warnings.catch_warnings(), np.errstate(all="ignore"):
         warnings.simplefilter("ignore")
         prior = az.psens(idata, component="prior", var_names=names)
-        lik = az.psens(idata, component="likelihood", var_names=names)
+        lik = az.psens(_total_loglik(idata), component="likelihood", var_names=names)
     out = {}
     for label, var, sel in _element_labels(post, names):
         p, q = _num(prior[var].sel(sel)), _num(lik[var].sel(sel))
@@ -247,6 +247,24 @@ def prior_sensitivity(idata, var_names: Sequence[str]) -> dict[str, dict]:
                       "diagnosis": ("prior-data conflict" if flagged and q > PSENS_THRESHOLD
                                     else "weak likelihood" if flagged else "")}
     return out
+
+
+def _total_loglik(idata):
+    """The posterior with one log-likelihood per draw: the sum over every observation.
+
+    What ``arviz.psens(component="likelihood")`` power-scales is that sum (it stacks and sums
+    the pointwise values itself: 0.8 s for 4,000 draws x 2,410 clusters through xarray's NaN-
+    skipping reductions, 0.02 s as one numpy sum here; tests/test_compare.py holds the two equal).
+    """
+    import arviz as az
+    import xarray as xr
+
+    ll = idata.log_likelihood
+    chains, draws = ll.sizes["chain"], ll.sizes["draw"]
+    total = sum(ll[v].values.reshape(chains, draws, -1).sum(axis=-1) for v in ll.data_vars)
+    return az.InferenceData(posterior=idata.posterior, log_likelihood=xr.Dataset(
+        {"total": (("chain", "draw"), total)},
+        coords={"chain": ll.chain, "draw": ll.draw}))
 
 
 def param_table(idata, var_names: Sequence[str]) -> dict[str, dict]:

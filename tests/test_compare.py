@@ -98,6 +98,22 @@ def test_summary_has_prior_sensitivity_and_new_cluster(dyestuff_fit):
     assert idata.log_likelihood["y"].shape[-1] == 6
 
 
+def test_prior_sensitivity_equals_arviz_psens_on_the_pointwise_values(dyestuff_fit):
+    """The summary's likelihood sensitivity (from each draw's summed log-likelihood) equals
+    ``az.psens`` given the per-cluster values, and the prior's is az.psens itself."""
+    import arviz as az
+
+    from analyses.fit import prior_sensitivity
+
+    idata = dyestuff_fit.idata["sufficient"]
+    ours = prior_sensitivity(idata, ["mu", "tau", "sigma", "icc"])
+    lik = az.psens(idata, component="likelihood", var_names=["mu", "tau", "sigma", "icc"])
+    prior = az.psens(idata, component="prior", var_names=["mu", "tau", "sigma", "icc"])
+    for v in ("mu", "tau", "sigma", "icc"):
+        assert ours[v]["likelihood"] == pytest.approx(float(lik[v]), rel=1e-9, abs=1e-12)
+        assert ours[v]["prior"] == float(prior[v])
+
+
 PARTITION = PartitionPriors(mu=NormalPrior(0.0, 1.0), total=ScalePrior("halfnormal", 1.5),
                             center=0.0, scale=1.0)
 
