@@ -20,6 +20,12 @@ Run ``make bench`` (or ``python benchmarks/bench_latency.py [--repeats 5]``). Wr
 - Imports: each heavy module imported alone in a fresh interpreter (its own dependencies
   included, so the rows overlap), median of ``--repeats``.
 
+- ``--baseline REV``: instead of the above, warm runs of REV (a ``git worktree`` of it, byte-
+  compiled like an install) and of this checkout, interleaved run by run in the same minutes
+  (``python -m analyses.cli`` from each tree), reported as medians and paired ratios: the machine's
+  speed drifts by +-20% over tens of minutes here, so a change is measured against its baseline
+  in the same run. Writes ``results_latency_ab.md``/``.json``.
+
 No timing here is asserted anywhere; tests/test_latency.py checks what the route imports and
 that a warm run compiles nothing.
 """
@@ -157,6 +163,54 @@ def import_times(repeats: int) -> dict:
     return out
 
 
+def baseline(rev: str, cases: dict, tmp: Path, repeats: int) -> dict:
+    """Interleaved warm runs of ``rev`` and of this checkout (see the module docstring)."""
+    base = tmp / "baseline"
+    subprocess.run(["git", "worktree", "add", "-q", "--detach", str(base), rev], cwd=ROOT,
+                   check=True)
+    try:
+        trees = {"baseline": base, "this": ROOT}
+        for tree in trees.values():  # bytecode current in both, as after an install
+            subprocess.run([sys.executable, "-m", "compileall", "-q", "analyses", "models"],
+                           cwd=tree, check=True)
+        out = {}
+        for name, (case, _, _) in cases.items():
+            print(f"{name} ...", flush=True)
+            cmd = [sys.executable, "-m", "analyses.cli", *fit_args(case, tmp / "o")]
+            for tree in trees.values():  # untimed: fills each tree's numba cache
+                shutil.rmtree(tmp / "o", ignore_errors=True)
+                run(cmd, cwd=tree)
+            walls: dict = {k: [] for k in trees}
+            for _ in range(repeats):
+                for k, tree in trees.items():
+                    shutil.rmtree(tmp / "o", ignore_errors=True)
+                    walls[k].append(run(cmd, cwd=tree)["wall_s"])
+            ratios = [b / t for b, t in zip(walls["baseline"], walls["this"], strict=True)]
+            out[name] = {k: {"wall_s": statistics.median(v), "walls": [round(w, 3) for w in v]}
+                         for k, v in walls.items()}
+            out[name]["ratio"] = {"median": statistics.median(ratios), "min": min(ratios),
+                                  "max": max(ratios)}
+            print(json.dumps(out[name]), flush=True)
+        return out
+    finally:
+        subprocess.run(["git", "worktree", "remove", "--force", str(base)], cwd=ROOT)
+
+
+def markdown_ab(res: dict) -> str:
+    m = res["meta"]
+    lines = [f"Measured {m['when']} on {m['cores']} cores (load average {m['load_start']} at the "
+             f"start, {m['load_end']} at the end): warm runs of `{m['baseline']}` and of this "
+             f"checkout (`{m['this']}`), interleaved, {m['repeats']} each, whole process "
+             "(`python -m analyses.cli fit ...`), report and summary written.", "",
+             "| data | baseline wall s (median) | this wall s (median) | paired ratio median "
+             "(range) |", "|---|---:|---:|---|"]
+    for name, r in res["ab"].items():
+        q = r["ratio"]
+        lines.append(f"| {name} | {r['baseline']['wall_s']:.2f} | {r['this']['wall_s']:.2f} | "
+                     f"{q['median']:.2f} ({q['min']:.2f}-{q['max']:.2f}) |")
+    return "\n".join(lines) + "\n"
+
+
 def markdown(res: dict) -> str:
     m = res["meta"]
     lines = [
@@ -190,6 +244,7 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--cold-repeats", type=int, default=3)
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results_latency"))
+    ap.add_argument("--baseline", metavar="REV", help="interleave warm runs of REV and this tree")
     args = ap.parse_args()
     meta = {"when": time.strftime("%Y-%m-%d %H:%M"), "cores": os.cpu_count(),
             "load_start": ", ".join(f"{x:.1f}" for x in os.getloadavg()),
@@ -205,6 +260,16 @@ def main() -> int:
             "gcsemv (bivariate)": (["gcsemv", "--group", "school", "--response", "written",
                                     "--response", "course"], 1905, 73),
         }
+        if args.baseline:
+            this = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, check=True,
+                                  capture_output=True, text=True).stdout.strip()
+            meta.update(baseline=args.baseline, this=this)
+            res = {"meta": meta, "ab": baseline(args.baseline, cases, tmp, args.repeats)}
+            meta["load_end"] = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+            Path(args.out + "_ab.json").write_text(json.dumps(res, indent=1))
+            Path(args.out + "_ab.md").write_text(markdown_ab(res))
+            print(markdown_ab(res))
+            return 0
         for name, (case, rows, clusters) in cases.items():
             print(f"{name} ...", flush=True)
             res["fits"][name] = {"rows": rows, "clusters": clusters,
