@@ -451,7 +451,7 @@ def cmd_figures(args) -> int:
     from analyses.outputs import resolve_out, write_atomically
 
     resolve_out(args.out)
-    _settle_heap()
+    _settle_heap(arviz=False)  # the notes' figures need numpy and matplotlib only
     names: list[str] = []
 
     def writer(tmp: Path) -> None:
@@ -556,21 +556,22 @@ def _without_dask() -> None:
 _GC_PAUSED = []  # console() turned the cyclic garbage collector off, _settle_heap() turns it on
 
 
-def _settle_heap() -> None:
+def _settle_heap(*, arviz: bool = True) -> None:
     """Cyclic GC back on, with every object made so far frozen out of its sight.
 
     :func:`console` starts with the collector off: importing numpy, scipy, numba, xarray and
     ArviZ makes hundreds of thousands of long-lived objects and no garbage, yet the collector
     walked them 660 times during a Dyestuff fit, 0.43-0.59 s of its ~3 s (measured with
     ``gc.callbacks``). The commands that sample call this once their data are read: ArviZ is
-    imported, the heap is frozen (``gc.freeze``) and collection resumes for what the fit
-    allocates (124 collections, 0.02 s, peak memory unchanged). A library call of :func:`main`
-    leaves the caller's collector alone.
+    imported (``arviz=False``: not, for a command that does not use it), the heap is frozen
+    (``gc.freeze``) and collection resumes for what the fit allocates (124 collections, 0.02 s,
+    peak memory unchanged). A library call of :func:`main` leaves the caller's collector alone.
     """
     if _GC_PAUSED:
-        from models.sampling import import_arviz
+        if arviz:
+            from models.sampling import import_arviz
 
-        import_arviz()
+            import_arviz()
         gc.freeze()
         gc.enable()
         _GC_PAUSED.clear()
