@@ -181,27 +181,37 @@ def _split_by_hash(part: GroupedMoments, buckets: int) -> tuple[GroupedMoments, 
                  for b in range(buckets))
 
 
-def _persist(parts: list, *, progress: bool) -> list:
-    """Compute ``parts`` and keep them where they are (workers' memory, or this process)."""
-    import dask
+def _on_dask(local, submit, finish, *, progress: bool):
+    """Run on the current distributed client if there is one, else under dask's scheduler.
 
+    ``local()`` under dask's own scheduler, or ``finish(client, submit(client))`` on the
+    client; either with its progress display when asked.
+    """
     client = _current_client()
     if client is None:
-        if progress:
-            from dask.diagnostics import ProgressBar
+        if not progress:
+            return local()
+        from dask.diagnostics import ProgressBar
 
-            with ProgressBar(out=sys.stderr):
-                return list(dask.persist(*parts))
-        return list(dask.persist(*parts))
-    persisted = client.persist(parts)
+        with ProgressBar(out=sys.stderr):
+            return local()
+    futures = submit(client)
     if progress:
         from distributed import progress as show_progress
 
         link = getattr(client, "dashboard_link", None)
         if link:
             print(f"dask dashboard: {link}", file=sys.stderr)
-        show_progress(persisted)
-    return persisted
+        show_progress(futures)
+    return finish(client, futures)
+
+
+def _persist(parts: list, *, progress: bool) -> list:
+    """Compute ``parts`` and keep them where they are (workers' memory, or this process)."""
+    import dask
+
+    return _on_dask(lambda: list(dask.persist(*parts)), lambda c: c.persist(parts),
+                    lambda c, persisted: persisted, progress=progress)
 
 
 @dataclass(frozen=True)
@@ -311,23 +321,9 @@ def _compute(obj, *, progress: bool):
     """Compute on the current distributed client if there is one, else dask's scheduler."""
     import dask
 
-    client = _current_client()
-    if client is None:
-        if progress:
-            from dask.diagnostics import ProgressBar
-
-            with ProgressBar(out=sys.stderr):
-                return dask.compute(obj)[0]
-        return dask.compute(obj)[0]
-    future = client.compute(obj)
-    if progress:
-        from distributed import progress as show_progress
-
-        link = getattr(client, "dashboard_link", None)
-        if link:
-            print(f"dask dashboard: {link}", file=sys.stderr)
-        show_progress(future)
-    return client.gather(future) if isinstance(future, list) else future.result()
+    return _on_dask(lambda: dask.compute(obj)[0], lambda c: c.compute(obj),
+                    lambda c, f: c.gather(f) if isinstance(f, list) else f.result(),
+                    progress=progress)
 
 
 def _current_client():
