@@ -355,7 +355,7 @@ CHUNK_VALUES = 2_000_000
 """Draws x cells evaluated at once by :func:`add_top_effects` (16 MB per array)."""
 
 
-def add_top_effects(idata, data, *, seed: int | None = 0, chunk: int | None = None) -> None:
+def add_top_effects(idata, data, *, seed: int | None = 0, values: int = CHUNK_VALUES) -> None:
     """Group effects of the top-level factor for a form that integrated them out.
 
     Exact conditional draws (:func:`top_effect_moments`) while chains x draws x L is at most
@@ -368,7 +368,7 @@ def add_top_effects(idata, data, *, seed: int | None = 0, chunk: int | None = No
     import xarray as xr
 
     from models.cells import nested_of
-    from models.effects import MAX_DRAW_VALUES, SUMMARY_GROUP
+    from models.effects import MAX_DRAW_VALUES, SUMMARY_GROUP, draw_blocks
 
     post = idata.posterior
     if "group_effect" in post or SUMMARY_GROUP in idata.groups():
@@ -383,21 +383,19 @@ def add_top_effects(idata, data, *, seed: int | None = 0, chunk: int | None = No
     rng = np.random.default_rng(seed)
     st = nested_of(data)
     # arrays are draws x cells (the finest level): 10^5 of them, 20 draws at a time
-    chunk = chunk or max(1, CHUNK_VALUES // max(st.cell_n.size, L, 1))
+    blocks = draw_blocks(S, max(st.cell_n.size, L), values)
     if S * L <= MAX_DRAW_VALUES:
         draws = np.empty((S, L))
-        for a in range(0, S, chunk):
-            m, v = top_effect_moments(data, beta[a:a + chunk], tau[a:a + chunk],
-                                      sigma[a:a + chunk], st)
-            draws[a:a + chunk] = m + np.sqrt(v) * rng.standard_normal(m.shape)
+        for b in blocks:
+            m, v = top_effect_moments(data, beta[b], tau[b], sigma[b], st)
+            draws[b] = m + np.sqrt(v) * rng.standard_normal(m.shape)
         post["group_effect"] = xr.DataArray(
             draws.reshape(*shape, L), dims=("chain", "draw", "group"),
             coords={"chain": post.chain, "draw": post.draw, "group": labels})
         return
     s1, s2_ = np.zeros(L), np.zeros(L)
-    for a in range(0, S, chunk):
-        m, v = top_effect_moments(data, beta[a:a + chunk], tau[a:a + chunk], sigma[a:a + chunk],
-                                  st)
+    for b in blocks:
+        m, v = top_effect_moments(data, beta[b], tau[b], sigma[b], st)
         s1 += m.sum(axis=0)
         s2_ += (v + m * m).sum(axis=0)
     mean = s1 / S

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from models.effects import CHUNK
+from models.effects import draw_blocks
 
 __all__ = ["MAX_POINTWISE", "add_pointwise", "mixed_loglik", "mixed_prior", "mv_loglik",
            "mv_prior", "oneway_loglik", "oneway_prior"]
@@ -36,10 +36,8 @@ def oneway_loglik(data, post) -> np.ndarray:
     n, xbar, ss = data.stats.n[:, 0].astype(np.float64), data.stats.mean[:, 0], data.stats.ss[:, 0]
     mu, tau, sigma = (_draws(post, v)[:, None] for v in ("mu", "tau", "sigma"))
     out = np.empty((len(mu), n.size))
-    rows = max(1, CHUNK // n.size)  # temporaries of CHUNK values (see models.effects.CHUNK)
-    for a in range(0, len(mu), rows):
-        out[a:a + rows] = marginal_logp_terms(n, xbar, ss, mu[a:a + rows], tau[a:a + rows],
-                                              sigma[a:a + rows])
+    for b in draw_blocks(len(mu), n.size):
+        out[b] = marginal_logp_terms(n, xbar, ss, mu[b], tau[b], sigma[b])
     return out
 
 

@@ -259,8 +259,7 @@ def test_effects_and_pointwise_do_not_depend_on_the_block_size(monkeypatch, chun
             "sigma": np.exp(rng.normal(size=(2, 9)))}
 
     def run(block):
-        monkeypatch.setattr(effects, "CHUNK", block)
-        monkeypatch.setattr(pointwise, "CHUNK", block)
+        monkeypatch.setattr(effects, "CHUNK", block)  # draw_blocks' default, for both
         idata = az.from_dict(posterior={k: v.copy() for k, v in post.items()})
         effects.add_group_effects(idata, d, seed=5)
         return idata.posterior["group_effect"].values, pointwise.oneway_loglik(d, idata.posterior)
