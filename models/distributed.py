@@ -32,7 +32,7 @@ import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -174,8 +174,6 @@ def _split_by_hash(part: GroupedMoments, buckets: int) -> tuple[GroupedMoments, 
 
     Its count of dropped rows goes with the first piece.
     """
-    from dataclasses import replace
-
     which = (_key_hashes(part) % np.uint64(buckets)).astype(np.int64)
     return tuple(replace(part._take(np.flatnonzero(which == b)), dropped=part.dropped * (b == 0))
                  for b in range(buckets))
@@ -299,8 +297,6 @@ def _partition_moments(part: pd.DataFrame, index: int, spec: _Spec) -> GroupedMo
     moments = _moments(frame, spec)
     dropped = frame.attrs.get("dropped", 0)
     if dropped:
-        from dataclasses import replace
-
         moments = replace(moments, dropped=dropped)
     return moments
 
