@@ -492,7 +492,8 @@ def main(argv: list[str] | None = None, *, whole_process: bool = False) -> int:
     """Entry point of the ``varcomp`` console script.
 
     ``whole_process``: this interpreter exists for this one command (:func:`console`), so
-    process-wide settings may be made (:func:`_without_dask`).
+    process-wide settings may be made (:func:`_without_dask`, cyclic GC paused until
+    :func:`_settle_heap`).
 
     Exit codes: 0 done; 2 bad input (one line on stderr, nothing written); 3 ``fit --strict``
     and a fit failed the diagnostics gate; 1 an error that is our bug (one line pointing to a
@@ -509,8 +510,11 @@ def main(argv: list[str] | None = None, *, whole_process: bool = False) -> int:
     os.environ.setdefault("PYTHONWARNINGS", "ignore::FutureWarning")
     try:
         args = build_parser().parse_args(argv)  # inside: Ctrl-C while importing is handled too
-        if whole_process and getattr(args, "engine", "memory") != "dask":
-            _without_dask()
+        if whole_process:  # parsing imported nothing heavy: now the process-wide settings
+            if getattr(args, "engine", "memory") != "dask":
+                _without_dask()
+            gc.disable()  # until _settle_heap()
+            _GC_PAUSED.append(True)
         return COMMANDS[args.command](args)
     except KeyboardInterrupt:
         from analyses.outputs import COMMITTED
@@ -553,19 +557,20 @@ def _without_dask() -> None:
         sys.modules.update({"dask": None, "distributed": None})
 
 
-_GC_PAUSED = []  # console() turned the cyclic garbage collector off, _settle_heap() turns it on
+_GC_PAUSED = []  # main(whole_process=True) paused cyclic GC; _settle_heap() resumes it
 
 
 def _settle_heap(*, arviz: bool = True) -> None:
     """Cyclic GC back on, with every object made so far frozen out of its sight.
 
-    :func:`console` starts with the collector off: importing numpy, scipy, numba, xarray and
-    ArviZ makes hundreds of thousands of long-lived objects and no garbage, yet the collector
-    walked them 660 times during a Dyestuff fit, 0.43-0.59 s of its ~3 s (measured with
-    ``gc.callbacks``). The commands that sample call this once their data are read: ArviZ is
-    imported (``arviz=False``: not, for a command that does not use it), the heap is frozen
-    (``gc.freeze``) and collection resumes for what the fit allocates (124 collections, 0.02 s,
-    peak memory unchanged). A library call of :func:`main` leaves the caller's collector alone.
+    A whole-process :func:`main` starts the command with the collector off: importing numpy,
+    scipy, numba, xarray and ArviZ makes hundreds of thousands of long-lived objects and no
+    garbage, yet the collector walked them 660 times during a Dyestuff fit, 0.43-0.59 s of its
+    ~3 s (measured with ``gc.callbacks``). The commands that sample call this once their data
+    are read: ArviZ is imported (``arviz=False``: not, for a command that does not use it), the
+    heap is frozen (``gc.freeze``) and collection resumes for what the fit allocates (124
+    collections, 0.02 s, peak memory unchanged). A library call of :func:`main` leaves the
+    caller's collector alone.
     """
     if _GC_PAUSED:
         if arviz:
@@ -585,8 +590,6 @@ def console() -> None:
     pending by then (every output file is closed and renamed into place, a Dask cluster is
     closed by its ``with``), so the process flushes its streams and ends at once.
     """
-    gc.disable()
-    _GC_PAUSED.append(True)
     code = main(whole_process=True)
     try:
         sys.stdout.flush()
