@@ -28,9 +28,8 @@ import pandas as pd
 
 from models.errors import DataError
 
-__all__ = ["CellStats", "cells_of_rows", "factor_codes", "nested_of", "strata_of",
-           "weighted_level_sizes",
-           "unit_moments"]
+__all__ = ["CellStats", "cells_of_rows", "factor_codes", "level_sizes", "nested_of", "strata_of",
+           "unit_moments", "weighted_level_sizes"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -125,19 +124,21 @@ def factor_codes(cells: CellStats, factor) -> np.ndarray:
     return codes.astype(np.int64)
 
 
+def level_sizes(data) -> list[np.ndarray]:
+    """Rows per level of each factor of the design (float64, in the order of its levels)."""
+    cells = data.cells
+    return [np.bincount(factor_codes(cells, f), weights=cells.n).astype(np.float64)
+            for f in data.design.factors]
+
+
 def weighted_level_sizes(data) -> np.ndarray:
     """Each factor's size-weighted mean level size, sum over levels of n_l^2 / N.
 
     The design effect of a mean over all rows is 1 + sum_f vpc_f (this - 1) (Kish's, with
     one term per factor: two rows covary by tau_f^2 for every factor whose level they share).
     """
-    cells = data.cells
-    N = float(cells.n.sum())
-    out = []
-    for f in data.design.factors:
-        n = np.bincount(factor_codes(cells, f), weights=cells.n).astype(np.float64)
-        out.append(float((n * n).sum()) / N)
-    return np.array(out)
+    N = float(data.cells.n.sum())
+    return np.array([float((n * n).sum()) / N for n in level_sizes(data)])
 
 
 def _centred_sums(cells: CellStats):

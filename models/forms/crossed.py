@@ -113,11 +113,9 @@ def _latent_default(data) -> str:
     1,128 lecturers; medians about 25 and 65 rows): centred 64.5 s end to end, min ESS_bulk
     541, gate passed; noncentred 82.7 s, r_hat 1.018, gate failed (benchmarks/bench_mixed.py).
     """
-    from models.cells import factor_codes
+    from models.cells import level_sizes
 
-    cells = data.cells
-    medians = [np.median(np.bincount(factor_codes(cells, f), weights=cells.n))
-               for f in data.design.factors]
+    medians = [np.median(n) for n in level_sizes(data)]
     return "centred" if min(medians) >= CENTRED_MIN_ROWS else "noncentred"
 
 
