@@ -390,10 +390,7 @@ def _key_codes(keys) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         ct, ut = pd.factorize(t, sort=False)  # distinct values with the same text: one group
         col_codes.append(ct.astype(np.int64)[c])
         col_text.append(np.asarray(ut, dtype=object))
-    codes = col_codes[0]
-    for c, t in zip(col_codes[1:], col_text[1:], strict=True):
-        codes, _ = pd.factorize(codes * np.int64(len(t)) + c, sort=False)
-    codes = codes.astype(np.int64)
+    codes = _combine_codes([(c, len(t)) for c, t in zip(col_codes, col_text, strict=True)])
     first = _first_rows(codes)
     if len(parts) == 1:
         return codes, first, col_text[0][col_codes[0][first]]
@@ -415,12 +412,22 @@ def _factorize(text: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     Compound keys are factorised part by part and the codes combined pairwise
     (``code_1 * L_2 + code_2``, refactorised after each step so the product stays below N^2).
     """
-    if text.ndim == 1:
-        codes, _ = pd.factorize(text, sort=False)
-    else:
-        codes = np.zeros(text.shape[0], np.int64)
-        for j in range(text.shape[1]):
-            cj, uj = pd.factorize(text[:, j], sort=False)
-            codes, _ = pd.factorize(codes * np.int64(len(uj)) + cj, sort=False)
-    codes = codes.astype(np.int64)
+    columns = [text] if text.ndim == 1 else [text[:, j] for j in range(text.shape[1])]
+    parts = []
+    for col in columns:
+        cj, uj = pd.factorize(col, sort=False)
+        parts.append((cj, len(uj)))
+    codes = _combine_codes(parts)
     return codes, _first_rows(codes)
+
+
+def _combine_codes(parts: list[tuple[np.ndarray, int]]) -> np.ndarray:
+    """Codes of compound keys from each part's (codes, number of levels).
+
+    All codes are numbered in order of first appearance: ``code_1 * L_2 + code_2``,
+    refactorised after each step so the product stays below N^2.
+    """
+    codes = parts[0][0]
+    for c, levels in parts[1:]:
+        codes, _ = pd.factorize(codes * np.int64(levels) + c, sort=False)
+    return np.asarray(codes, dtype=np.int64)
