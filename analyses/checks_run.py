@@ -136,7 +136,7 @@ def _fit_form(family, name: str, data, priors, plan: list[dict], seed: int, *, b
     with quiet():
         compiled = compile_pymc(family.form(name).build(data, priors=priors), backend=backend)
     seconds = {"compile": time.perf_counter() - t0, "sample": 0.0}
-    for _attempt, settings in enumerate(plan, start=1):
+    for attempt, settings in enumerate(plan, start=1):  # noqa: B007 (read after the loop)
         t1 = time.perf_counter()
         with quiet():
             idata = sample_compiled(compiled, seed=seed, cores=2, **settings)
@@ -145,7 +145,7 @@ def _fit_form(family, name: str, data, priors, plan: list[dict], seed: int, *, b
         seconds["sample"] += took
         if diagnostics["ok"] or (retry_budget is not None and took > retry_budget):
             break
-    used = dict(settings, attempt=_attempt, seed=seed, sampler="nutpie", backend=backend)
+    used = dict(settings, attempt=attempt, seed=seed, sampler="nutpie", backend=backend)
     return Fit(name, idata, seconds, used, diagnostics)
 
 
