@@ -7,7 +7,6 @@ nothing written. ``fit --strict`` exits 3 when a fit fails the diagnostics gate.
 from __future__ import annotations
 
 import argparse
-import gc
 import math
 import os
 import sys
@@ -15,6 +14,7 @@ import time
 import warnings
 from pathlib import Path
 
+from analyses import process
 from models.errors import DataError
 
 EXIT_BUG = 1
@@ -332,7 +332,7 @@ def cmd_fit(args) -> int:
     if args.model == "all":
         for name, why in family.skipped(data).items():
             print(f"varcomp: warning: --model all skips {name}: {why}", file=sys.stderr)
-    _settle_heap()
+    process.settle_heap()
     with stop_on_signals():
         result = fit(data, args.model, draws=args.draws, tune=args.tune, chains=args.chains,
                      seed=args.seed, sampler=args.sampler, priors=priors,
@@ -362,7 +362,7 @@ def cmd_compare(args) -> int:
     inputs = _inputs(args.data)
     out = Path(args.out) if args.out else Path("reports") / f"{Path(args.data).stem}-compare"
     resolve_out(out, inputs=inputs)
-    _settle_heap()
+    process.settle_heap()
     with stop_on_signals():
         result = compare(args.data, args.formula, draws=args.draws, tune=args.tune,
                          chains=args.chains, seed=args.seed)
@@ -387,7 +387,7 @@ def cmd_check(args) -> int:
         from analyses.outputs import resolve_out
 
         resolve_out(out)
-    _settle_heap()
+    process.settle_heap()
     return run_checks(quick=args.quick, sims=args.sims, out=out, seed=args.seed)
 
 
@@ -451,7 +451,7 @@ def cmd_figures(args) -> int:
     from analyses.outputs import resolve_out, write_atomically
 
     resolve_out(args.out)
-    _settle_heap(arviz=False)  # the notes' figures need numpy and matplotlib only
+    process.settle_heap(arviz=False)  # the notes' figures need numpy and matplotlib only
     names: list[str] = []
 
     def writer(tmp: Path) -> None:
@@ -492,8 +492,7 @@ def main(argv: list[str] | None = None, *, whole_process: bool = False) -> int:
     """Entry point of the ``varcomp`` console script.
 
     ``whole_process``: this interpreter exists for this one command (:func:`console`), so
-    process-wide settings may be made (:func:`_without_dask`, cyclic GC paused until
-    :func:`_settle_heap`).
+    process-wide settings may be made (:mod:`analyses.process`).
 
     Exit codes: 0 done; 2 bad input (one line on stderr, nothing written); 3 ``fit --strict``
     and a fit failed the diagnostics gate; 1 an error that is our bug (one line pointing to a
@@ -511,10 +510,7 @@ def main(argv: list[str] | None = None, *, whole_process: bool = False) -> int:
     try:
         args = build_parser().parse_args(argv)  # inside: Ctrl-C while importing is handled too
         if whole_process:  # parsing imported nothing heavy: now the process-wide settings
-            if getattr(args, "engine", "memory") != "dask":
-                _without_dask()
-            gc.disable()  # until _settle_heap()
-            _GC_PAUSED.append(True)
+            process.settle_for(args)
         return COMMANDS[args.command](args)
     except KeyboardInterrupt:
         from analyses.outputs import COMMITTED
@@ -541,45 +537,6 @@ def main(argv: list[str] | None = None, *, whole_process: bool = False) -> int:
         print(f"varcomp: internal error ({type(exc).__name__}: {msg}){where}; please report it",
               file=sys.stderr)
         return EXIT_BUG
-
-
-def _without_dask() -> None:
-    """Make ``import dask`` fail in this process (it will hold no Dask array).
-
-    xarray imports ``dask`` and ``dask.array`` when it builds its first Variable (to recognise
-    Dask arrays) and ``dask`` and ``distributed`` before every NetCDF write (to ask which
-    scheduler runs); measured here, 0.4 s of a 3.6 s Dyestuff fit. Without ``--engine dask``
-    nothing in the process is a Dask array, so "Dask is not installed" is the true answer to
-    both questions. Only for a whole process: xarray caches the answer, and a notebook that
-    calls :func:`main` may use Dask afterwards.
-    """
-    if "dask" not in sys.modules:
-        sys.modules.update({"dask": None, "distributed": None})
-
-
-_GC_PAUSED = []  # main(whole_process=True) paused cyclic GC; _settle_heap() resumes it
-
-
-def _settle_heap(*, arviz: bool = True) -> None:
-    """Cyclic GC back on, with every object made so far frozen out of its sight.
-
-    A whole-process :func:`main` starts the command with the collector off: importing numpy,
-    scipy, numba, xarray and ArviZ makes hundreds of thousands of long-lived objects and no
-    garbage, yet the collector walked them 660 times during a Dyestuff fit, 0.43-0.59 s of its
-    ~3 s (measured with ``gc.callbacks``). The commands that sample call this once their data
-    are read: ArviZ is imported (``arviz=False``: not, for a command that does not use it), the
-    heap is frozen (``gc.freeze``) and collection resumes for what the fit allocates (124
-    collections, 0.02 s, peak memory unchanged). A library call of :func:`main` leaves the
-    caller's collector alone.
-    """
-    if _GC_PAUSED:
-        if arviz:
-            from models.sampling import import_arviz
-
-            import_arviz()
-        gc.freeze()
-        gc.enable()
-        _GC_PAUSED.clear()
 
 
 def console() -> None:
