@@ -51,7 +51,7 @@ class Setting:
 
 def _univariate(name: str, L: int, n, mu: float, tau: float, sigma: float, note: str,
                 quick: tuple[str, ...]) -> Setting:
-    from models.simulate import simulate_univariate
+    from varcomp.models.simulate import simulate_univariate
 
     def simulate(seed: int):
         return simulate_univariate(L, list(n) if isinstance(n, tuple) else n, mu=mu, tau=tau,
@@ -64,8 +64,12 @@ def _univariate(name: str, L: int, n, mu: float, tau: float, sigma: float, note:
 def _bivariate(name: str, L: int, n, mu, missing: float, note: str,
                quick: tuple[str, ...]) -> Setting:
     def simulate(seed: int):
-        from models.simulate import Simulated
-        from models.simulate_mv import drop_components, sigma_from_sd_corr, simulate_multivariate
+        from varcomp.models.simulate import Simulated
+        from varcomp.models.simulate_mv import (
+            drop_components,
+            sigma_from_sd_corr,
+            simulate_multivariate,
+        )
 
         rng = np.random.default_rng(seed)
         R = np.array([[1.0, SIGMA_CORR], [SIGMA_CORR, 1.0]])
@@ -129,8 +133,8 @@ def _fit_form(family, name: str, data, priors, plan: list[dict], seed: int, *, b
     (slower to compile, faster per gradient for long runs). A retry is skipped when the previous
     attempt's sampling took longer than ``retry_budget`` seconds.
     """
-    from models.compiled.nutpie import compile_pymc
-    from models.sampling import Fit, diagnose, quiet, sample_compiled
+    from varcomp.models.compiled.nutpie import compile_pymc
+    from varcomp.models.sampling import Fit, diagnose, quiet, sample_compiled
 
     t0 = time.perf_counter()
     with quiet():
@@ -152,7 +156,7 @@ def _fit_form(family, name: str, data, priors, plan: list[dict], seed: int, *, b
 def _check_setting(setting: Setting, seed: int, *, quick: bool, plan: list[dict],
                    t_start: float) -> dict:
     """Exact log densities, fits and posterior comparison of one setting (a plain dict)."""
-    from models import checks, family_of
+    from varcomp.models import checks, family_of
 
     data = setting.simulate(seed)
     family = family_of(data)
@@ -205,7 +209,7 @@ def _sbc_runs(quick: bool, sims: int | None, seed: int, t_start: float) -> dict:
     SBC of the one-way ``sufficient`` (and ``centred`` without --quick) and of the multivariate
     ``sufficient`` form.
     """
-    from models import checks
+    from varcomp.models import checks
 
     n_sims = sims or (30 if quick else 100)
     runs = {}
@@ -252,7 +256,7 @@ def run_checks(*, quick: bool, sims: int | None, out: Path | None, seed: int = 0
     """
     from threadpoolctl import threadpool_limits
 
-    from models import checks
+    from varcomp.models import checks
 
     t_start = time.perf_counter()
     plan = _sampling_plan(quick)
@@ -310,7 +314,7 @@ def run_checks(*, quick: bool, sims: int | None, out: Path | None, seed: int = 0
               f"{f} {'pass' if r.passed else 'FAIL'}" for f, r in sbc_results.items())
           + f"; {'PASSED' if passed else 'FAILED'} in {report['seconds']:.0f} s")
     if out is not None:
-        from analyses.outputs import dump_json, write_atomically
+        from varcomp.analyses.outputs import dump_json, write_atomically
 
         def writer(tmp: Path) -> None:
             dump_json(report, tmp / "checks.json")

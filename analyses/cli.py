@@ -14,8 +14,8 @@ import time
 import warnings
 from pathlib import Path
 
-from analyses import process
-from models.errors import DataError
+from varcomp.analyses import process
+from varcomp.models.errors import DataError
 
 EXIT_BUG = 1
 EXIT_BAD_INPUT = 2
@@ -64,7 +64,7 @@ def _unit_interval(text: str) -> float:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for tests and docs)."""
-    from models.forms import FORM_NAMES
+    from varcomp.models.forms import FORM_NAMES
 
     p = _Parser(prog="varcomp", description="Bayesian variance components with PyMC and "
                 "ArviZ: one-way and multivariate random effects, and formulas with covariates, "
@@ -150,7 +150,7 @@ CHUNKED_BYTES = 64 << 20
 
 
 def _load(args, *, stats_only: bool = False):
-    from models import load
+    from varcomp.models import load
 
     formula = getattr(args, "formula", None)
     if formula and (args.group or args.response):
@@ -160,7 +160,7 @@ def _load(args, *, stats_only: bool = False):
     if formula:
         path = Path(args.data)
         if stats_only and path.is_file() and path.stat().st_size >= CHUNKED_BYTES:
-            from models.formula_stats import read_formula_stats
+            from varcomp.models.formula_stats import read_formula_stats
 
             return read_formula_stats(path, formula)
         return load(args.data, formula=formula)
@@ -170,7 +170,7 @@ def _load(args, *, stats_only: bool = False):
     path = Path(args.data)
     if (stats_only and args.group and isinstance(response, str) and path.is_file()
             and path.stat().st_size >= CHUNKED_BYTES):
-        from models.chunked import read_stats
+        from varcomp.models.chunked import read_stats
 
         return read_stats(path, group=args.group, response=response)
     return load(args.data, group=args.group, response=response)
@@ -180,8 +180,8 @@ def _load_dask(args, *, stats_only: bool):
     """The data's statistics computed on Dask: a local cluster, or ``--scheduler``'s."""
     import glob
 
-    from analyses.fit import is_terminal
-    from models.distributed import (
+    from varcomp.analyses.fit import is_terminal
+    from varcomp.models.distributed import (
         client_for,
         formula_stats_dask,
         group_stats_dask,
@@ -204,7 +204,7 @@ def _load_dask(args, *, stats_only: bool):
         raise DataError("--engine dask reads Parquet files (e.g. 'data/part-*.parquet'): "
                         "convert CSV with `varcomp simulate`-style tools or pandas first")
     if formula:
-        from models.design import parse
+        from varcomp.models.design import parse
 
         columns = list(parse(formula).variables)
     else:
@@ -220,7 +220,7 @@ def _load_dask(args, *, stats_only: bool):
 
 def cmd_datasets(args) -> int:
     """List the shipped datasets."""
-    from models.data import DATASETS
+    from varcomp.models.data import DATASETS
 
     for ds in DATASETS.values():
         resp = ",".join(ds.response)
@@ -278,7 +278,7 @@ def _inputs(spec: str) -> list[Path]:
     """The files a data argument reads (a path, a glob, or a shipped dataset's CSV)."""
     import glob
 
-    from models.data import DATASETS, data_dir
+    from varcomp.models.data import DATASETS, data_dir
 
     if any(ch in spec for ch in "*?["):
         return [Path(p) for p in sorted(glob.glob(spec))]
@@ -305,10 +305,10 @@ def _headline(posterior, var: str) -> str:
 
 def cmd_fit(args) -> int:
     """Fit, write the outputs, print where they are."""
-    from analyses.fit import check_memory, fit, is_terminal, write_outputs
-    from analyses.outputs import checkpoint, resolve_out, stop_on_signals
-    from models.errors import DataError
-    from models.forms import family_of
+    from varcomp.analyses.fit import check_memory, fit, is_terminal, write_outputs
+    from varcomp.analyses.outputs import checkpoint, resolve_out, stop_on_signals
+    from varcomp.models.errors import DataError
+    from varcomp.models.forms import family_of
 
     t_start = time.perf_counter()
     inputs = _inputs(args.data)
@@ -356,8 +356,8 @@ def cmd_fit(args) -> int:
 
 def cmd_compare(args) -> int:
     """Fit the formulas and the pooled model; write compare.json and compare.html."""
-    from analyses.compare import compare, write_compare
-    from analyses.outputs import checkpoint, resolve_out, stop_on_signals
+    from varcomp.analyses.compare import compare, write_compare
+    from varcomp.analyses.outputs import checkpoint, resolve_out, stop_on_signals
 
     inputs = _inputs(args.data)
     out = Path(args.out) if args.out else Path("reports") / f"{Path(args.data).stem}-compare"
@@ -380,11 +380,11 @@ def cmd_compare(args) -> int:
 
 def cmd_check(args) -> int:
     """Run the checks module on simulated data."""
-    from analyses.checks_run import run_checks
+    from varcomp.analyses.checks_run import run_checks
 
     out = Path(args.out) if args.out else None
     if out is not None:
-        from analyses.outputs import resolve_out
+        from varcomp.analyses.outputs import resolve_out
 
         resolve_out(out)
     process.settle_heap()
@@ -405,8 +405,8 @@ def cmd_simulate(args) -> int:
     """Simulate the univariate or multivariate model; write .csv, .csv.gz or .parquet atomically."""
     import numpy as np
 
-    from analyses.outputs import resolve_out_file, write_file_atomically
-    from models.data import TABLE_SUFFIXES, memory_budget, write_table
+    from varcomp.analyses.outputs import resolve_out_file, write_file_atomically
+    from varcomp.models.data import TABLE_SUFFIXES, memory_budget, write_table
 
     resolve_out_file(args.out, suffixes=TABLE_SUFFIXES)
     try:
@@ -424,14 +424,14 @@ def cmd_simulate(args) -> int:
                          f"more than the {memory_budget() / 2**30:.1f} GiB budget (half of this "
                          f"machine's memory): simulate fewer rows, or several files")
     if args.V is not None or args.Sigma is not None:
-        from models.simulate_mv import simulate_multivariate
+        from varcomp.models.simulate_mv import simulate_multivariate
 
         if args.V is None or args.Sigma is None:
             raise DataError("the multivariate simulator needs both --V and --Sigma")
         sim = simulate_multivariate(args.clusters, sizes, np.array(mu), _matrix(args.V, "V"),
                                     _matrix(args.Sigma, "Sigma"), rng=args.seed)
     else:
-        from models.simulate import simulate_univariate
+        from varcomp.models.simulate import simulate_univariate
 
         if args.tau is None or args.sigma is None:
             raise DataError("the univariate simulator needs --tau and --sigma "
@@ -447,8 +447,8 @@ def cmd_simulate(args) -> int:
 
 def cmd_figures(args) -> int:
     """Write the notes' figures."""
-    from analyses.figures import make_figures
-    from analyses.outputs import resolve_out, write_atomically
+    from varcomp.analyses.figures import make_figures
+    from varcomp.analyses.outputs import resolve_out, write_atomically
 
     resolve_out(args.out)
     process.settle_heap(arviz=False)  # the notes' figures need numpy and matplotlib only
@@ -498,7 +498,7 @@ def main(argv: list[str] | None = None, *, whole_process: bool = False) -> int:
     and a fit failed the diagnostics gate; 1 an error that is our bug (one line pointing to a
     log file with the traceback); 130 interrupted.
     """
-    from models.errors import DataError
+    from varcomp.models.errors import DataError
 
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", category=RuntimeWarning)  # numpy's overflow chatter
@@ -513,7 +513,7 @@ def main(argv: list[str] | None = None, *, whole_process: bool = False) -> int:
             process.settle_for(args)
         return COMMANDS[args.command](args)
     except KeyboardInterrupt:
-        from analyses.outputs import COMMITTED
+        from varcomp.analyses.outputs import COMMITTED
 
         if COMMITTED:
             print(f"varcomp: interrupted after the output was complete: {COMMITTED[-1]}",

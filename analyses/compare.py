@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from models.data import ClusteredData, DataError
+from varcomp.models.data import ClusteredData, DataError
 
 __all__ = ["K_THRESHOLD", "CompareResult", "compare", "pooled_data", "write_compare"]
 
@@ -86,7 +86,7 @@ class CompareResult:
 
 def pooled_data(data: ClusteredData) -> ClusteredData:
     """The same rows with the same fixed effects and one factor (the top-level one)."""
-    from models.design import Design, Factor
+    from varcomp.models.design import Design, Factor
 
     d = data.design
     if d is None:
@@ -100,10 +100,10 @@ def pooled_data(data: ClusteredData) -> ClusteredData:
 
 def _fit_pooled(data: ClusteredData, *, draws, tune, chains, seed):
     """The pooled model (tau = 0) in the compiled sufficient form; a FitResult-like record."""
-    from analyses.fit import FitResult
-    from models.compiled import lmm
-    from models.lmm import LmmPriors
-    from models.sampling import Fit, diagnose, sample_model
+    from varcomp.analyses.fit import FitResult
+    from varcomp.models.compiled import lmm
+    from varcomp.models.lmm import LmmPriors
+    from varcomp.models.sampling import Fit, diagnose, sample_model
 
     pdata = pooled_data(data)
     priors = replace(LmmPriors.default(pdata), tau=(), factors=())
@@ -114,13 +114,13 @@ def _fit_pooled(data: ClusteredData, *, draws, tune, chains, seed):
     ll = _unit_loglik(pdata, post, tau=np.zeros((S, 1)))
     fit = Fit("sufficient", idata, sec, {"draws": draws, "chains": chains, "seed": seed},
               diagnose(idata, ("beta", "sigma")))
-    from models.forms import family_of
+    from varcomp.models.forms import family_of
 
     return FitResult(pdata, family_of(pdata), {"sufficient": fit}), ll, priors
 
 
 def _unit_loglik(data, post, tau=None) -> np.ndarray:
-    from models.lmm import unit_loglik
+    from varcomp.models.lmm import unit_loglik
 
     beta = post["beta"].values.reshape(-1, post["beta"].shape[-1])
     sigma = post["sigma"].values.reshape(-1)
@@ -153,7 +153,7 @@ def _without(data: ClusteredData, cluster: int) -> ClusteredData:
     """``data`` without one top-level cluster (labels and codes recomputed)."""
     import pandas as pd
 
-    from models.design import Design, Factor
+    from varcomp.models.design import Design, Factor
 
     keep = data.codes != cluster
 
@@ -179,8 +179,8 @@ def compare(spec: str, formulas: list[str], *, draws: int = 1000, tune: int = 10
     factor of each formula): leave-one-cluster-out predictions are comparable only then.
     Crossed designs have no per-cluster density and are refused.
     """
-    from analyses.fit import fit as fit_model
-    from models import load
+    from varcomp.analyses.fit import fit as fit_model
+    from varcomp.models import load
 
     if not formulas:
         raise DataError("give at least one --formula to compare")
@@ -228,9 +228,9 @@ def _replace_bad_clusters(entry: ModelEntry, pooled_priors, *, draws, tune, chai
     The refit keeps the model's prior (the full data's, not rescaled to the smaller data), and
     the cluster's elpd is log mean_s p(y_i | theta_s) over the refit's draws.
     """
-    from analyses.fit import fit as fit_model
-    from models.compiled import lmm
-    from models.sampling import sample_model
+    from varcomp.analyses.fit import fit as fit_model
+    from varcomp.models.compiled import lmm
+    from varcomp.models.sampling import sample_model
 
     bad = [int(i) for i in np.flatnonzero(entry.pareto_k > K_THRESHOLD)][:MAX_EXACT]
     family = entry.fit.family
@@ -253,8 +253,8 @@ def _replace_bad_clusters(entry: ModelEntry, pooled_priors, *, draws, tune, chai
 
 def write_compare(result: CompareResult, out: Path) -> Path:
     """compare.json and compare.html into ``out``, atomically."""
-    from analyses.outputs import dump_json, write_atomically
-    from analyses.report.render import render_compare
+    from varcomp.analyses.outputs import dump_json, write_atomically
+    from varcomp.analyses.report.render import render_compare
 
     def writer(tmp: Path) -> None:
         dump_json(result.as_dict(), tmp / "compare.json")

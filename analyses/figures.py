@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from models.simulate import simulate_univariate
-from models.simulate_mv import sigma_from_sd_corr, simulate_multivariate
+from varcomp.models.simulate import simulate_univariate
+from varcomp.models.simulate_mv import sigma_from_sd_corr, simulate_multivariate
 
 __all__ = [
     "BIVARIATE",

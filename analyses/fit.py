@@ -17,13 +17,19 @@ from pathlib import Path
 
 import numpy as np
 
-from analyses.outputs import checkpoint, dump_json, resolve_out, stop_on_signals, write_atomically
-from models import ClusteredData, family_of
-from models.errors import DataError
-from models.forms import Family, Form
-from models.pointwise import add_pointwise
-from models.predictive import add_new_cluster
-from models.sampling import Fit, diagnose, sample_model
+from varcomp.analyses.outputs import (
+    checkpoint,
+    dump_json,
+    resolve_out,
+    stop_on_signals,
+    write_atomically,
+)
+from varcomp.models import ClusteredData, family_of
+from varcomp.models.errors import DataError
+from varcomp.models.forms import Family, Form
+from varcomp.models.pointwise import add_pointwise
+from varcomp.models.predictive import add_new_cluster
+from varcomp.models.sampling import Fit, diagnose, sample_model
 
 __all__ = ["FitResult", "check_memory", "fit", "param_table", "prepare", "run", "summarise",
            "write_outputs"]
@@ -76,8 +82,8 @@ def check_memory(family: Family, data, names: Sequence[str], draws: int, chains:
     (the sampler's trace, the InferenceData, the NetCDF writer). The budget is half of this
     machine's memory (:func:`models.data.memory_budget`).
     """
-    from models.data import memory_budget
-    from models.effects import MAX_DRAW_VALUES
+    from varcomp.models.data import memory_budget
+    from varcomp.models.effects import MAX_DRAW_VALUES
 
     p = len(data.responses)
     total = 0
@@ -148,7 +154,7 @@ def fit(
     estimates = family.estimates(data) if family.estimates else {}
     comparison = None
     if len(fits) > 1:
-        from models.checks import compare_posteriors
+        from varcomp.models.checks import compare_posteriors
 
         reference = family.reference(data, priors) if family.reference else None
         comparison = compare_posteriors(fits, reference=reference,
@@ -174,7 +180,7 @@ def prepare(form: Form, data, *, priors=None, sampler: str = "nutpie") -> tuple[
 
 
 def _import_for(form: Form, sampler: str) -> None:
-    from models.sampling import import_arviz
+    from varcomp.models.sampling import import_arviz
 
     import_arviz()
     if sampler == "nutpie" and form.compiled is not None:
@@ -355,7 +361,7 @@ def summarise(result: FitResult) -> dict:
 # ---------------------------------------------------------------------------- outputs
 def write_outputs(result: FitResult, out: Path, *, inputs=()) -> Path:
     """Write summary.json, report.html and ``<model>.nc`` into ``out`` atomically."""
-    from analyses.report import render_report
+    from varcomp.analyses.report import render_report
 
     def writer(tmp: Path) -> None:
         for name, f in result.fits.items():

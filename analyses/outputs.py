@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from models.data import DataError
+from varcomp.models.data import DataError
 
 __all__ = ["COMMITTED", "MARKER", "checkpoint", "dump_json", "resolve_out", "resolve_out_file",
            "stop_on_signals", "write_atomically", "write_file_atomically"]

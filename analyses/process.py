@@ -54,7 +54,7 @@ def settle_heap(*, arviz: bool = True) -> None:
     """
     if _GC_PAUSED:
         if arviz:
-            from models.sampling import import_arviz
+            from varcomp.models.sampling import import_arviz
 
             import_arviz()
         gc.freeze()

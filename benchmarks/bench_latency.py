@@ -72,7 +72,7 @@ def exam_csv(path: Path) -> None:
     sys.path.insert(0, str(ROOT))
     from bench_univariate import TRUE, exam_sizes
 
-    from models.simulate import simulate_univariate
+    from varcomp.models.simulate import simulate_univariate
 
     d = simulate_univariate(L=2410, n=exam_sizes(), rng=1, **TRUE).data()
     import pandas as pd
@@ -110,7 +110,7 @@ def cold(case: list[str], tmp: Path, repeats: int) -> dict:
         for name in ("data",):  # the shipped CSVs are in git; nothing else to copy
             assert (clone / name).is_dir()
         # -m analyses.cli from the clone's folder: the clone's modules, the console entry
-        runs.append(run([sys.executable, "-m", "analyses.cli", *fit_args(case, tmp / f"c{i}")],
+        runs.append(run([sys.executable, "-m", "varcomp", *fit_args(case, tmp / f"c{i}")],
                         cwd=clone))
         shutil.rmtree(clone)
     return median(runs)
@@ -118,9 +118,9 @@ def cold(case: list[str], tmp: Path, repeats: int) -> dict:
 
 REPORT = """
 import json, statistics, sys, time
-from analyses.fit import fit
-from analyses.report import render_report
-from models import load
+from varcomp.analyses.fit import fit
+from varcomp.analyses.report import render_report
+from varcomp.models import load
 
 out = {}
 for model in ("sufficient", "all"):
@@ -176,7 +176,7 @@ def baseline(rev: str, cases: dict, tmp: Path, repeats: int) -> dict:
         out = {}
         for name, (case, _, _) in cases.items():
             print(f"{name} ...", flush=True)
-            cmd = [sys.executable, "-m", "analyses.cli", *fit_args(case, tmp / "o")]
+            cmd = [sys.executable, "-m", "varcomp", *fit_args(case, tmp / "o")]
             for tree in trees.values():  # untimed: fills each tree's numba cache
                 shutil.rmtree(tmp / "o", ignore_errors=True)
                 run(cmd, cwd=tree)

@@ -121,7 +121,7 @@ def end_to_end(args: list[str], out: Path, repeats: int) -> dict:
 
 def ess_per_second(data, forms: list[str], draws: int = 1000) -> dict:
     """Sampling seconds, min ESS_bulk and ESS/s of each form on the same data, one process."""
-    from analyses.fit import fit
+    from varcomp.analyses.fit import fit
 
     out = {}
     for form in forms:
@@ -227,7 +227,7 @@ def main() -> int:
         results["regression_31k"] = end_to_end(
             [str(tmp / "exam_x.csv"), "--formula", formula], tmp / "o1", args.repeats)
         print("regression 31k", results["regression_31k"], flush=True)
-        from models.design import from_formula
+        from varcomp.models.design import from_formula
 
         data = from_formula(reg, formula)
         results["regression_31k_ess"] = ess_per_second(data, ["sufficient", "centred"])

@@ -30,9 +30,9 @@ warnings.filterwarnings("ignore")
 
 import numpy as np  # noqa: E402
 
-from models.forms import multivariate as mv  # noqa: E402
-from models.sampling import diagnose, sample_model  # noqa: E402
-from models.simulate_mv import sigma_from_sd_corr, simulate_multivariate  # noqa: E402
+from varcomp.models.forms import multivariate as mv  # noqa: E402
+from varcomp.models.sampling import diagnose, sample_model  # noqa: E402
+from varcomp.models.simulate_mv import sigma_from_sd_corr, simulate_multivariate  # noqa: E402
 
 VARS = ("mu", "tau", "sigma", "icc", "V", "Sigma", "corr_between", "corr_within")
 V_TRUE = np.array([[4.0, 3.0], [3.0, 4.0]])
@@ -69,7 +69,7 @@ def end_to_end(data) -> str:
 def run(name: str, data, *, draws: int, tune: int, chains: int, seed: int) -> dict:
     """One form as ``varcomp fit`` runs it (``sufficient``: models.compiled.multivariate); the
     suffix ``-pymc`` samples the PyMC graph through nutpie's numba backend instead."""
-    from analyses.fit import prepare
+    from varcomp.analyses.fit import prepare
 
     t0 = time.perf_counter()
     if name.endswith("-pymc"):

@@ -58,8 +58,8 @@ def _status(field: str) -> float:
 
 def chunked_stats(files: list[str]):
     """read_stats of each file into a running total: (total, merge s, first two partials)."""
-    from models.chunked import read_stats
-    from models.moments import GroupedMoments
+    from varcomp.models.chunked import read_stats
+    from varcomp.models.moments import GroupedMoments
 
     total, merge_s, pair = None, 0.0, []
     for f in files:
@@ -82,7 +82,7 @@ def dask_case(route: str, files: list[str], res: dict):
     from dask.utils import key_split
     from distributed import get_task_stream
 
-    import models.distributed as md
+    import varcomp.models.distributed as md
 
     t0 = time.perf_counter()
     with md.local_client() as client:
@@ -120,7 +120,7 @@ def run_case(route: str, data: str, out: str) -> dict:
     if route.startswith("dask"):
         keys, n, mean, m2 = dask_case(route, files, res)
     elif route == "chunked":
-        from models.moments import GroupedMoments
+        from varcomp.models.moments import GroupedMoments
 
         cpu0, t0 = time.process_time(), time.perf_counter()
         gm, merge_s, pair = chunked_stats(files)
@@ -133,7 +133,7 @@ def run_case(route: str, data: str, out: str) -> dict:
     else:  # memory
         import pandas as pd
 
-        from models.data import ClusteredData
+        from varcomp.models.data import ClusteredData
 
         cpu0, t0 = time.process_time(), time.perf_counter()
         df = pd.read_parquet(files, columns=[GROUP, RESPONSE])

@@ -82,10 +82,10 @@ def grid_sizes(rows: int, clusters: int, seed: int = 0) -> np.ndarray:
 
 def make_data(case, seed: int = 1):
     """The data of one grid point (the exam set through models.simulate.simulate_univariate)."""
-    from models.data import ClusteredData
+    from varcomp.models.data import ClusteredData
 
     if case[0] == "exam":
-        from models.simulate import simulate_univariate
+        from varcomp.models.simulate import simulate_univariate
 
         return simulate_univariate(L=2410, n=exam_sizes(), rng=seed, **TRUE).data()
     rows, clusters = case
@@ -102,7 +102,7 @@ def make_data(case, seed: int = 1):
 
 def padded_work(data) -> float:
     """Per-gradient solve work of the literal MvNormal form: sum_blocks clusters * K^2."""
-    from models.forms.oneway import size_blocks
+    from varcomp.models.forms.oneway import size_blocks
 
     return float(sum(v.shape[0] * v.shape[1] ** 2 for _, v in size_blocks(data)))
 
@@ -122,9 +122,9 @@ def run_case(case, form: str, draws: int, tune: int) -> dict:
     import warnings
 
     warnings.filterwarnings("ignore")
-    from analyses.fit import _import_for, prepare
-    from models.forms import family_named
-    from models.sampling import diagnose, sample_model
+    from varcomp.analyses.fit import _import_for, prepare
+    from varcomp.models.forms import family_named
+    from varcomp.models.sampling import diagnose, sample_model
 
     base = hwm_mb()
     t0 = time.perf_counter()
@@ -229,8 +229,8 @@ def chunked_fit_main(path: str, out: str, draws: int, tune: int) -> None:
 
     warnings.filterwarnings("ignore")
     t0 = time.perf_counter()
-    from analyses.fit import fit, write_outputs
-    from models.chunked import default_priors, read_stats
+    from varcomp.analyses.fit import fit, write_outputs
+    from varcomp.models.chunked import default_priors, read_stats
 
     t_import = time.perf_counter() - t0
     data = read_stats(path, group="school", response="score")
@@ -247,7 +247,7 @@ def chunked_fit_main(path: str, out: str, draws: int, tune: int) -> None:
 def stats_main(path: str) -> None:
     """Chunked statistics of one file: seconds and peak RSS."""
     t0 = time.perf_counter()
-    from models.chunked import read_stats
+    from varcomp.models.chunked import read_stats
 
     data = read_stats(path, group="school", response="score")
     print(json.dumps({"rows": data.n_obs, "clusters": data.n_groups,

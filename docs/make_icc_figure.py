@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import models
-from analyses.fit import fit
-from analyses.report import icc_figure
+from varcomp import models
+from varcomp.analyses.fit import fit
+from varcomp.analyses.report import icc_figure
 
 OUT = Path(__file__).resolve().parent / "icc_posterior_dyestuff.png"
 

@@ -14,19 +14,19 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # for type checkers and readers; at run time __getattr__ imports on use
-    from models.data import DATASETS, ClusteredData, DataError
-    from models.estimate import PointEstimate, fit_ml, fit_reml
-    from models.forms import FORM_NAMES, family_of
+    from varcomp.models.data import DATASETS, ClusteredData, DataError
+    from varcomp.models.estimate import PointEstimate, fit_ml, fit_reml
+    from varcomp.models.forms import FORM_NAMES, family_of
 
 _LAZY = {
-    "DATASETS": "models.data",
-    "ClusteredData": "models.data",
-    "DataError": "models.errors",
-    "PointEstimate": "models.estimate",
-    "fit_ml": "models.estimate",
-    "fit_reml": "models.estimate",
-    "FORM_NAMES": "models.forms",
-    "family_of": "models.forms",
+    "DATASETS": "varcomp.models.data",
+    "ClusteredData": "varcomp.models.data",
+    "DataError": "varcomp.models.errors",
+    "PointEstimate": "varcomp.models.estimate",
+    "fit_ml": "varcomp.models.estimate",
+    "fit_reml": "varcomp.models.estimate",
+    "FORM_NAMES": "varcomp.models.forms",
+    "family_of": "varcomp.models.forms",
 }
 
 
@@ -37,11 +37,11 @@ def __getattr__(name: str) -> Any:
     if name in _LAZY:
         return getattr(importlib.import_module(_LAZY[name]), name)
     try:
-        return importlib.import_module(f"models.{name}")
+        return importlib.import_module(f"varcomp.models.{name}")
     except ModuleNotFoundError as exc:
-        if exc.name != f"models.{name}":
+        if exc.name != f"varcomp.models.{name}":
             raise
-        raise AttributeError(f"module 'models' has no attribute '{name}'") from None
+        raise AttributeError(f"module 'varcomp.models' has no attribute '{name}'") from None
 
 
 def load(spec, *, group=None, response=None, formula=None) -> ClusteredData:
@@ -50,15 +50,15 @@ def load(spec, *, group=None, response=None, formula=None) -> ClusteredData:
     By ``group`` and ``response`` columns (:func:`models.data.load`), or by a mixed-model
     ``formula`` such as ``"y ~ x + C(z) + (1|g)"`` (:func:`models.design.load_formula`).
     """
-    from models.errors import DataError
+    from varcomp.models.errors import DataError
 
     if formula is not None:
         if group is not None or response:
             raise DataError("give either a formula or group/response columns, not both")
-        from models.design import load_formula
+        from varcomp.models.design import load_formula
 
         return load_formula(spec, formula)
-    from models.data import load as load_columns
+    from varcomp.models.data import load as load_columns
 
     return load_columns(spec, group=group, response=response)
 

@@ -26,7 +26,7 @@ from functools import cached_property
 import numpy as np
 import pandas as pd
 
-from models.errors import DataError
+from varcomp.models.errors import DataError
 
 __all__ = ["CellStats", "cells_of_rows", "factor_codes", "level_sizes", "nested_of", "strata_of",
            "unit_moments", "weighted_level_sizes"]
@@ -92,7 +92,7 @@ class CellStats:
 
 def cells_of_rows(y, X, variables: dict[str, np.ndarray], terms) -> CellStats:
     """The cell statistics of rows in memory (one vectorised pass)."""
-    from models.moments import GroupedMoments
+    from varcomp.models.moments import GroupedMoments
 
     names = tuple(variables)
     keys = np.column_stack([np.asarray(v, dtype=object) for v in variables.values()])
@@ -154,7 +154,7 @@ def nested_of(data):
     The cells are the finest factor's units; each level's parent pointers come from the cells'
     level codes, checked to nest.
     """
-    from models.compiled.lmm_nested import NestedStats
+    from varcomp.models.compiled.lmm_nested import NestedStats
 
     cells, design = data.cells, data.design
     mean, m2, sums = _centred_sums(cells)
@@ -187,7 +187,7 @@ def strata_of(data):
 
     Raises :class:`DataError` (no closed form) when the design is not balanced.
     """
-    from models.compiled.lmm_strata import StrataStats
+    from varcomp.models.compiled.lmm_strata import StrataStats
 
     cells, design = data.cells, data.design
     V = len(cells.variables)

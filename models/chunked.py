@@ -25,8 +25,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from models.data import ClusteredData, DataError, GroupStats, group_stats
-from models.io import EXTRA, labels_as_text, open_text, sniff
+from varcomp.models.data import ClusteredData, DataError, GroupStats, group_stats
+from varcomp.models.io import EXTRA, labels_as_text, open_text, sniff
 
 __all__ = ["SufficientData", "default_priors", "from_stats", "read_stats"]
 
@@ -124,7 +124,7 @@ def from_stats(
 
 def default_priors(data: SufficientData):
     """:meth:`models.priors.Priors.default` (which reads only the statistics)."""
-    from models.priors import Priors
+    from varcomp.models.priors import Priors
 
     return Priors.default(data)
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from models.errors import DataError
-from models.groupstats import GroupStats, group_stats
+from varcomp.models.errors import DataError
+from varcomp.models.groupstats import GroupStats, group_stats
 
 __all__ = [
     "DATASETS",
@@ -73,7 +73,7 @@ def data_dir() -> Path:
 
 def read_table(path: str | os.PathLike, *, text_columns=()) -> pd.DataFrame:
     """Read a CSV or Parquet file (:func:`models.io.read_frame`; dialect detected once)."""
-    from models.io import read_frame
+    from varcomp.models.io import read_frame
 
     return read_frame(path, text_columns=text_columns)
 
@@ -262,7 +262,7 @@ class ClusteredData:
     @cached_property
     def cells(self):
         """Per-cell moments of [y, X] (:mod:`models.cells`), for data with a design."""
-        from models.cells import cells_of_rows
+        from varcomp.models.cells import cells_of_rows
 
         d = self.design
         return cells_of_rows(self.y[:, 0], d.X, {v.name: v.levels[v.codes] for v in d.variables},
@@ -406,7 +406,7 @@ def _labels_text(values: np.ndarray, group: str) -> np.ndarray:
     Refuses labels of different types that read the same (the number 1 and the text "1"): they
     would merge two clusters.
     """
-    from models.io import labels_as_text
+    from varcomp.models.io import labels_as_text
 
     text = labels_as_text(values)
     if values.dtype == object and len(values):
@@ -435,7 +435,7 @@ def load(
     not found is named with the columns present and the dialect that was read. (A formula:
     :func:`models.load`, or :func:`models.design.load_formula`.)
     """
-    from models.io import read_frame, sniff
+    from varcomp.models.io import read_frame, sniff
 
     key = str(spec)
     if key.lower() in DATASETS and not Path(key).exists():

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from models.errors import DataError
+from varcomp.models.errors import DataError
 
 __all__ = ["Design", "Factor", "from_formula", "group_variables", "load_formula", "parse"]
 
@@ -145,7 +145,7 @@ def group_variables(formula: str) -> list[str]:
 
 
 def _factor(df: pd.DataFrame, names: tuple[str, ...]) -> Factor:
-    from models.io import labels_as_text
+    from varcomp.models.io import labels_as_text
 
     text = labels_as_text(df[names[0]].to_numpy())
     for n in names[1:]:
@@ -255,7 +255,7 @@ def from_formula(df: pd.DataFrame, formula: str, *, source: str = "<frame>"):
     """
     import formulae
 
-    from models.data import ClusteredData, _numeric_response
+    from varcomp.models.data import ClusteredData, _numeric_response
 
     parsed = parse(formula)
     missing = [v for v in parsed.variables if v not in df.columns]
@@ -331,8 +331,8 @@ def load_formula(spec, formula: str):
     """A file or shipped dataset fitted by ``formula`` (group columns read as text)."""
     from pathlib import Path
 
-    from models.data import DATASETS, data_dir
-    from models.io import read_frame, sniff
+    from varcomp.models.data import DATASETS, data_dir
+    from varcomp.models.io import read_frame, sniff
 
     key = str(spec)
     if key.lower() in DATASETS and not Path(key).exists():

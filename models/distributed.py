@@ -38,8 +38,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from models.errors import DataError
-from models.moments import GroupedMoments
+from varcomp.models.errors import DataError
+from varcomp.models.moments import GroupedMoments
 
 __all__ = ["client_for", "grouped_moments_dask", "local_client", "read_parquet_dask"]
 
@@ -490,7 +490,7 @@ def group_stats_dask(ddf, *, group: str, response: str, source: str, progress: b
     Rows with a missing or non-finite response are dropped and counted (as in memory); the
     group labels are text.
     """
-    from models.chunked import from_stats
+    from varcomp.models.chunked import from_stats
 
     for name, role in ((group, "group"), (response, "response")):
         if name not in ddf.columns:
@@ -511,8 +511,8 @@ def formula_stats_dask(ddf, formula: str, *, source: str, progress: bool = False
     partition then evaluates the fixed effects with the same design and is summarised per cell;
     the partials merge in a tree (:func:`grouped_moments_dask`).
     """
-    from models.design import parse
-    from models.formula_stats import _categorical_columns, cell_data, design_spec
+    from varcomp.models.design import parse
+    from varcomp.models.formula_stats import _categorical_columns, cell_data, design_spec
 
     parsed = parse(formula)
     missing = [v for v in parsed.variables if v not in ddf.columns]
@@ -542,8 +542,8 @@ def _design_frame(part: pd.DataFrame, spec) -> pd.DataFrame:
     A row with a missing or non-finite value has a NaN response (dropped and counted by the
     reduction).
     """
-    from models.data import _numeric_response
-    from models.io import labels_as_text
+    from varcomp.models.data import _numeric_response
+    from varcomp.models.io import labels_as_text
 
     for v in spec.variables:
         if part[v].isna().any():

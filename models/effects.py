@@ -19,7 +19,7 @@ import warnings
 
 import numpy as np
 
-from models.density import group_effect_conditional
+from varcomp.models.density import group_effect_conditional
 
 __all__ = ["CHUNK", "MAX_DRAW_VALUES", "SUMMARY_GROUP", "add_group_effects", "draw_blocks",
            "group_effect_moments"]

@@ -8,8 +8,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy import optimize
 
-from models.data import ClusteredData
-from models.errors import DataError
+from varcomp.models.data import ClusteredData
+from varcomp.models.errors import DataError
 
 __all__ = ["PointEstimate", "fit_ml", "fit_reml"]
 

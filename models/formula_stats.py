@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from models.errors import DataError
+from varcomp.models.errors import DataError
 
 __all__ = ["CellData", "DesignSpec", "cell_data", "partition_moments", "read_formula_stats"]
 
@@ -45,7 +45,7 @@ def design_spec(formula: str, sample: pd.DataFrame, levels: dict[str, list]) -> 
     """A :class:`DesignSpec` from a sample of rows and every level of the categorical columns."""
     import formulae
 
-    from models.design import _numeric_covariates, parse
+    from varcomp.models.design import _numeric_covariates, parse
 
     parsed = parse(formula)
     gvars = tuple(sorted({v for g in parsed.groups for v in g}))
@@ -73,9 +73,9 @@ def partition_moments(df: pd.DataFrame, spec: DesignSpec):
     Rows with a missing or non-finite response or covariate are dropped (counted); a missing
     grouping label is an error, as in memory. Labels are text (:func:`models.io.labels_as_text`).
     """
-    from models.data import _numeric_response
-    from models.io import labels_as_text
-    from models.moments import GroupedMoments
+    from varcomp.models.data import _numeric_response
+    from varcomp.models.io import labels_as_text
+    from varcomp.models.moments import GroupedMoments
 
     for v in spec.variables:
         if df[v].isna().any():
@@ -155,15 +155,15 @@ class CellData:
     @property
     def sizes(self) -> np.ndarray:
         """Rows per top-level cluster."""
-        from models.cells import unit_moments
+        from varcomp.models.cells import unit_moments
 
         return unit_moments(self)[0].astype(np.int64)
 
     @property
     def stats(self):
         """The top-level clusters' (n, mean, S) of y (:class:`models.groupstats.GroupStats`)."""
-        from models.cells import unit_moments
-        from models.groupstats import GroupStats
+        from varcomp.models.cells import unit_moments
+        from varcomp.models.groupstats import GroupStats
 
         n, mean, m2 = unit_moments(self)
         return GroupStats(n=n.astype(np.int64)[:, None], mean=mean[:, :1], ss=m2[:, 0, :1],
@@ -181,7 +181,7 @@ class CellData:
 
     def require_identifiable(self) -> None:
         """The checks of :meth:`models.data.ClusteredData.require_identifiable` on statistics."""
-        from models.data import ClusteredData
+        from varcomp.models.data import ClusteredData
 
         ClusteredData.require_identifiable(self)
 
@@ -192,8 +192,8 @@ def cell_data(gm, spec: DesignSpec, *, source: str, dropped: int = 0) -> CellDat
     Factors, nesting and the design's checks (as :func:`models.design.from_formula` does on
     rows).
     """
-    from models.cells import from_moments
-    from models.design import Design, Factor, _check_factors, _nested_in, _order
+    from varcomp.models.cells import from_moments
+    from varcomp.models.design import Design, Factor, _check_factors, _nested_in, _order
 
     if gm.n_groups == 0:
         raise DataError(f"no row has every value of {spec.formula!r} observed")
@@ -247,8 +247,8 @@ def read_formula_stats(path, formula: str, *, chunk_rows: int = CHUNK_ROWS) -> C
     A first pass collects the levels of the categorical columns (``C(x)`` and text columns),
     the second evaluates the fixed effects and summarises each chunk (:func:`partition_moments`).
     """
-    from models.design import group_variables, parse
-    from models.moments import GroupedMoments
+    from varcomp.models.design import group_variables, parse
+    from varcomp.models.moments import GroupedMoments
 
     parsed = parse(formula)
     gvars = group_variables(formula)
@@ -294,7 +294,7 @@ def _chunks(path, columns, text_columns, chunk_rows: int):
     import pyarrow.csv as pcsv
     import pyarrow.parquet as pq
 
-    from models.io import EXTRA, open_text, sniff
+    from varcomp.models.io import EXTRA, open_text, sniff
 
     p = Path(path)
     d = sniff(p)

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from models.errors import DataError
+from varcomp.models.errors import DataError
 
 __all__ = ["EXTRA", "Dialect", "labels_as_text", "open_text", "read_frame", "sniff"]
 

@@ -18,8 +18,8 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from models.errors import DataError
-from models.priors import FAMILIES, NormalPrior, ScalePrior, _check_relative_scale
+from varcomp.models.errors import DataError
+from varcomp.models.priors import FAMILIES, NormalPrior, ScalePrior, _check_relative_scale
 
 __all__ = ["LmmPriors", "add_derived", "fixed_variance", "parse_lmm_priors"]
 
@@ -150,7 +150,7 @@ class LmmPriors:
         import pymc as pm
         import pytensor.tensor as pt
 
-        from models.transforms import Affine, OutcomeAffine, ScaledLog
+        from varcomp.models.transforms import Affine, OutcomeAffine, ScaledLog
 
         parts = {}
         if self.slope_index:
@@ -264,7 +264,7 @@ def add_derived(idata, data) -> None:
     """
     import xarray as xr
 
-    from models.cells import weighted_level_sizes
+    from varcomp.models.cells import weighted_level_sizes
 
     post = idata.posterior
     beta = post["beta"].values
@@ -334,7 +334,7 @@ def top_effect_moments(data, beta, tau, sigma, st=None):
     ``tau`` (S, F), ``sigma`` (S,) for S draws; returns (S, L) means and variances. ``st``:
     the design's :func:`models.cells.nested_of`, to evaluate many chunks of draws.
     """
-    from models.cells import nested_of
+    from varcomp.models.cells import nested_of
 
     st = nested_of(data) if st is None else st
     beta = np.atleast_2d(beta)
@@ -367,8 +367,8 @@ def add_top_effects(idata, data, *, seed: int | None = 0, values: int = CHUNK_VA
 
     import xarray as xr
 
-    from models.cells import nested_of
-    from models.effects import MAX_DRAW_VALUES, SUMMARY_GROUP, draw_blocks
+    from varcomp.models.cells import nested_of
+    from varcomp.models.effects import MAX_DRAW_VALUES, SUMMARY_GROUP, draw_blocks
 
     post = idata.posterior
     if "group_effect" in post or SUMMARY_GROUP in idata.groups():
@@ -446,8 +446,8 @@ def estimates(data) -> dict[str, MixedEstimate]:
     From the per-cell statistics (:func:`models.lmm_estimate.fit_lmm_cells`): the same numbers
     whether the rows were read in memory, in chunks or on Dask.
     """
-    from models.cells import factor_codes
-    from models.lmm_estimate import fit_lmm_cells
+    from varcomp.models.cells import factor_codes
+    from varcomp.models.lmm_estimate import fit_lmm_cells
 
     d, cells = data.design, data.cells
     args = (cells.n, cells.mean, cells.m2, [factor_codes(cells, f) for f in d.factors])
@@ -458,7 +458,7 @@ def estimates(data) -> dict[str, MixedEstimate]:
 
 def unit_loglik_prepared(data):
     """The statistics :func:`unit_loglik` reads (computed once for all chunks of draws)."""
-    from models.cells import nested_of, unit_moments
+    from varcomp.models.cells import nested_of, unit_moments
 
     return nested_of(data), unit_moments(data)
 

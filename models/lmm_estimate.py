@@ -39,7 +39,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import linalg, optimize, sparse
 
-from models.errors import DataError
+from varcomp.models.errors import DataError
 
 __all__ = ["LmmEstimate", "fit_lmm", "fit_lmm_cells"]
 

@@ -30,7 +30,7 @@ from functools import reduce
 import numpy as np
 import pandas as pd
 
-from models.groupstats import GroupStats
+from varcomp.models.groupstats import GroupStats
 
 __all__ = ["GroupedMoments", "Moments"]
 

@@ -28,8 +28,8 @@ from functools import cached_property
 
 import numpy as np
 
-from models.data import ClusteredData
-from models.density import LOG_2PI
+from varcomp.models.data import ClusteredData
+from varcomp.models.density import LOG_2PI
 
 __all__ = [
     "PatternStats",

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from models.effects import draw_blocks
+from varcomp.models.effects import draw_blocks
 
 __all__ = ["MAX_POINTWISE", "add_pointwise", "mixed_loglik", "mixed_prior", "mv_loglik",
            "mv_prior", "oneway_loglik", "oneway_prior"]
@@ -31,7 +31,7 @@ def _draws(post, name: str) -> np.ndarray:
 
 def oneway_loglik(data, post) -> np.ndarray:
     """(S, L) one-way cluster log densities (:func:`models.density.marginal_logp_terms`)."""
-    from models.density import marginal_logp_terms
+    from varcomp.models.density import marginal_logp_terms
 
     n, xbar, ss = data.stats.n[:, 0].astype(np.float64), data.stats.mean[:, 0], data.stats.ss[:, 0]
     mu, tau, sigma = (_draws(post, v)[:, None] for v in ("mu", "tau", "sigma"))
@@ -43,7 +43,7 @@ def oneway_loglik(data, post) -> np.ndarray:
 
 def mv_loglik(data, post, chunk: int = 200) -> np.ndarray:
     """(S, L) multivariate cluster log densities (:func:`models.mvstats.cluster_loglik`)."""
-    from models.mvstats import cluster_loglik, pattern_stats
+    from varcomp.models.mvstats import cluster_loglik, pattern_stats
 
     st = pattern_stats(data)
     mu, V, Sigma = (_draws(post, v) for v in ("mu", "V", "Sigma"))
@@ -56,7 +56,7 @@ def mixed_loglik(data, post, chunk: int = 200) -> np.ndarray | None:
 
     See :func:`models.lmm.unit_loglik`.
     """
-    from models.lmm import unit_loglik, unit_loglik_prepared
+    from varcomp.models.lmm import unit_loglik, unit_loglik_prepared
 
     if not data.design.nested:
         return None
@@ -82,7 +82,7 @@ def mv_prior(data, post, priors) -> np.ndarray:
     """The density of (mu, sds, R) per draw: mu normal, sds HalfNormal, correlations LKJ(eta)."""
     from scipy import stats
 
-    from models.checks.oracles import _lkj_log_norm
+    from varcomp.models.checks.oracles import _lkj_log_norm
 
     mu = _draws(post, "mu")
     out = stats.norm(priors.mu_loc, priors.mu_scale).logpdf(mu).sum(axis=-1)

@@ -8,10 +8,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from models.errors import DataError
+from varcomp.models.errors import DataError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from models.data import ClusteredData
+    from varcomp.models.data import ClusteredData
 
 __all__ = ["FAMILIES", "NormalPrior", "Priors", "ScalePrior", "parse_prior_overrides"]
 
@@ -187,7 +187,7 @@ class Priors:
         """Create ``mu``, ``tau``, ``sigma`` in the current PyMC model; returns the three RVs."""
         import pymc as pm
 
-        from models.transforms import Affine, ScaledLog
+        from varcomp.models.transforms import Affine, ScaledLog
 
         mu = pm.Normal("mu", mu=self.mu.loc, sigma=self.mu.scale,
                        default_transform=Affine(self.center, self.scale))
@@ -385,7 +385,7 @@ class MvPriors:
         import pymc as pm
         import pytensor.tensor as pt
 
-        from models.transforms import OutcomeAffine
+        from varcomp.models.transforms import OutcomeAffine
 
         p = self.p
         scale = np.asarray(self.scale)
@@ -495,7 +495,7 @@ class PartitionPriors:
         import pymc as pm
         import pytensor.tensor as pt
 
-        from models.transforms import Affine, ScaledLog
+        from varcomp.models.transforms import Affine, ScaledLog
 
         mu = pm.Normal("mu", mu=self.mu.loc, sigma=self.mu.scale,
                        default_transform=Affine(self.center, self.scale))

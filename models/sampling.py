@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from models.errors import DataError
+from varcomp.models.errors import DataError
 
 __all__ = ["GATE", "DataSwapper", "Fit", "diagnose", "import_arviz", "quiet", "sample_compiled",
            "sample_model"]
@@ -124,7 +124,7 @@ def sample_model(
     # Small matrices: multi-threaded BLAS makes them 100x slower on a shared 2-core machine.
     with quiet(), threadpool_limits(limits=1, user_api="blas"):
         if sampler == "nutpie":
-            from models.compiled.nutpie import compile_pymc
+            from varcomp.models.compiled.nutpie import compile_pymc
 
             t0 = time.perf_counter()
             precompiled = hasattr(model, "_make_sampler")  # a nutpie CompiledModel
@@ -182,7 +182,7 @@ class DataSwapper:
     """
 
     def __init__(self, form, template, priors, backend: str = "numba"):
-        from models.compiled.nutpie import compile_pymc
+        from varcomp.models.compiled.nutpie import compile_pymc
 
         self.form, self.backend = form, backend
         self.shapes = {k: np.shape(v) for k, v in form.data_values(template).items()}

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from models.data import ClusteredData
-from models.errors import DataError
+from varcomp.models.data import ClusteredData
+from varcomp.models.errors import DataError
 
 __all__ = ["Simulated", "simulate_univariate", "cluster_sizes"]
 

@@ -13,8 +13,8 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from models.errors import DataError
-from models.simulate import Simulated, cluster_sizes
+from varcomp.models.errors import DataError
+from varcomp.models.simulate import Simulated, cluster_sizes
 
 __all__ = ["check_pd", "drop_components", "sigma_from_sd_corr", "simulate_multivariate"]
 

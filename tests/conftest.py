@@ -32,7 +32,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
-from models.data import ClusteredData  # noqa: E402
+from varcomp.models.data import ClusteredData  # noqa: E402
 
 # ---------------------------------------------------------------------------------- designs
 ONEWAY_DESIGNS = {
@@ -47,7 +47,7 @@ ONEWAY_DESIGNS = {
 def _simulate_oneway(sizes, seed: int, *, mu: float = 3.0, tau: float = 1.5,
                     sigma: float = 0.7) -> ClusteredData:
     """One-way data with the given cluster sizes (labels g1..gL)."""
-    from models.simulate import simulate_univariate
+    from varcomp.models.simulate import simulate_univariate
 
     return simulate_univariate(len(sizes), list(sizes), mu=mu, tau=tau, sigma=sigma,
                                rng=seed).data()
@@ -61,8 +61,8 @@ def _random_cov(rng: np.random.Generator, p: int, scale: float = 1.0) -> np.ndar
 
 def _partly_missing(p: int, seed: int, L: int = 6, prob: float = 0.3) -> ClusteredData:
     """Small unbalanced clusters (sizes 1..6) with outcomes missing completely at random."""
-    from models.simulate import Simulated
-    from models.simulate_mv import drop_components, simulate_multivariate
+    from varcomp.models.simulate import Simulated
+    from varcomp.models.simulate_mv import drop_components, simulate_multivariate
 
     rng = np.random.default_rng(seed)
     mu = rng.normal(50.0, 10.0, size=p)
@@ -113,7 +113,7 @@ def _fake_fit(name: str, rng: np.random.Generator, *, shift: dict | None = None,
     log sigma ~ N(0.5, 0.1), icc derived; ``shift`` adds to a variable before icc is derived."""
     import arviz as az
 
-    from models.sampling import Fit
+    from varcomp.models.sampling import Fit
 
     size = (chains, draws)
     post = {"mu": rng.normal(1.0, 0.5, size), "tau": np.exp(rng.normal(0.0, 0.3, size)),
@@ -133,7 +133,7 @@ def _fake_mv_fit(name: str, rng: np.random.Generator, *, shift_corr_within: floa
     tanh-normal correlations; the Deterministics as the models define them."""
     import arviz as az
 
-    from models.sampling import Fit
+    from varcomp.models.sampling import Fit
 
     size = (chains, draws)
     mu = np.stack([rng.normal(10.0, 0.3, size), rng.normal(20.0, 0.3, size)], axis=-1)
@@ -182,8 +182,8 @@ SMALL_FIT = {"draws": 300, "tune": 300, "chains": 2, "seed": 1}
 @pytest.fixture(scope="session")
 def dyestuff_fit():
     """``analyses.fit.fit(dyestuff)``: the default (compiled sufficient) form, 2 x 300 draws."""
-    from analyses.fit import fit
-    from models import load
+    from varcomp.analyses.fit import fit
+    from varcomp.models import load
 
     return fit(load("dyestuff"), **SMALL_FIT)
 
@@ -192,7 +192,7 @@ def dyestuff_fit():
 def gcsemv_fit():
     """``analyses.fit.fit(gcsemv)``: the compiled multivariate sufficient form (382 partly
     missing rows), 2 x 300 draws, group effects added from their exact conditional."""
-    from analyses.fit import fit
-    from models import load
+    from varcomp.analyses.fit import fit
+    from varcomp.models import load
 
     return fit(load("gcsemv"), **SMALL_FIT)

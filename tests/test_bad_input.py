@@ -17,8 +17,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analyses.cli import main
-from models.data import ClusteredData, DataError
+from varcomp.analyses.cli import main
+from varcomp.models.data import ClusteredData, DataError
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = ["--draws", "200", "--tune", "200", "--chains", "2"]
@@ -166,7 +166,7 @@ def test_draws_beyond_the_memory_budget(tmp_path, capsys):
 
 
 def test_marginal_of_a_huge_cluster_is_refused_before_allocating():
-    from analyses.fit import fit
+    from varcomp.analyses.fit import fit
 
     rng = np.random.default_rng(0)
     df = pd.DataFrame({"g": np.r_[np.zeros(10**6, int), 1, 1].astype(str),
@@ -193,12 +193,12 @@ def test_describe_into_a_closed_pipe_is_quiet():
 def test_an_internal_error_is_one_line_with_a_log(tmp_path, capsys, monkeypatch):
     """A bug (here: an exception injected into the fit) is exit 1 with one line pointing to a
     log file that holds the traceback, not exit 2 and not a traceback on the terminal."""
-    import analyses.fit
+    import varcomp.analyses.fit as fit_module
 
     def boom(*args, **kwargs):
         raise RuntimeError("injected")
 
-    monkeypatch.setattr(analyses.fit, "fit", boom)
+    monkeypatch.setattr(fit_module, "fit", boom)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     code, err = run(["fit", "dyestuff", "--out", tmp_path / "o"], capsys)
     assert code == 1 and len(err.strip().splitlines()) == 1 and "Traceback" not in err

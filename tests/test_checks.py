@@ -10,14 +10,14 @@ import pandas as pd
 import pytest
 from scipy import special, stats
 
-from models import checks, load
-from models.checks.broken import BROKEN
-from models.checks.oracles import scipy_loglik
-from models.checks.reference import STATS
-from models.checks.sbc import _loglik_draws
-from models.forms import family_named
-from models.priors import NormalPrior, Priors, ScalePrior
-from models.simulate import simulate_univariate
+from varcomp.models import checks, load
+from varcomp.models.checks.broken import BROKEN
+from varcomp.models.checks.oracles import scipy_loglik
+from varcomp.models.checks.reference import STATS
+from varcomp.models.checks.sbc import _loglik_draws
+from varcomp.models.forms import family_named
+from varcomp.models.priors import NormalPrior, Priors, ScalePrior
+from varcomp.models.simulate import simulate_univariate
 
 ONEWAY = family_named("oneway")
 VARS = ONEWAY.compare_vars
@@ -238,7 +238,7 @@ def test_sbc_fails_the_broken_model():
 def test_compare_compiled_passes_and_catches_a_broken_block(monkeypatch):
     """The compiled sufficient densities equal the PyMC models (uni- and bivariate), and the
     same check fails when the compiled block is wrong (cluster counts doubled)."""
-    from models.compiled import oneway
+    from varcomp.models.compiled import oneway
 
     for name in ("dyestuff", "gcsemv"):
         res = checks.compare_compiled(load(name), n_points=5)

@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from models import checks, mvstats
-from models.checks import oracles
-from models.checks.broken import BROKEN
-from models.checks.sbc import SBC_MV_PRIORS, _sbc_quantities
-from models.forms import FORM_NAMES, family_named
-from models.priors import MvPriors
-from models.simulate import Simulated
-from models.simulate_mv import drop_components, simulate_multivariate
+from varcomp.models import checks, mvstats
+from varcomp.models.checks import oracles
+from varcomp.models.checks.broken import BROKEN
+from varcomp.models.checks.sbc import SBC_MV_PRIORS, _sbc_quantities
+from varcomp.models.forms import FORM_NAMES, family_named
+from varcomp.models.priors import MvPriors
+from varcomp.models.simulate import Simulated
+from varcomp.models.simulate_mv import drop_components, simulate_multivariate
 
 MV = family_named("multivariate")
 V_NOTES = np.array([[4.0, 3.0], [3.0, 4.0]])
@@ -171,7 +171,7 @@ class _RecordingCompiled:
 
 def _swapper(form, template):
     """A DataSwapper whose compiled model is a recorder (the design check, without compiling)."""
-    from models.sampling import DataSwapper, _design_signature
+    from varcomp.models.sampling import DataSwapper, _design_signature
 
     swap = DataSwapper.__new__(DataSwapper)
     swap.form, swap.backend, swap.compiled = form, "numba", _RecordingCompiled()
@@ -220,9 +220,9 @@ def test_data_swapper_compiles_once_and_reads_each_data_set():
     """``DataSwapper`` (PyTensor's C backend, cached on disk): the one compiled model, given
     data of the template's design, evaluates the density of the model built on those data;
     another number of clusters is refused."""
-    from models.priors import Priors
-    from models.sampling import DataSwapper
-    from models.simulate import simulate_univariate
+    from varcomp.models.priors import Priors
+    from varcomp.models.sampling import DataSwapper
+    from varcomp.models.simulate import simulate_univariate
 
     form = family_named("oneway").form("sufficient")
     a = simulate_univariate(4, [2, 3, 3, 5], rng=1).data()
@@ -281,8 +281,8 @@ def test_default_mv_priors_initialise_in_nutpie():
     HalfStudentT ("cannot set WRITEABLE flag", with 2 chains, both compile backends): MvPriors
     uses HalfNormal sds. The default-prior model must start and take draws in 2 chains
     (cached C backend: seconds)."""
-    from models.compiled.nutpie import compile_pymc
-    from models.sampling import quiet, sample_compiled
+    from varcomp.models.compiled.nutpie import compile_pymc
+    from varcomp.models.sampling import quiet, sample_compiled
 
     sim = simulate_multivariate(5, 4, [1.0, 2.0], V_NOTES, SIGMA_NOTES, 3)
     model = MV.form("sufficient").build(sim.data())
@@ -331,7 +331,7 @@ def test_fit_compares_multivariate_forms_end_to_end():
     """analyses.fit.fit on bivariate data with two forms runs the posterior comparison on the
     multivariate summaries (what ``varcomp fit gcsemv --model all`` gets): sufficient and
     centred agree (false-alarm rate 0.3% for the 48 comparisons of the pair)."""
-    from analyses.fit import fit
+    from varcomp.analyses.fit import fit
 
     rng = np.random.default_rng(4)
     sim = simulate_multivariate(20, 6, [10.0, 20.0], V_NOTES, SIGMA_NOTES, rng)

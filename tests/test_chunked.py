@@ -6,10 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from models.chunked import default_priors, read_stats
-from models.data import DataError, load
-from models.density import marginal_logp
-from models.priors import Priors
+from varcomp.models.chunked import default_priors, read_stats
+from varcomp.models.data import DataError, load
+from varcomp.models.density import marginal_logp
+from varcomp.models.priors import Priors
 
 
 def _frame(rng: np.random.Generator) -> pd.DataFrame:
@@ -115,11 +115,11 @@ def test_cli_reads_large_files_in_chunks(tmp_path, monkeypatch, capsys):
     statistics the sampler sees are the in-memory path's (its parameter block, to 1e-12)."""
     import json
 
-    import analyses.cli as cli
-    import models.chunked as chunked
-    from models import load
-    from models.compiled import oneway
-    from models.priors import Priors
+    import varcomp.analyses.cli as cli
+    import varcomp.models.chunked as chunked
+    from varcomp.models import load
+    from varcomp.models.compiled import oneway
+    from varcomp.models.priors import Priors
 
     rng = np.random.default_rng(5)
     g = rng.integers(0, 40, size=3000)

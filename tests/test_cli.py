@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analyses.cli import main
+from varcomp.analyses.cli import main
 
 
 def run(args, capsys):
@@ -229,7 +229,7 @@ def test_console_script_ends_with_mains_code_and_complete_output(tmp_path, capsy
 
     assert main(["datasets"]) == 0
     listing = capsys.readouterr().out
-    cli = [sys.executable, "-m", "analyses.cli"]
+    cli = [sys.executable, "-m", "varcomp"]
     res = subprocess.run([*cli, "datasets"], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0 and res.stdout == listing
     res = subprocess.run([*cli, "fit", str(tmp_path / "none.csv"), "--group", "g"],

@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from analyses import compare as cmp
-from analyses.cli import main
-from models import load
-from models.checks import compare_logp
-from models.forms import family_of
-from models.priors import NormalPrior, PartitionPriors, ScalePrior
+from varcomp.analyses import compare as cmp
+from varcomp.analyses.cli import main
+from varcomp.models import load
+from varcomp.models.checks import compare_logp
+from varcomp.models.forms import family_of
+from varcomp.models.priors import NormalPrior, PartitionPriors, ScalePrior
 
 SMALL = ["--draws", "300", "--tune", "300", "--chains", "2"]
 
@@ -103,7 +103,7 @@ def test_prior_sensitivity_equals_arviz_psens_on_the_pointwise_values(dyestuff_f
     ``az.psens`` given the per-cluster values, and the prior's is az.psens itself."""
     import arviz as az
 
-    from analyses.fit import prior_sensitivity
+    from varcomp.analyses.fit import prior_sensitivity
 
     idata = dyestuff_fit.idata["sufficient"]
     ours = prior_sensitivity(idata, ["mu", "tau", "sigma", "icc"])
@@ -157,7 +157,7 @@ def test_variance_prior_partition_is_refused_where_the_family_has_none(tmp_path,
 @pytest.mark.slow
 def test_partition_prior_passes_sbc():
     """SBC (100 simulations) of the sufficient form under the partition prior."""
-    from models.checks import sbc
+    from varcomp.models.checks import sbc
 
     res = sbc("sufficient", 100, priors=PARTITION, seed=5)
     assert res.passed, res.text

@@ -10,12 +10,12 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from models.checks.oracles import mv_prior_logpdf, scipy_loglik_mv
-from models.compiled import multivariate as compiled
-from models.data import DataError
-from models.priors import MvPriors
-from models.simulate import Simulated
-from models.simulate_mv import drop_components, sigma_from_sd_corr, simulate_multivariate
+from varcomp.models.checks.oracles import mv_prior_logpdf, scipy_loglik_mv
+from varcomp.models.compiled import multivariate as compiled
+from varcomp.models.data import DataError
+from varcomp.models.priors import MvPriors
+from varcomp.models.simulate import Simulated
+from varcomp.models.simulate_mv import drop_components, sigma_from_sd_corr, simulate_multivariate
 
 V_NOTES = np.array([[4.0, 3.0], [3.0, 4.0]])
 SIGMA_NOTES = sigma_from_sd_corr([0.5, 0.6], [[1.0, -0.8], [-0.8, 1.0]])
@@ -123,7 +123,7 @@ def test_compiled_mv_equals_scipy_for_any_design(sizes, prob, log_ratio, seed):
 def test_compiled_mv_gradient_equals_pymc(kind):
     """Gradient to 1e-8 of PyMC's dlogp; log density up to one constant, the same at every point
     (PyMC's LKJ normalising constant has the opposite sign: DEVELOPERS.md)."""
-    from models.forms.multivariate import build_sufficient
+    from varcomp.models.forms.multivariate import build_sufficient
 
     data = _data(kind)
     priors = MvPriors.default(data)

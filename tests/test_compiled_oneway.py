@@ -12,11 +12,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from models.compiled import oneway as compiled
-from models.density import marginal_logp
-from models.forms.oneway import build_sufficient
-from models.priors import NormalPrior, Priors, ScalePrior
-from models.simulate import simulate_univariate
+from varcomp.models.compiled import oneway as compiled
+from varcomp.models.density import marginal_logp
+from varcomp.models.forms.oneway import build_sufficient
+from varcomp.models.priors import NormalPrior, Priors, ScalePrior
+from varcomp.models.simulate import simulate_univariate
 
 SIZES = [1, 1, 1, 2, 2, 3, 5, 5, 5, 5, 9, 17, 17]
 
@@ -250,8 +250,8 @@ def test_compiled_sampling_has_the_model_s_variables(dyestuff_fit):
 # ------------------------------------------------------------------------------ group effects
 def test_group_effect_moments_equal_the_direct_average(data):
     """The O(sizes) Rao-Blackwellised moments equal averaging the conditionals over draws."""
-    from models.density import group_effect_conditional
-    from models.effects import group_effect_moments
+    from varcomp.models.density import group_effect_conditional
+    from varcomp.models.effects import group_effect_moments
 
     rng = np.random.default_rng(9)
     n, xbar, _ = data.stats.column(0)
@@ -270,7 +270,7 @@ def test_add_group_effects_switches_to_moments_above_the_budget(data):
     """Draws below the budget; above it the moments group, which agrees with the draws."""
     import arviz as az
 
-    from models.effects import SUMMARY_GROUP, add_group_effects
+    from varcomp.models.effects import SUMMARY_GROUP, add_group_effects
 
     rng = np.random.default_rng(2)
     n, xbar, _ = data.stats.column(0)

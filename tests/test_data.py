@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from models.data import DATASETS, ClusteredData, DataError, GroupStats, group_stats, load
+from varcomp.models.data import DATASETS, ClusteredData, DataError, GroupStats, group_stats, load
 
 
 def test_sufficient_statistics_match_a_per_group_loop(unbalanced):

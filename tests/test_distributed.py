@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from models.distributed import grouped_moments_dask, local_client, read_parquet_dask
-from models.moments import GroupedMoments
+from varcomp.models.distributed import grouped_moments_dask, local_client, read_parquet_dask
+from varcomp.models.moments import GroupedMoments
 
 COLUMNS = ["y", "x"]
 
@@ -91,7 +91,7 @@ def test_compound_keys_and_group_estimate(rng, monkeypatch):
     ddf = dd.from_pandas(df, npartitions=5, sort=False)
     want = GroupedMoments.from_arrays(df[["g", "class"]].to_numpy(object), df[COLUMNS].to_numpy(),
                                       COLUMNS).sorted()
-    import models.distributed as mdist
+    import varcomp.models.distributed as mdist
 
     calls = {"split": 0}
     original = mdist._split_by_hash

@@ -20,10 +20,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from analyses.cli import main
-from analyses.fit import FitResult, fit, param_table, summarise
-from models import fit_ml, fit_reml, load
-from models.forms import family_named
+from varcomp.analyses.cli import main
+from varcomp.analyses.fit import FitResult, fit, param_table, summarise
+from varcomp.models import fit_ml, fit_reml, load
+from varcomp.models.forms import family_named
 
 SMALL = ["--draws", "300", "--tune", "300", "--chains", "2"]
 ROOT = Path(__file__).resolve().parents[1]
@@ -143,7 +143,7 @@ def test_scale_robustness(transform, dyestuff_scale_fit):
     sampler trouble at 1e-6, 1e9 or an offset of 1e9."""
     df = load("dyestuff").to_frame()
     df["Yield"] = transform(df["Yield"].astype(float))
-    from models.data import ClusteredData
+    from varcomp.models.data import ClusteredData
 
     moved = ClusteredData.from_frame(df, group="Batch", response="Yield")
     a, b = dyestuff_scale_fit, fit(moved, **SCALE_FIT).fits["sufficient"]
@@ -167,7 +167,7 @@ def test_interrupted_run_leaves_earlier_output_untouched(rail_out, tmp_path, sig
     shutil.copytree(rail_out, out)  # an earlier varcomp output (with its marker file)
     before = (out / "summary.json").read_bytes()
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    proc = subprocess.Popen([sys.executable, "-m", "analyses.cli", "fit", "rail", "--model", "all",
+    proc = subprocess.Popen([sys.executable, "-m", "varcomp", "fit", "rail", "--model", "all",
                              "--out", str(out)], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     time.sleep(delay)
@@ -194,7 +194,7 @@ def test_skipped_forms_are_named_in_the_summary(gcsemv_fit):
 
 def test_skipped_forms_are_named_in_the_report(gcsemv_fit):
     """The report says which forms ``--model all`` did not fit, and why."""
-    from analyses.report import render_report
+    from varcomp.analyses.report import render_report
 
     family = gcsemv_fit.family
     result = FitResult(gcsemv_fit.data, family, gcsemv_fit.fits,
@@ -275,7 +275,7 @@ def test_interrupt_inside_a_c_callback_is_remembered_and_silent():
     subprocess, because pytest replaces sys.unraisablehook with its own."""
     script = """
 import ctypes, os, signal, sys, time
-from analyses.outputs import checkpoint, stop_on_signals
+from varcomp.analyses.outputs import checkpoint, stop_on_signals
 
 @ctypes.CFUNCTYPE(None)
 def callback():

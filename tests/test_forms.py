@@ -6,13 +6,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from models import load
-from models.compiled import multivariate as cmv
-from models.compiled import oneway as cow
-from models.compiled.layout import Layout
-from models.forms import FAMILY_MODULES, FORM_NAMES, Family, Form, family_named, family_of
-from models.priors import MvPriors, Priors
-from models.simulate import simulate_univariate
+from varcomp.models import load
+from varcomp.models.compiled import multivariate as cmv
+from varcomp.models.compiled import oneway as cow
+from varcomp.models.compiled.layout import Layout
+from varcomp.models.forms import FAMILY_MODULES, FORM_NAMES, Family, Form, family_named, family_of
+from varcomp.models.priors import MvPriors, Priors
+from varcomp.models.simulate import simulate_univariate
 
 FAMILIES = tuple(FAMILY_MODULES)
 """Every registered family (the structure tests)."""
@@ -148,8 +148,8 @@ def test_oneway_marginal_is_skipped_above_200_rows_per_cluster():
 def test_multivariate_marginal_is_skipped_beyond_eight_blocks(make_partly_missing):
     """gcsemv's literal MvNormal would need 68 blocks (distinct cluster layouts): ``--model
     all`` leaves it out with the count; six small clusters (at most six blocks) keep it."""
-    from models.forms.multivariate import MARGINAL_MAX_BLOCKS
-    from models.mvstats import marginal_block_count
+    from varcomp.models.forms.multivariate import MARGINAL_MAX_BLOCKS
+    from varcomp.models.mvstats import marginal_block_count
 
     family = family_named("multivariate")
     data = load("gcsemv")
@@ -230,7 +230,7 @@ def test_oneway_block_reads_back_what_the_packer_wrote(unbalanced):
 def test_multivariate_block_reads_back_what_the_packer_wrote(make_partly_missing):
     """``LAYOUT.unpack(parameter_block(...))``: pattern statistics, the partly observed clusters
     one by one, the complete ones grouped by size, and the priors on the standardised scale."""
-    from models.mvstats import pattern_stats
+    from varcomp.models.mvstats import pattern_stats
 
     data = make_partly_missing(2, 5, L=12, prob=0.1)
     priors = MvPriors.default(data)

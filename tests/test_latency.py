@@ -32,7 +32,7 @@ LISTEN = textwrap.dedent("""
         event.register(kind, Listener())
 """)
 RUN = LISTEN + textwrap.dedent("""
-    from analyses.cli import main
+    from varcomp.analyses.cli import main
 
     code = main(sys.argv[2:], whole_process=sys.argv[1] == "whole")
     heavy = sorted({m.split(".")[0] for m in sys.modules if sys.modules[m] is not None}
@@ -89,7 +89,7 @@ def test_help_and_argument_errors_import_nothing_heavy(args):
     """``varcomp --help`` and argument errors answer before numpy, pandas or ArviZ load."""
     code = textwrap.dedent("""
         import sys
-        from analyses.cli import main
+        from varcomp.analyses.cli import main
         try:
             main(sys.argv[1:])
         except SystemExit:
@@ -107,7 +107,7 @@ def test_console_pauses_the_collector_for_imports_only(tmp_path):
     the import-time heap frozen; a library call of ``main`` leaves the collector as it was."""
     code = textwrap.dedent(f"""
         import gc, os, sys
-        from analyses import cli
+        from varcomp.analyses import cli
 
         real_exit = os._exit
         def report(code):

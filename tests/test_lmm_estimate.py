@@ -13,7 +13,7 @@ import pytest
 from scipy import stats
 from threadpoolctl import threadpool_limits
 
-from models.lmm_estimate import LmmEstimate, _evaluate, _optimise, _prepare, fit_lmm
+from varcomp.models.lmm_estimate import LmmEstimate, _evaluate, _optimise, _prepare, fit_lmm
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy.stats import multivariate_normal
 
-from models.compiled.lmm_nested import (
+from varcomp.models.compiled.lmm_nested import (
     NESTED_LAYOUT,
     nested_loglik,
     nested_loglik_grad_fast,
@@ -18,7 +18,12 @@ from models.compiled.lmm_nested import (
     nested_work_size,
     pack_nested,
 )
-from models.compiled.lmm_strata import pack_strata, strata_loglik, strata_loglik_grad, strata_stats
+from varcomp.models.compiled.lmm_strata import (
+    pack_strata,
+    strata_loglik,
+    strata_loglik_grad,
+    strata_stats,
+)
 
 EXACT = 1e-9        # relative, value against scipy's dense multivariate normal
 # ------------------------------------------------------------------------------------ designs

@@ -9,13 +9,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analyses.cli import main
-from models import load
-from models.checks import compare_compiled, compare_logp
-from models.checks.broken import BROKEN
-from models.data import DataError, data_dir
-from models.design import from_formula
-from models.forms import family_of
+from varcomp.analyses.cli import main
+from varcomp.models import load
+from varcomp.models.checks import compare_compiled, compare_logp
+from varcomp.models.checks.broken import BROKEN
+from varcomp.models.data import DataError, data_dir
+from varcomp.models.design import from_formula
+from varcomp.models.forms import family_of
 
 SMALL = ["--draws", "300", "--tune", "300", "--chains", "2"]
 
@@ -233,7 +233,7 @@ def test_design_effect_is_the_variance_of_the_mean_over_its_srs_value(formula, f
     import arviz as az
     import xarray as xr
 
-    from models.lmm import add_derived
+    from varcomp.models.lmm import add_derived
 
     df = frame()
     data = from_formula(df, formula)
@@ -313,7 +313,7 @@ def test_formula_and_group_together_are_refused(capsys):
 def test_sbc_of_the_compiled_regression_and_nested_forms():
     """SBC (50 simulations) of what varcomp fit samples: uniform ranks for every beta, tau,
     sigma and the log-likelihood at alpha 0.05 family-wise; the broken kernel fails."""
-    from models.checks.lmm import sbc_mixed
+    from varcomp.models.checks.lmm import sbc_mixed
 
     reg = from_formula(_frame([2, 3, 4, 5, 3, 2, 6, 4], seed=1), "y ~ x + w + (1|g)")
     res = sbc_mixed(reg, 50, seed=1)
@@ -333,7 +333,7 @@ def test_sufficient_agrees_with_noncentred_on_radon_and_the_gate_flags_centred()
     E-BFMI 0.08 and ESS_tail 90 at these settings, so the gate must call it unreliable and
     leave it out of the comparison rather than report a disagreement.
     """
-    from analyses.fit import fit
+    from varcomp.analyses.fit import fit
 
     d = load("radon", formula="log.radon ~ basement + uranium + (1|county)")
     r = fit(d, ["sufficient", "noncentred", "centred"], draws=1500, tune=1500, seed=3,

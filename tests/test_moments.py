@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from models.data import group_stats
-from models.moments import GroupedMoments
+from varcomp.models.data import group_stats
+from varcomp.models.moments import GroupedMoments
 
 COLUMNS = ("y", "x1", "x2")
 

@@ -10,14 +10,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
-from models import mvstats
-from models.checks.oracles import scipy_loglik_mv as scipy_loglik
-from models.data import DataError, load
-from models.forms import FORM_NAMES, family_named
-from models.forms import multivariate as mv
-from models.priors import MvPriors
-from models.simulate import Simulated
-from models.simulate_mv import (
+from varcomp.models import mvstats
+from varcomp.models.checks.oracles import scipy_loglik_mv as scipy_loglik
+from varcomp.models.data import DataError, load
+from varcomp.models.forms import FORM_NAMES, family_named
+from varcomp.models.forms import multivariate as mv
+from varcomp.models.priors import MvPriors
+from varcomp.models.simulate import Simulated
+from varcomp.models.simulate_mv import (
     check_pd,
     drop_components,
     sigma_from_sd_corr,
@@ -439,7 +439,7 @@ def test_posterior_intervals_cover_the_notes_parameters():
     at most 6%; and at least 6 of the 8 central 94% intervals must cover (with independent
     intervals, 3+ misses out of 8 at 6% each has probability 1%).
     """
-    from models.sampling import diagnose, sample_model
+    from varcomp.models.sampling import diagnose, sample_model
 
     sim = simulate_multivariate(50, 20, [10.0, 20.0], V_NOTES, SIGMA_NOTES, 20261127)
     data = sim.data()

@@ -13,12 +13,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
-from models import checks, fit_ml, fit_reml, load
-from models.checks.oracles import scipy_loglik
-from models.density import group_effect_conditional, marginal_logp
-from models.forms import family_named
-from models.forms.oneway import size_blocks
-from models.simulate import simulate_univariate
+from varcomp.models import checks, fit_ml, fit_reml, load
+from varcomp.models.checks.oracles import scipy_loglik
+from varcomp.models.density import group_effect_conditional, marginal_logp
+from varcomp.models.forms import family_named
+from varcomp.models.forms.oneway import size_blocks
+from varcomp.models.simulate import simulate_univariate
 
 ONEWAY = family_named("oneway")
 
@@ -41,7 +41,7 @@ def test_logp_machinery_matches_pymc_compile_logp(unbalanced):
     same number as PyMC's own compile_logp at the transformed point."""
     import pytensor.tensor as pt
 
-    from models.checks.base import _constrained_logp
+    from varcomp.models.checks.base import _constrained_logp
 
     model = ONEWAY.form("centred").build(unbalanced)
     fn, names = _constrained_logp(model)
@@ -249,9 +249,9 @@ def test_effects_and_pointwise_do_not_depend_on_the_block_size(monkeypatch, chun
     """Group-effect draws and per-cluster log densities are evaluated a block of draws at a
     time; any block size gives the same numbers as one whole-array pass (the normals are one
     stream), and the log densities equal marginal_logp's cluster terms."""
-    import models.effects as effects
-    import models.pointwise as pointwise
-    from models.density import marginal_logp_terms
+    import varcomp.models.effects as effects
+    import varcomp.models.pointwise as pointwise
+    from varcomp.models.density import marginal_logp_terms
 
     d = load("rail")
     rng = np.random.default_rng(0)

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from analyses import outputs
-from analyses.cli import main
-from analyses.outputs import MARKER, resolve_out, write_atomically
+from varcomp.analyses import outputs
+from varcomp.analyses.cli import main
+from varcomp.analyses.outputs import MARKER, resolve_out, write_atomically
 
 SMALL = ["--draws", "200", "--tune", "200", "--chains", "2"]
 
@@ -60,7 +60,7 @@ def test_out_naming_a_foreign_non_empty_folder_is_refused(user_folder, tmp_path,
 
 
 def test_shipped_data_folder_is_refused(capsys):
-    from models.data import data_dir
+    from varcomp.models.data import data_dir
 
     before = sorted(p.name for p in data_dir().iterdir())
     refused(["fit", "dyestuff", *SMALL, "--out", data_dir()], capsys, "holds the input")

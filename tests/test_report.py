@@ -13,12 +13,12 @@ import pandas as pd
 import pytest
 from markupsafe import escape
 
-from analyses.fit import FitResult, summarise
-from analyses.report import render_report, write_report
-from models import family_of, load
-from models.checks.base import AGREES, UNRELIABLE, CheckResult
-from models.data import ClusteredData
-from models.sampling import Fit, diagnose
+from varcomp.analyses.fit import FitResult, summarise
+from varcomp.analyses.report import render_report, write_report
+from varcomp.models import family_of, load
+from varcomp.models.checks.base import AGREES, UNRELIABLE, CheckResult
+from varcomp.models.data import ClusteredData
+from varcomp.models.sampling import Fit, diagnose
 
 IMG = '<img alt="'
 DATA_URI = 'src="data:image/png;base64,'
@@ -281,7 +281,7 @@ def test_many_groups_use_the_rao_blackwellised_effects():
     posterior means and sds, with intervals mean -/+ 1.88 sd, and says so."""
     import xarray as xr
 
-    from models.effects import SUMMARY_GROUP
+    from varcomp.models.effects import SUMMARY_GROUP
 
     data = load("dyestuff")
     fit = fake_fit(data)
@@ -333,7 +333,7 @@ def test_icc_figure_for_the_docs():
     """docs/make_icc_figure.py's entry point: a Figure with one panel per outcome."""
     from matplotlib.figure import Figure
 
-    from analyses.report import icc_figure
+    from varcomp.analyses.report import icc_figure
 
     result = dyestuff_result()
     fig = icc_figure(result.fits["sufficient"], result.estimates, width=6.4)
@@ -347,8 +347,8 @@ def test_report_asks_the_family_and_keeps_one_table():
     """The report tests nothing about the kind of data (no `.p ==`, no `"V" in`, no dims of the
     ICC), has no HDI routine of its own and does not call az.summary (summary.json's table is
     the one table); its HDI level is the table's."""
-    from analyses import fit
-    from analyses.report import compute
+    from varcomp.analyses import fit
+    from varcomp.analyses.report import compute
 
     assert compute.HDI_PROB == fit.HDI_PROB
     family = re.compile(r"\.p\s*(==|!=|>=|<=|>|<)\s*\d|[\"']V[\"']\s+in\s|\.ndim\b|\"icc\"\]\.dims")
@@ -365,7 +365,7 @@ def test_make_figures_writes_pngs_and_correlations_match_theory(tmp_path):
     """The pairs simulation's 15 sample correlations lie within 4 Monte Carlo standard errors,
     (1 - rho^2)/sqrt(1000), of theory (0.8 within a cluster, 0 between): by Bonferroni over 15
     near-normal z-scores this fails with probability about 1e-3 when the model is right."""
-    from analyses.figures import make_figures
+    from varcomp.analyses.figures import make_figures
 
     paths = make_figures(tmp_path)
     names = {p.name for p in paths}
@@ -386,8 +386,8 @@ def test_make_figures_writes_pngs_and_correlations_match_theory(tmp_path):
 def test_bivariate_figure_uses_the_positive_definite_v():
     """ERRATA item 1: the figure uses V = [[4, 3], [3, 4]]; the printed [[2, 3], [3, 4]]
     (determinant -1) is refused by the simulator's check."""
-    from analyses.figures import BIVARIATE
-    from models.simulate_mv import check_pd
+    from varcomp.analyses.figures import BIVARIATE
+    from varcomp.models.simulate_mv import check_pd
 
     check_pd(BIVARIATE["V"], "V")
     with pytest.raises(ValueError, match="not positive definite"):
@@ -403,7 +403,7 @@ def fake_mixed_fit(data: ClusteredData, name: str = "sufficient", *, chains: int
     """A Fit of a formula's family drawn around REML (no sampling), completed as
     ``analyses.fit.fit`` completes a sampled one: group effects (``u_<factor>`` draws for the
     latent forms, the family's ``add_effects`` otherwise) and the family's derived quantities."""
-    from models.forms.mixed import effect_names
+    from varcomp.models.forms.mixed import effect_names
 
     family = family_of(data)
     rng = np.random.default_rng(seed)
@@ -439,7 +439,7 @@ def fake_mixed_fit(data: ClusteredData, name: str = "sufficient", *, chains: int
 
 def hostile_regression_data() -> ClusteredData:
     """A covariate named ``<b>x</b>`` and cluster labels that are HTML/JS payloads."""
-    from models.design import from_formula
+    from varcomp.models.design import from_formula
 
     rng = np.random.default_rng(5)
     g = np.repeat([PAYLOADS[0], PAYLOADS[1], "plain", "four", "five"], 8)
@@ -452,7 +452,7 @@ def hostile_regression_data() -> ClusteredData:
 def gauge_data() -> ClusteredData:
     """A balanced gauge study: 10 parts x 3 operators x 2 repeats, the part column named in
     markup, ``y ~ 1 + (1|part) + (1|op) + (1|part:op)``."""
-    from models.design import from_formula
+    from varcomp.models.design import from_formula
 
     rng = np.random.default_rng(6)
     part = np.repeat(np.arange(10), 6)
@@ -489,7 +489,7 @@ def penicillin_page() -> str:
 def test_vectors_give_scalar_panels_not_a_crash(radon_result):
     """beta has a `term` dim: the rank and pair plots take its elements by name (beta[basement]),
     at most 3 per vector and 12 in all, the first element of every variable first."""
-    from analyses.report import compute
+    from varcomp.analyses.report import compute
 
     post = radon_result.fits["sufficient"].idata.posterior
     labels = [p["label"] for p in compute.ranks(post, list(radon_result.family.summary_vars))]
@@ -524,7 +524,7 @@ def test_regression_variance_box_matches_its_definitions(radon_result):
     """Per draw, R^2 conditional - R^2 marginal = tau^2 / total = the unadjusted ICC; at REML the
     box's adjusted ICC is MixedEstimate's tau^2 / (tau^2 + sigma^2); the fixed-effects table
     shows summary.json's beta and REML's."""
-    from analyses.report import compute, mixed
+    from varcomp.analyses.report import compute, mixed
 
     post = radon_result.fits["sufficient"].idata.posterior
     params = compute.params_of(radon_result, "sufficient")
@@ -577,7 +577,7 @@ def test_nested_report_has_components_vpc_and_correlations(pastes_page):
 def test_components_shares_sum_to_one_and_match_reml():
     """The VPC column of the components table sums to 1 (posterior means, and REML's), and its
     REML entries are MixedEstimate's vpc."""
-    from analyses.report import compute, mixed
+    from varcomp.analyses.report import compute, mixed
 
     result = mixed_result(load("pastes", formula="strength ~ 1 + (1|batch/cask)"))
     post = result.fits["sufficient"].idata.posterior
@@ -606,7 +606,7 @@ def test_gauge_reading_and_escaping_of_factor_names():
     """part x operator with interaction: the gauge R&R reading names the first factor as the
     part, its shares (part + gauge R&R) add up to 100% of the variance; the factor named in
     markup appears only escaped."""
-    from analyses.report import mixed
+    from varcomp.analyses.report import mixed
 
     data = gauge_data()
     result = mixed_result(data, ("noncentred",))

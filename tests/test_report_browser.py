@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from analyses.report import write_report
+from varcomp.analyses.report import write_report
 
 CHROMIUM = Path("/usr/bin/chromium")
 pytestmark = [pytest.mark.browser,
@@ -232,7 +232,7 @@ def test_multivariate_in_chromium(browser, tmp_path):
     """The bivariate report (matrices, two outcomes per figure) renders the same way."""
     from test_report import fake_mv_fit, fake_result
 
-    from models import load
+    from varcomp.models import load
 
     data = load("gcsemv")
     result = fake_result(data, {"sufficient": fake_mv_fit(data)},

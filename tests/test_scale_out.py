@@ -9,12 +9,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analyses import cli
-from analyses.cli import main
-from models import load
-from models.data import data_dir
-from models.formula_stats import read_formula_stats
-from models.lmm import estimates
+from varcomp.analyses import cli
+from varcomp.analyses.cli import main
+from varcomp.models import load
+from varcomp.models.data import data_dir
+from varcomp.models.formula_stats import read_formula_stats
+from varcomp.models.lmm import estimates
 
 SMALL = ["--draws", "300", "--tune", "300", "--chains", "2"]
 FORMULAS = [("radon", "log.radon ~ basement + uranium + (1|county)"),
@@ -86,7 +86,7 @@ def test_dask_engine_equals_in_memory(radon_parts, tmp_path):
                  "log.radon", *SMALL, "--out", str(out1)]) == 0
     one = json.loads((out1 / "summary.json").read_text())["estimates"]["reml"]
     ref = load("radon")
-    from models import fit_reml
+    from varcomp.models import fit_reml
 
     assert one["tau"] == pytest.approx(fit_reml(ref).tau, rel=1e-9)
 
@@ -94,7 +94,7 @@ def test_dask_engine_equals_in_memory(radon_parts, tmp_path):
 def test_dask_engine_drops_and_counts_missing_values_in_the_one_pass(tmp_path):
     """Missing and non-finite responses (and a missing covariate) are dropped and counted by the
     Dask pass exactly as the in-memory path drops them; the statistics agree."""
-    from models.distributed import formula_stats_dask, group_stats_dask, read_parquet_dask
+    from varcomp.models.distributed import formula_stats_dask, group_stats_dask, read_parquet_dask
 
     df = pd.read_csv(data_dir() / "radon.csv")
     df.loc[[3, 50, 400], "log.radon"] = [np.nan, np.inf, -np.inf]
@@ -142,7 +142,7 @@ def test_simulate_round_trip(tmp_path, capsys, suffix):
     head = path.read_bytes()[:4]
     assert head == b"PAR1" if suffix == ".parquet" else (head[:2] == b"\x1f\x8b") == (
         suffix == ".csv.gz")
-    from models.simulate import simulate_univariate
+    from varcomp.models.simulate import simulate_univariate
 
     truth = simulate_univariate(7, 4, mu=3.0, tau=1.0, sigma=2.0, rng=4).frame
     data = load(path, group="group", response="y")
@@ -157,7 +157,7 @@ def test_multivariate_simulate_round_trip(tmp_path):
     path = tmp_path / "mv.parquet"
     assert main(["simulate", "--clusters", "5", "--size", "3", "--mu", "1,2", "--V", "4,3;3,4",
                  "--Sigma", "1,0.2;0.2,1", "--out", str(path)]) == 0
-    from models.simulate_mv import simulate_multivariate
+    from varcomp.models.simulate_mv import simulate_multivariate
 
     truth = simulate_multivariate(5, 3, np.array([1.0, 2.0]), np.array([[4, 3], [3, 4.0]]),
                                   np.array([[1, 0.2], [0.2, 1.0]]), rng=0).frame

@@ -23,7 +23,7 @@ family's matrices (V, Sigma and both correlations).
 
 from __future__ import annotations
 
-from analyses.report.figures import icc_figure
-from analyses.report.render import render_report, write_report
+from varcomp.analyses.report.figures import icc_figure
+from varcomp.analyses.report.render import render_report, write_report
 
 __all__ = ["icc_figure", "render_report", "write_report"]

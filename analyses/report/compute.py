@@ -14,7 +14,7 @@ from itertools import islice
 
 import numpy as np
 
-from models.sampling import GATE
+from varcomp.models.sampling import GATE
 
 __all__ = ["BOUNDARY_ICC", "BOUNDARY_MASS", "HDI_PROB", "icc_panels", "report"]
 
@@ -478,7 +478,7 @@ def fit_view(result, name: str, outcomes: list, *, open_: bool, seed: int = 0) -
     where it reports ``icc``; the fixed effects, variance shares and correlations of the mixed
     families (:mod:`analyses.report.mixed`) where it reports ``beta``, ``vpc``, ``corr``.
     """
-    from analyses.report import effects, mixed
+    from varcomp.analyses.report import effects, mixed
 
     fit, family = result.fits[name], result.family
     post = fit.idata.posterior

@@ -11,7 +11,7 @@ from statistics import NormalDist
 
 import numpy as np
 
-from analyses.report.compute import (
+from varcomp.analyses.report.compute import (
     CATERPILLAR_MAX,
     ECDF_POINTS,
     HDI_PROB,
@@ -148,7 +148,7 @@ def effect_sources(idata, data) -> list[dict]:
     ``u_<factor>``), its factor's name and row codes, and the draws or (many groups)
     :mod:`models.effects`' moments.
     """
-    from models.effects import SUMMARY_GROUP
+    from varcomp.models.effects import SUMMARY_GROUP
 
     post = idata.posterior
     design = getattr(data, "design", None)
@@ -156,7 +156,7 @@ def effect_sources(idata, data) -> list[dict]:
     # (a file reduced while reading) have none
     names = [("group_effect", data.group_name, getattr(data, "codes", None))]
     if design is not None:
-        from models.forms.mixed import effect_names
+        from varcomp.models.forms.mixed import effect_names
 
         names += [(var, f.name, f.codes)
                   for (var, _), f in zip(effect_names(data), design.factors, strict=True)]

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from analyses.report.compute import HDI_PROB, icc_marks, icc_panels
+from varcomp.analyses.report.compute import HDI_PROB, icc_marks, icc_panels
 
 __all__ = ["draw", "icc_figure", "png_uri"]
 

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from analyses.report.compute import (
+from varcomp.analyses.report.compute import (
     BOUNDARY_ICC,
     BOUNDARY_MASS,
     elements,
@@ -80,7 +80,7 @@ def variance_box(result, post, params: Mapping, ests: Mapping[str, dict]) -> dic
     REML's come from its beta, tau, sigma and Var(X beta) over the rows; the intercept-only ICC
     of ``result.baseline`` is added when there is one.
     """
-    from models.lmm import fixed_variance
+    from varcomp.models.lmm import fixed_variance
 
     reml = ests.get("reml")
     at_reml = {}

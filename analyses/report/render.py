@@ -84,7 +84,7 @@ def environment():
     """The jinja2 environment over the package's templates (autoescape on, strict names)."""
     from jinja2 import Environment, PackageLoader, StrictUndefined
 
-    env = Environment(loader=PackageLoader("analyses.report", "templates"), autoescape=True,
+    env = Environment(loader=PackageLoader("varcomp.analyses.report", "templates"), autoescape=True,
                       undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
     env.filters.update(fmt=fmt, ess=ess, ci=ci, cell=cell, sentence=sentence)
     return env
@@ -95,7 +95,7 @@ def style_sheet():
     """The package's ``static/style.css``, marked safe (our own file) for the ``<style>`` tag."""
     from markupsafe import Markup
 
-    return Markup(resources.files("analyses.report").joinpath("static", "style.css")
+    return Markup(resources.files("varcomp.analyses.report").joinpath("static", "style.css")
                   .read_text(encoding="utf-8"))
 
 
@@ -113,7 +113,7 @@ def render_report(result) -> str:
     str
         The HTML page. Nothing in it refers to an external resource.
     """
-    from analyses.report import compute, figures
+    from varcomp.analyses.report import compute, figures
 
     t0 = time.perf_counter()
     view = compute.report(result)

@@ -14,12 +14,12 @@ Each check returns a :class:`~models.checks.base.CheckResult` (``name``, ``passe
 
 from __future__ import annotations
 
-from models.checks.base import AGREES, DISAGREES, UNRELIABLE, CheckResult
-from models.checks.broken import BROKEN
-from models.checks.logp import compare_compiled, compare_logp, compare_logp_mv
-from models.checks.posteriors import compare_posteriors
-from models.checks.reference import ReferencePosterior, reference_posterior
-from models.checks.sbc import SBCResult, plot_sbc, rank_uniformity, sbc, sbc_mv
+from varcomp.models.checks.base import AGREES, DISAGREES, UNRELIABLE, CheckResult
+from varcomp.models.checks.broken import BROKEN
+from varcomp.models.checks.logp import compare_compiled, compare_logp, compare_logp_mv
+from varcomp.models.checks.posteriors import compare_posteriors
+from varcomp.models.checks.reference import ReferencePosterior, reference_posterior
+from varcomp.models.checks.sbc import SBCResult, plot_sbc, rank_uniformity, sbc, sbc_mv
 
 __all__ = ["AGREES", "BROKEN", "DISAGREES", "UNRELIABLE", "CheckResult", "ReferencePosterior",
            "SBCResult", "compare_compiled", "compare_logp", "compare_logp_mv",

@@ -11,9 +11,9 @@ import math
 
 import numpy as np
 
-from models.data import ClusteredData
-from models.forms.base import Form
-from models.priors import MvPriors, Priors
+from varcomp.models.data import ClusteredData
+from varcomp.models.forms.base import Form
+from varcomp.models.priors import MvPriors, Priors
 
 __all__ = ["BROKEN", "build_broken_tau_not_squared", "build_broken_V_not_scaled_by_n"]
 
@@ -29,8 +29,8 @@ def build_broken_tau_not_squared(data: ClusteredData, *, priors: Priors | None =
     import pymc as pm
     import pytensor.tensor as pt
 
-    from models.density import marginal_logp
-    from models.forms import oneway
+    from varcomp.models.density import marginal_logp
+    from varcomp.models.forms import oneway
 
     model, priors = oneway._start(data, priors)
     values = oneway._sufficient_values(data)
@@ -49,20 +49,20 @@ def build_broken_V_not_scaled_by_n(data: ClusteredData, *, priors: MvPriors | No
     (Sigma + V)^-1 where log|Sigma + n V| and (Sigma + n V)^-1 belong.
     :func:`models.checks.compare_logp` and :func:`models.checks.sbc_mv` must fail it.
     """
-    from models.forms import multivariate
+    from varcomp.models.forms import multivariate
 
     n_bar = float(data.sizes.mean())
     return multivariate.build_sufficient(data, priors=priors, _scale_V=1.0 / math.sqrt(n_bar))
 
 
 def _oneway_values(data: ClusteredData) -> dict[str, np.ndarray]:
-    from models.forms import oneway
+    from varcomp.models.forms import oneway
 
     return oneway._sufficient_values(data)
 
 
 def _mv_values(data: ClusteredData) -> dict[str, np.ndarray]:
-    from models.forms import multivariate
+    from varcomp.models.forms import multivariate
 
     return multivariate._sufficient_values(data)
 
@@ -73,7 +73,7 @@ def build_broken_mixed(data: ClusteredData, *, priors=None):
     The nested closed form, or the crossed strata, with g = 1 + tau A (lambda = sigma^2 +
     sum c tau).
     """
-    from models.forms import crossed, mixed
+    from varcomp.models.forms import crossed, mixed
 
     if data.design.nested:
         return mixed.build_sufficient_nested(data, priors=priors, _broken=True)
@@ -81,7 +81,7 @@ def build_broken_mixed(data: ClusteredData, *, priors=None):
 
 
 def _mixed_values(data: ClusteredData) -> dict[str, np.ndarray]:
-    from models.forms import family_of
+    from varcomp.models.forms import family_of
 
     return family_of(data).form("sufficient").data_values(data)
 

@@ -19,9 +19,9 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from models.checks.base import CheckResult
-from models.data import ClusteredData
-from models.lmm import LmmPriors
+from varcomp.models.checks.base import CheckResult
+from varcomp.models.data import ClusteredData
+from varcomp.models.lmm import LmmPriors
 
 __all__ = ["compare_compiled_lmm", "compare_logp_lmm", "scipy_loglik_lmm"]
 
@@ -65,8 +65,8 @@ def _effects_conditional(data: ClusteredData, beta, tau, sigma):
 
 def integrated_loglik_lmm(model, data: ClusteredData, mode: str | None = None) -> Callable:
     """``f(beta, tau, sigma) -> (log p(y | beta, tau, sigma), prior terms)`` from the model."""
-    from models.checks.base import _constrained_logp
-    from models.forms.mixed import effect_names
+    from varcomp.models.checks.base import _constrained_logp
+    from varcomp.models.forms.mixed import effect_names
 
     names_in = [rv.name for rv in model.free_RVs]
     prior_names = [v for v in PRIOR_VARS if v in names_in]
@@ -125,7 +125,7 @@ def compare_logp_lmm(data: ClusteredData, names: Sequence[str] | None = None, n_
     unbalanced crossed design) are reported as skipped. Prior terms: equal to
     :meth:`LmmPriors.logpdf` up to PyMC's float32 rounding of log 2 (a constant < 1e-6).
     """
-    from models.forms import family_of
+    from varcomp.models.forms import family_of
 
     family = family_of(data)
     priors = priors or LmmPriors.default(data)
@@ -172,8 +172,8 @@ def compare_compiled_lmm(data: ClusteredData, priors: LmmPriors | None = None,
     At random points: gradients equal and log densities equal up to one constant (PyMC's
     float32 log 2).
     """
-    from models.compiled import lmm
-    from models.forms import family_of
+    from varcomp.models.compiled import lmm
+    from varcomp.models.forms import family_of
 
     family = family_of(data)
     priors = priors or LmmPriors.default(data)
@@ -247,13 +247,13 @@ def sbc_mixed(template: ClusteredData, n_sims: int, *, priors: LmmPriors | None 
     """
     from threadpoolctl import threadpool_limits
 
-    from models.cells import nested_of, strata_of
-    from models.checks.sbc import SBCResult, _sbc_fit, rank_table
-    from models.compiled import lmm
-    from models.compiled.lmm_nested import nested_loglik, pack_nested
-    from models.compiled.lmm_strata import pack_strata, strata_loglik
-    from models.forms import family_of
-    from models.sampling import quiet
+    from varcomp.models.cells import nested_of, strata_of
+    from varcomp.models.checks.sbc import SBCResult, _sbc_fit, rank_table
+    from varcomp.models.compiled import lmm
+    from varcomp.models.compiled.lmm_nested import nested_loglik, pack_nested
+    from varcomp.models.compiled.lmm_strata import pack_strata, strata_loglik
+    from varcomp.models.forms import family_of
+    from varcomp.models.sampling import quiet
 
     if draws % thin:
         raise ValueError(f"draws ({draws}) must be a multiple of thin ({thin})")

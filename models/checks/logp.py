@@ -17,19 +17,19 @@ from collections.abc import Callable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from models import mvstats as mv
-from models.checks.base import CheckResult, _constrained_logp
-from models.checks.oracles import (
+from varcomp.models import mvstats as mv
+from varcomp.models.checks.base import CheckResult, _constrained_logp
+from varcomp.models.checks.oracles import (
     lkj_corr_draw,
     mv_prior_logpdf,
     pymc_lkj_constant_offset,
     scipy_loglik,
     scipy_loglik_mv,
 )
-from models.data import ClusteredData
-from models.density import group_effect_conditional
-from models.forms import family_of
-from models.priors import MvPriors, Priors
+from varcomp.models.data import ClusteredData
+from varcomp.models.density import group_effect_conditional
+from varcomp.models.forms import family_of
+from varcomp.models.priors import MvPriors, Priors
 
 __all__ = ["compare_compiled", "compare_logp", "integrated_loglik"]
 
@@ -216,7 +216,7 @@ def compare_logp(
         return compare_logp_mv(data, names, n_points, seed, rtol, priors=priors,
                                builders=builders, mode=mode or "FAST_COMPILE")
     if family.name in MIXED_FAMILIES:
-        from models.checks.lmm import compare_logp_lmm
+        from varcomp.models.checks.lmm import compare_logp_lmm
 
         return compare_logp_lmm(data, names, n_points, seed, rtol, priors=priors,
                                 builders=builders, mode=mode or "FAST_COMPILE")
@@ -352,11 +352,11 @@ def compare_compiled(data: ClusteredData, priors=None, n_points: int = 20, seed:
     float32 and has the LKJ normaliser's sign flipped: DEVELOPERS.md), so the posteriors are the
     same. Exact, no false alarms.
     """
-    from models.compiled import multivariate, oneway
+    from varcomp.models.compiled import multivariate, oneway
 
     family = family_of(data)
     if family.name in MIXED_FAMILIES:
-        from models.checks.lmm import compare_compiled_lmm
+        from varcomp.models.checks.lmm import compare_compiled_lmm
 
         return compare_compiled_lmm(data, priors, n_points, seed, rtol)
     priors = priors or family.default_priors(data)

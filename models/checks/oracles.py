@@ -13,8 +13,8 @@ from collections.abc import Mapping
 import numpy as np
 from scipy import special, stats
 
-from models.data import ClusteredData
-from models.priors import MvPriors
+from varcomp.models.data import ClusteredData
+from varcomp.models.priors import MvPriors
 
 __all__ = ["lkj_corr_draw", "mv_prior_draw", "mv_prior_logpdf", "pymc_lkj_constant_offset",
            "scipy_loglik", "scipy_loglik_mv"]

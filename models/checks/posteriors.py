@@ -11,9 +11,9 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from models.checks.base import AGREES, DISAGREES, UNRELIABLE, CheckResult
-from models.checks.reference import PROBS, STATS, ReferencePosterior
-from models.sampling import Fit, diagnose
+from varcomp.models.checks.base import AGREES, DISAGREES, UNRELIABLE, CheckResult
+from varcomp.models.checks.reference import PROBS, STATS, ReferencePosterior
+from varcomp.models.sampling import Fit, diagnose
 
 __all__ = ["compare_posteriors"]
 

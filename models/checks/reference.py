@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 from scipy import interpolate, optimize, special
 
-from models.data import ClusteredData
-from models.priors import Priors
+from varcomp.models.data import ClusteredData
+from varcomp.models.priors import Priors
 
 __all__ = ["PROBS", "STATS", "ReferencePosterior", "reference_posterior"]
 

@@ -15,13 +15,13 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from models import mvstats as mv
-from models.checks.base import CheckResult
-from models.checks.oracles import mv_prior_draw
-from models.density import marginal_logp_terms
-from models.priors import MvPriors, NormalPrior, Priors, ScalePrior
-from models.simulate import Simulated, cluster_sizes, simulate_univariate
-from models.simulate_mv import simulate_multivariate
+from varcomp.models import mvstats as mv
+from varcomp.models.checks.base import CheckResult
+from varcomp.models.checks.oracles import mv_prior_draw
+from varcomp.models.density import marginal_logp_terms
+from varcomp.models.priors import MvPriors, NormalPrior, Priors, ScalePrior
+from varcomp.models.simulate import Simulated, cluster_sizes, simulate_univariate
+from varcomp.models.simulate_mv import simulate_multivariate
 
 __all__ = ["SBC_MV_PRIORS", "SBC_PRIORS", "SBCResult", "plot_sbc", "rank_table",
            "rank_uniformity", "sbc", "sbc_mv"]
@@ -134,8 +134,8 @@ def _loglik_draws(n, xbar, ss, mu, tau, sigma) -> np.ndarray:
 
 def _form(family: str, name: str):
     """The family's form ``name``, or its deliberately broken form (by its own name)."""
-    from models.checks.broken import BROKEN
-    from models.forms import family_named
+    from varcomp.models.checks.broken import BROKEN
+    from varcomp.models.forms import family_named
 
     if name == BROKEN[family].name:
         return BROKEN[family]
@@ -150,7 +150,7 @@ def _sbc_fit(compiled, rng, names, *, draws, tune, chains, cores, target_accept)
     """
     import arviz as az
 
-    from models.sampling import sample_compiled
+    from varcomp.models.sampling import sample_compiled
 
     idata = sample_compiled(compiled, draws=draws, tune=tune, chains=chains,
                             cores=cores or min(chains, 2), seed=int(rng.integers(2**31)),
@@ -198,7 +198,7 @@ def sbc(
     """
     from threadpoolctl import threadpool_limits
 
-    from models.sampling import DataSwapper, quiet
+    from varcomp.models.sampling import DataSwapper, quiet
 
     if draws % thin:
         raise ValueError(f"draws ({draws}) must be a multiple of thin ({thin})")
@@ -354,8 +354,8 @@ def sbc_mv(
     """
     from threadpoolctl import threadpool_limits
 
-    from models.sampling import DataSwapper, quiet
-    from models.simulate_mv import drop_components
+    from varcomp.models.sampling import DataSwapper, quiet
+    from varcomp.models.simulate_mv import drop_components
 
     if draws % thin:
         raise ValueError(f"draws ({draws}) must be a multiple of thin ({thin})")

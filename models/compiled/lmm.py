@@ -22,11 +22,15 @@ import numba
 import numpy as np
 from numba import types
 
-from models.compiled.layout import Layout
-from models.compiled.lmm_nested import nested_loglik_grad, nested_loglik_grad_fast, pack_nested
-from models.compiled.lmm_strata import pack_strata, strata_loglik_grad
-from models.compiled.oneway import FAMILY_CODE, _prior_const
-from models.density import LOG_2PI
+from varcomp.models.compiled.layout import Layout
+from varcomp.models.compiled.lmm_nested import (
+    nested_loglik_grad,
+    nested_loglik_grad_fast,
+    pack_nested,
+)
+from varcomp.models.compiled.lmm_strata import pack_strata, strata_loglik_grad
+from varcomp.models.compiled.oneway import FAMILY_CODE, _prior_const
+from varcomp.models.density import LOG_2PI
 
 __all__ = ["LAYOUT", "compile_nested", "compile_strata", "logp_and_grad", "parameter_block",
            "supported"]
@@ -241,7 +245,7 @@ def to_unconstrained(priors, beta, tau, sigma) -> np.ndarray:
 def _model(priors, likelihood: np.ndarray, kernel: float, n_factors: int):
     import pandas as pd
 
-    from models.compiled.nutpie import nutpie_model
+    from varcomp.models.compiled.nutpie import nutpie_model
 
     k = len(priors.terms)
     one = n_factors == 1
@@ -264,7 +268,7 @@ def compile_nested(data, priors):
     With ``priors.tau`` empty, of the pooled model (one factor, tau = 0: no between-cluster
     variance).
     """
-    from models.cells import nested_of
+    from varcomp.models.cells import nested_of
 
     stats = nested_of(data)
     kernel = KERNEL_FAST if stats.depth == 1 else KERNEL_NESTED
@@ -273,7 +277,7 @@ def compile_nested(data, priors):
 
 def compile_strata(data, priors):
     """A nutpie model of the balanced crossed sufficient posterior."""
-    from models.cells import strata_of
+    from varcomp.models.cells import strata_of
 
     return _model(priors, pack_strata(strata_of(data)), KERNEL_STRATA,
                   len(data.design.factors))

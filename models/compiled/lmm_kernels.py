@@ -6,7 +6,7 @@ the single-factor regression ``y ~ x + (1|g)``, with a size-grouped kernel for D
 modules keeps its own block layout next to its kernels (numba's cache follows source files).
 """
 
-from models.compiled.lmm_nested import (
+from varcomp.models.compiled.lmm_nested import (
     NESTED_LAYOUT,
     NestedStats,
     nested_loglik,
@@ -17,7 +17,7 @@ from models.compiled.lmm_nested import (
     nested_work_size,
     pack_nested,
 )
-from models.compiled.lmm_strata import (
+from varcomp.models.compiled.lmm_strata import (
     STRATA_LAYOUT,
     StrataStats,
     pack_strata,

@@ -40,7 +40,7 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
-from models.compiled.layout import Layout
+from varcomp.models.compiled.layout import Layout
 
 __all__ = ["NESTED_LAYOUT", "NestedStats", "nested_loglik", "nested_loglik_grad",
            "nested_loglik_grad_fast", "nested_loglik_grad_work", "nested_stats", "nested_work_size",

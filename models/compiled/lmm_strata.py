@@ -39,8 +39,8 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
-from models.compiled.layout import Layout
-from models.compiled.lmm_nested import centred, check_codes, check_response
+from varcomp.models.compiled.layout import Layout
+from varcomp.models.compiled.lmm_nested import centred, check_codes, check_response
 
 __all__ = ["STRATA_LAYOUT", "StrataStats", "pack_strata", "strata_loglik", "strata_loglik_grad",
            "strata_stats"]

@@ -30,9 +30,9 @@ import numpy as np
 from numba import types
 from scipy.special import betaln
 
-from models.compiled.layout import Layout
-from models.density import LOG_2PI
-from models.priors import MvPriors
+from varcomp.models.compiled.layout import Layout
+from varcomp.models.density import LOG_2PI
+from varcomp.models.priors import MvPriors
 
 __all__ = ["compile_sufficient_mv", "expanded_names", "logp_and_grad", "parameter_block"]
 
@@ -71,7 +71,7 @@ def expanded_names(p: int) -> list[tuple[str, tuple[int, ...]]]:
 
 def parameter_block(data, priors: MvPriors | None = None) -> np.ndarray:
     """The float64 array the compiled functions read: constants, priors, pattern statistics."""
-    from models.mvstats import pattern_stats
+    from varcomp.models.mvstats import pattern_stats
 
     priors = priors or MvPriors.default(data)
     st = pattern_stats(data)
@@ -560,7 +560,7 @@ def compile_sufficient_mv(data, priors: MvPriors | None = None):
     """
     import pandas as pd
 
-    from models.compiled.nutpie import nutpie_model
+    from varcomp.models.compiled.nutpie import nutpie_model
 
     priors = priors or MvPriors.default(data)
     p = data.p

@@ -33,10 +33,10 @@ import numpy as np
 from numba import types
 from scipy.special import gammaln
 
-from models.compiled.layout import Layout
-from models.data import GroupStats
-from models.density import LOG_2PI
-from models.priors import Priors, ScalePrior
+from varcomp.models.compiled.layout import Layout
+from varcomp.models.data import GroupStats
+from varcomp.models.density import LOG_2PI
+from varcomp.models.priors import Priors, ScalePrior
 
 __all__ = ["EXPANDED", "LAYOUT", "compile_sufficient", "logp_and_grad", "parameter_block",
            "size_groups", "supported"]
@@ -238,7 +238,7 @@ def compile_sufficient(stats: GroupStats, priors: Priors, *, k: int = 0):
     nutpie has. Initial points are PyMC's: the priors' support points jittered by U(-1, 1) in
     the unconstrained coordinates.
     """
-    from models.compiled.nutpie import nutpie_model
+    from varcomp.models.compiled.nutpie import nutpie_model
 
     return nutpie_model([(name, ()) for name in EXPANDED], parameter_block(stats, priors, k),
                         _c_logp, _c_expand, _support_z(priors))

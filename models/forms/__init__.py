@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from importlib import import_module
 
-from models.forms.base import Family, Form
+from varcomp.models.forms.base import Family, Form
 
 __all__ = ["FAMILY_MODULES", "FORM_NAMES", "Family", "Form", "family_named", "family_of"]
 
@@ -19,11 +19,11 @@ FORM_NAMES = ("centred", "noncentred", "marginal", "sufficient")
 """The parameterisations, in display order: the same four names in every family."""
 
 FAMILY_MODULES = {
-    "oneway": "models.forms.oneway",
-    "multivariate": "models.forms.multivariate",
-    "regression": "models.forms.regression",
-    "nested": "models.forms.nested",
-    "crossed": "models.forms.crossed",
+    "oneway": "varcomp.models.forms.oneway",
+    "multivariate": "varcomp.models.forms.multivariate",
+    "regression": "varcomp.models.forms.regression",
+    "nested": "varcomp.models.forms.nested",
+    "crossed": "varcomp.models.forms.crossed",
 }
 
 

@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from models.errors import DataError
+from varcomp.models.errors import DataError
 
 __all__ = ["Family", "Form", "never_skipped"]
 

@@ -19,14 +19,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from models.cells import strata_of
-from models.data import ClusteredData, DataError
-from models.density import LOG_2PI
-from models.forms import mixed
-from models.forms.base import Family, Form
-from models.lmm import LmmPriors, add_derived, estimates, parse_lmm_priors
-from models.pointwise import mixed_prior
-from models.predictive import mixed_new_cluster
+from varcomp.models.cells import strata_of
+from varcomp.models.data import ClusteredData, DataError
+from varcomp.models.density import LOG_2PI
+from varcomp.models.forms import mixed
+from varcomp.models.forms.base import Family, Form
+from varcomp.models.lmm import LmmPriors, add_derived, estimates, parse_lmm_priors
+from varcomp.models.pointwise import mixed_prior
+from varcomp.models.predictive import mixed_new_cluster
 
 __all__ = ["FAMILY", "build_sufficient_strata"]
 
@@ -94,7 +94,7 @@ def _skip_marginal(data: ClusteredData) -> str | None:
 
 
 def _compiled(data: ClusteredData, priors: LmmPriors | None):
-    from models.compiled import lmm
+    from varcomp.models.compiled import lmm
 
     priors = priors or LmmPriors.default(data)
     return lmm.compile_strata(data, priors) if lmm.supported(priors) else None
@@ -113,7 +113,7 @@ def _latent_default(data) -> str:
     1,128 lecturers; medians about 25 and 65 rows): centred 64.5 s end to end, min ESS_bulk
     541, gate passed; noncentred 82.7 s, r_hat 1.018, gate failed (benchmarks/bench_mixed.py).
     """
-    from models.cells import level_sizes
+    from varcomp.models.cells import level_sizes
 
     medians = [np.median(n) for n in level_sizes(data)]
     return "centred" if min(medians) >= CENTRED_MIN_ROWS else "noncentred"

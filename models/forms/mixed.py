@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from models.cells import nested_of
-from models.data import ClusteredData, DataError
-from models.density import LOG_2PI
-from models.lmm import LmmPriors
+from varcomp.models.cells import nested_of
+from varcomp.models.data import ClusteredData, DataError
+from varcomp.models.density import LOG_2PI
+from varcomp.models.lmm import LmmPriors
 
 __all__ = ["build_centred", "build_noncentred", "effect_names", "latent_values", "start"]
 
@@ -61,7 +61,7 @@ def _latent(data: ClusteredData, priors: LmmPriors | None, centred: bool):
     import pymc as pm
     import pytensor.tensor as pt
 
-    from models.transforms import Affine
+    from varcomp.models.transforms import Affine
 
     model, priors = start(data, priors)
     design = data.design

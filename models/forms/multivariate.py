@@ -37,19 +37,19 @@ from __future__ import annotations
 
 import numpy as np
 
-from models.data import ClusteredData, DataError
-from models.density import LOG_2PI
-from models.forms.base import Family, Form
-from models.mvstats import (
+from varcomp.models.data import ClusteredData, DataError
+from varcomp.models.density import LOG_2PI
+from varcomp.models.forms.base import Family, Form
+from varcomp.models.mvstats import (
     PatternStats,
     add_group_effects_mv,
     marginal_block_count,
     marginal_blocks,
     pattern_stats,
 )
-from models.pointwise import mv_loglik, mv_prior
-from models.predictive import mv_new_cluster
-from models.priors import MvPriors
+from varcomp.models.pointwise import mv_loglik, mv_prior
+from varcomp.models.predictive import mv_new_cluster
+from varcomp.models.priors import MvPriors
 
 __all__ = ["FAMILY", "build_centred", "build_marginal", "build_noncentred", "build_sufficient",
            "sufficient_loglik"]
@@ -324,7 +324,7 @@ def build_centred(data: ClusteredData, *, priors: MvPriors | None = None):
     import pymc as pm
     import pytensor.tensor as pt
 
-    from models.transforms import OutcomeAffine
+    from varcomp.models.transforms import OutcomeAffine
 
     model, priors = _start(data, priors)
     with model:
@@ -453,7 +453,7 @@ def _sufficient_values(data: ClusteredData) -> dict[str, np.ndarray]:
 
 
 def _compiled_sufficient(data: ClusteredData, priors: MvPriors | None):
-    from models.compiled import multivariate
+    from varcomp.models.compiled import multivariate
 
     return multivariate.compile_sufficient_mv(data, priors)
 

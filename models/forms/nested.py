@@ -14,12 +14,12 @@ to a level), ``r2_marginal``, ``r2_conditional``.
 
 from __future__ import annotations
 
-from models.data import ClusteredData, DataError
-from models.forms import mixed
-from models.forms.base import Family, Form
-from models.lmm import LmmPriors, add_derived, add_top_effects, estimates, parse_lmm_priors
-from models.pointwise import mixed_loglik, mixed_prior
-from models.predictive import mixed_new_cluster
+from varcomp.models.data import ClusteredData, DataError
+from varcomp.models.forms import mixed
+from varcomp.models.forms.base import Family, Form
+from varcomp.models.lmm import LmmPriors, add_derived, add_top_effects, estimates, parse_lmm_priors
+from varcomp.models.pointwise import mixed_loglik, mixed_prior
+from varcomp.models.predictive import mixed_new_cluster
 
 __all__ = ["FAMILY"]
 
@@ -40,7 +40,7 @@ def _skip_marginal(data: ClusteredData) -> str | None:
 
 
 def _compiled(data: ClusteredData, priors: LmmPriors | None):
-    from models.compiled import lmm
+    from varcomp.models.compiled import lmm
 
     priors = priors or LmmPriors.default(data)
     return lmm.compile_nested(data, priors) if lmm.supported(priors) else None

@@ -16,13 +16,18 @@ from __future__ import annotations
 
 import numpy as np
 
-from models.data import ClusteredData, DataError
-from models.density import LOG_2PI, marginal_logp
-from models.effects import add_group_effects
-from models.forms.base import Family, Form
-from models.pointwise import oneway_loglik, oneway_prior
-from models.predictive import oneway_new_cluster
-from models.priors import PartitionPriors, Priors, parse_partition_overrides, parse_prior_overrides
+from varcomp.models.data import ClusteredData, DataError
+from varcomp.models.density import LOG_2PI, marginal_logp
+from varcomp.models.effects import add_group_effects
+from varcomp.models.forms.base import Family, Form
+from varcomp.models.pointwise import oneway_loglik, oneway_prior
+from varcomp.models.predictive import oneway_new_cluster
+from varcomp.models.priors import (
+    PartitionPriors,
+    Priors,
+    parse_partition_overrides,
+    parse_prior_overrides,
+)
 
 __all__ = [
     "FAMILY",
@@ -56,7 +61,7 @@ def build_centred(data: ClusteredData, *, priors: Priors | None = None):
     """
     import pymc as pm
 
-    from models.transforms import Affine
+    from varcomp.models.transforms import Affine
 
     model, priors = _start(data, priors)
     with model:
@@ -174,7 +179,7 @@ def padded_mvnormal(blocks, sigma, tau, means) -> None:
 
 def check_padded_memory(blocks, sizes) -> None:
     """Refuse padded blocks whose covariance factors would not fit in memory."""
-    from models.data import memory_budget
+    from varcomp.models.data import memory_budget
 
     need = sum(values.shape[0] * values.shape[1] ** 2 * 17 for _, values in blocks)
     if need > memory_budget():
@@ -252,7 +257,7 @@ def _compiled_sufficient(data: ClusteredData, priors: Priors | None):
 
     The compiled model is :mod:`models.compiled.oneway`'s.
     """
-    from models.compiled import oneway
+    from varcomp.models.compiled import oneway
 
     priors = priors or Priors.default(data)
     if not isinstance(priors, Priors) or not oneway.supported(priors):
@@ -275,13 +280,13 @@ def _skip_marginal(data: ClusteredData) -> str | None:
 
 
 def _estimates(data: ClusteredData) -> dict:
-    from models.estimate import fit_ml, fit_reml
+    from varcomp.models.estimate import fit_ml, fit_reml
 
     return {"ml": fit_ml(data), "reml": fit_reml(data)}
 
 
 def _reference(data: ClusteredData, priors: Priors | None):
-    from models.checks.reference import reference_posterior
+    from varcomp.models.checks.reference import reference_posterior
 
     return reference_posterior(data, priors or Priors.default(data))
 

@@ -17,18 +17,18 @@ from __future__ import annotations
 
 import numpy as np
 
-from models.data import ClusteredData
-from models.forms import mixed
-from models.forms.base import Family, Form
-from models.forms.oneway import (
+from varcomp.models.data import ClusteredData
+from varcomp.models.forms import mixed
+from varcomp.models.forms.base import Family, Form
+from varcomp.models.forms.oneway import (
     MARGINAL_MAX_CLUSTER,
     check_padded_memory,
     padded_mvnormal,
     padded_rows,
 )
-from models.lmm import LmmPriors, add_derived, add_top_effects, estimates, parse_lmm_priors
-from models.pointwise import mixed_loglik, mixed_prior
-from models.predictive import mixed_new_cluster
+from varcomp.models.lmm import LmmPriors, add_derived, add_top_effects, estimates, parse_lmm_priors
+from varcomp.models.pointwise import mixed_loglik, mixed_prior
+from varcomp.models.predictive import mixed_new_cluster
 
 __all__ = ["FAMILY", "build_marginal"]
 
@@ -74,7 +74,7 @@ def _skip_marginal(data: ClusteredData) -> str | None:
 
 
 def _compiled(data: ClusteredData, priors: LmmPriors | None):
-    from models.compiled import lmm
+    from varcomp.models.compiled import lmm
 
     priors = priors or LmmPriors.default(data)
     return lmm.compile_nested(data, priors) if lmm.supported(priors) else None
