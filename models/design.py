@@ -299,7 +299,7 @@ def size_check(fixed: str, n_levels: dict[str, int], n_rows: int | None) -> None
 
     from varcomp.models.data import memory_budget
 
-    cols, worst = 1, ("", 0)
+    cols, worst = 0, ("", 0)
     for t in formulae.model_description(fixed).common_terms:
         size = 1
         for c in getattr(t, "components", []):
