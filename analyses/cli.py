@@ -7,7 +7,6 @@ nothing written. ``fit --strict`` exits 3 when a fit fails the diagnostics gate.
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
 import time
@@ -230,48 +229,15 @@ def cmd_datasets(args) -> int:
 
 def cmd_describe(args) -> int:
     """Print N, L, cluster sizes, the one-way ANOVA and moment estimates."""
-    data = _load(args)
-    sizes = data.sizes
-    print(f"data: {data.source}   group: {data.group_name}   response: {', '.join(data.responses)}")
-    print(f"N = {data.n_obs} rows, L = {data.n_groups} clusters, rows dropped: "
-          f"{data.dropped_rows}")
-    uniq, counts = __import__("numpy").unique(sizes, return_counts=True)
-    dist = ", ".join(f"{int(u)}x{int(c)}" for u, c in zip(uniq, counts, strict=True))
-    balanced = "balanced" if uniq.size == 1 else "unbalanced"
-    print(f"cluster sizes: min {sizes.min()}, median {float(__import__('numpy').median(sizes)):g}, "
-          f"max {sizes.max()} ({balanced}; size x count: {dist if uniq.size <= 12 else '...'})")
-    print(f"singletons: {int((sizes == 1).sum())}")
-    for w in data.warnings:
-        print(f"note: {w}")
-    for k, r in enumerate(data.responses):
-        a = data.anova(k)
-        print(f"\none-way ANOVA of {r}")
-        print(f"  {'source':<8} {'SS':>14} {'df':>6} {'mean square':>14} {'F':>9}")
-        print(f"  {'between':<8} {_g(a['ss_between'], 14, '.6g')} {a['df_between']:>6g} "
-              f"{_g(a['ms_between'], 14, '.6g')} {_g(a['F'], 9, '.4g')}")
-        print(f"  {'within':<8} {_g(a['ss_within'], 14, '.6g')} {a['df_within']:>6g} "
-              f"{_g(a['ms_within'], 14, '.6g')}")
-        if not all(math.isfinite(a[key]) for key in ("n0", "tau2", "sigma2", "icc")):
-            why = ("every cluster has a single row: no within-cluster mean square"
-                   if a["df_within"] <= 0 else "one cluster: no between-cluster mean square")
-            print(f"  method of moments: undefined ({why})")
-            continue
-        print(f"  method of moments (n0 = {a['n0']:.4g}): tau^2 = {a['tau2']:.6g}, "
-              f"sigma^2 = {a['sigma2']:.6g}, ICC = {a['icc']:.4f}")
-        if a["truncated"]:
-            print("  note: MSB < MSW, so the moment estimate of tau^2 is negative and was "
-                  "truncated at 0 (the data show no between-cluster variance beyond noise)")
+    from varcomp.analyses.describe import describe, text
+
+    print(text(describe(_load(args))))
     return 0
 
 
 def _out_name(name: str) -> str:
     """A default output folder name (a glob's wildcards replaced)."""
     return "".join(ch if ch not in "*?[]" else "_" for ch in name) or "data"
-
-
-def _g(x: float, width: int, spec: str) -> str:
-    """A number for the describe table; '-' where it is undefined (never 'nan')."""
-    return f"{x:>{width}{spec}}" if math.isfinite(x) else f"{'-':>{width}}"
 
 
 def _inputs(spec: str) -> list[Path]:

@@ -180,14 +180,14 @@ def compare(spec: str, formulas: list[str], *, draws: int = 1000, tune: int = 10
     Crossed designs have no per-cluster density and are refused.
     """
     from varcomp.analyses.fit import fit as fit_model
-    from varcomp.models import load
+    from varcomp.analyses.source import resolve
 
     if not formulas:
         raise DataError("give at least one --formula to compare")
     entries: list[ModelEntry] = []
     ref = None
     for i, formula in enumerate(formulas):
-        data = load(spec, formula=formula)
+        data = resolve(spec, formula)  # a path, a shipped name or a frame
         if data.design is not None and not data.design.nested:
             raise DataError(f"{formula!r} has crossed factors: leave-one-cluster-out is not "
                             f"defined for them (a cluster shares the other factors' levels "
