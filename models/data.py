@@ -58,6 +58,9 @@ DATASETS: dict[str, ShippedDataset] = {
                        "lme4 Pastes: paste strength, 10 batches x 3 casks x 2 assays"),
         ShippedDataset("penicillin", "penicillin.csv", "plate", ("diameter",),
                        "lme4 Penicillin: inhibition diameters, 24 plates x 6 samples (crossed)"),
+        ShippedDataset("scotssec", "scotssec.csv", "primary", ("attain",),
+                       "mlmRev ScotsSec: attainment of 3,435 Scottish pupils, 148 primary x 19 "
+                       "secondary schools (crossed, unbalanced)"),
     ]
 }
 

@@ -279,17 +279,6 @@ def test_nested_fit_vpc_sums_to_one_per_draw(tmp_path, capsys):
         "tau[batch]", "tau[batch:cask]", "vpc[batch]", "vpc[batch:cask]", "vpc[residual]"}
 
 
-def test_crossed_default_form_follows_the_rows_per_level():
-    """Balanced crossed designs default to the closed form; unbalanced ones to centred when
-    every factor's median level has >= 10 rows, else noncentred."""
-    rich = _crossed_frame(12, drop=1, seed=3)  # 5 x 4 cells of 12 rows, one row dropped
-    sparse = _crossed_frame(2, drop=1, seed=3)
-    for df, want in ((_crossed_frame(12), "sufficient"), (rich, "centred"),
-                     (sparse, "noncentred")):
-        data = from_formula(df, "y ~ x + (1|a) + (1|b)")
-        assert family_of(data).default(data) == want
-
-
 def test_crossed_fit_through_the_cli(tmp_path, capsys):
     """varcomp fit of a crossed formula (Penicillin) prints the vpc of plate, sample and the
     residual, each in [0, 1] and summing to 1 in the posterior mean."""
