@@ -76,7 +76,7 @@ def test_scotssec_centres_primary_and_not_second():
     centres primary only. The REML optimum is lme4's (tau 0.524 and 0.120, sigma 2.063)."""
     data = load(data_dir() / "scotssec.csv", formula=SCOTS)
     fam = family_of(data)
-    assert fam.name == "crossed" and fam.default(data) == "centred"
+    assert fam.name == "crossed" and fam.default(data) == "partial"
     reml = estimates(data)["reml"].fit
     assert reml.tau["primary"] == pytest.approx(0.5241, abs=2e-3)
     assert reml.tau["second"] == pytest.approx(0.1199, abs=2e-3)
@@ -93,7 +93,7 @@ def test_the_default_model_centres_per_factor():
     to the closed form."""
     data = _small_scots()
     flags = centring(data)
-    model = family_of(data).form("centred").build(data)
+    model = family_of(data).form("partial").build(data)
     free = {v.name for v in model.free_RVs}
     for (name, _), centred in zip([("u_primary", 0), ("u_second", 1)], flags, strict=True):
         assert (name in free) == centred and (f"{name}_offset" in free) == (not centred)

@@ -6,9 +6,9 @@ The model (parts x operators, students x lecturers):
     y = X\beta + \sum_f Z_f u_f + e,\qquad u_f \sim N(0, \tau_f^2 I)
 
 with factors that do not nest. The covariance does not split into independent blocks, so:
-latent ``centred`` and ``noncentred`` for every design (``centred`` centres the factors whose
-levels the rows pin down and non-centres the others, :func:`centring`: the default for
-unbalanced data); ``marginal``, one MvNormal of all rows while N is small
+latent ``centred`` and ``noncentred`` for every design, and ``partial`` between them (it centres
+the factors whose levels the rows pin down and non-centres the others, :func:`centring`: the
+default for unbalanced data); ``marginal``, one MvNormal of all rows while N is small
 (:data:`MARGINAL_MAX_ROWS`); ``sufficient`` for balanced designs only (every combination of the
 grouping variables equally often), whose covariance has parameter-free eigenspaces, the ANOVA
 strata: the closed form costs O(2^|F| k^2) per gradient (:mod:`models.compiled.lmm_strata`).
@@ -132,7 +132,8 @@ def level_information(data) -> np.ndarray:
 def centring(data) -> tuple[bool, ...]:
     """Per factor: centre its effects (True) where :func:`level_information` >= 1.
 
-    The ``centred`` form of the crossed family, the default for unbalanced designs. One rule
+    The ``partial`` form of the crossed family (partially non-centred), the default for
+    unbalanced designs. One rule
     for the whole model cannot serve ScotsSec (primary schools I = 1.3, secondary schools
     I = 0.6): fully centred fails the gate there and fully non-centred mixes slowly on
     InstEval's shape (both I > 1); README "Crossed designs' default form" has the numbers.
@@ -157,7 +158,9 @@ FAMILY = Family(
     name="crossed",
     title="crossed random-intercept model",
     forms={
-        "centred": Form("centred", "u_f ~ N(0, tau_f) for each factor whose levels the rows pin "
+        "centred": Form("centred", "u_f ~ N(0, tau_f) per factor, y ~ N(X beta + sum_f u_f, "
+                        "sigma)", mixed.build_centred, mixed.latent_values, latent=True),
+        "partial": Form("partial", "u_f ~ N(0, tau_f) for each factor whose levels the rows pin "
                         "down (n tau^2 / sigma^2 >= 1 at REML), u_f = tau_f * u_f_offset for the "
                         "others", build_centred_where_identified, mixed.latent_values,
                         latent=True),
@@ -171,7 +174,7 @@ FAMILY = Family(
                            compiled=_compiled, skip=_skip_sufficient),
     },
     default_form="sufficient",
-    fallback_form="centred",
+    fallback_form="partial",
     default_priors=LmmPriors.default,
     parse_priors=lambda data, specs: parse_lmm_priors(LmmPriors.default(data), specs),
     headline="vpc",
