@@ -244,6 +244,9 @@ def cmd_describe(args) -> int:
     for w in data.warnings:
         print(f"note: {w}")
     for k, r in enumerate(data.responses):
+        if not data.stats.n[:, k].any():
+            print(f"\n{r}: no observed value (drop it from --response)")
+            continue
         a = data.anova(k)
         print(f"\none-way ANOVA of {r}")
         print(f"  {'source':<8} {'SS':>14} {'df':>6} {'mean square':>14} {'F':>9}")
@@ -251,9 +254,12 @@ def cmd_describe(args) -> int:
               f"{_g(a['ms_between'], 14, '.6g')} {_g(a['F'], 9, '.4g')}")
         print(f"  {'within':<8} {_g(a['ss_within'], 14, '.6g')} {a['df_within']:>6g} "
               f"{_g(a['ms_within'], 14, '.6g')}")
-        if not all(math.isfinite(a[key]) for key in ("n0", "tau2", "sigma2", "icc")):
-            why = ("every cluster has a single row: no within-cluster mean square"
-                   if a["df_within"] <= 0 else "one cluster: no between-cluster mean square")
+        problem = data.scale_problem(k)
+        if problem or not all(math.isfinite(a[key]) for key in ("n0", "tau2", "sigma2", "icc")):
+            why = problem or (
+                "every cluster has a single row: no within-cluster mean square"
+                if a["df_within"] <= 0 else "one cluster: no between-cluster mean square"
+                if a["df_between"] <= 0 else "the response is constant: no variance")
             print(f"  method of moments: undefined ({why})")
             continue
         print(f"  method of moments (n0 = {a['n0']:.4g}): tau^2 = {a['tau2']:.6g}, "
@@ -371,9 +377,21 @@ def cmd_compare(args) -> int:
     table = result.as_dict()
     print(f"{'model':<8} {'elpd':>10} {'se':>7} {'diff':>9} {'dse':>7} {'k max':>6}  formula")
     for m in table["models"]:
-        exact = f"  (exact: {', '.join(m['exact_clusters'])})" if m["exact_clusters"] else ""
+        exact = ""
+        if m["n_high_k"]:
+            shown = ", ".join(m["exact_clusters"][:10]) + (", ..." if len(
+                m["exact_clusters"]) > 10 else "")
+            exact = f"  (k > {table['k_threshold']}: {m['n_high_k']}, refitted exactly: " \
+                    f"{len(m['exact_clusters'])}{': ' + shown if shown else ''})"
+        k = m["pareto_k_max"]
         print(f"{m['name']:<8} {m['elpd']:>10.2f} {m['se']:>7.2f} {m['elpd_diff']:>9.2f} "
-              f"{m['dse']:>7.2f} {m['pareto_k_max']:>6.2f}  {m['formula']}{exact}")
+              f"{m['dse']:>7.2f} {_g(k if k is not None else math.nan, 6, '.2f')}  "
+              f"{m['formula']}{exact}")
+        if m["unreliable_clusters"]:
+            print(f"varcomp: warning: {m['name']}: {len(m['unreliable_clusters'])} cluster(s) "
+                  f"with Pareto k > {table['k_threshold']} were not refitted (at most "
+                  f"{table['max_exact']} per model); their PSIS estimates are unreliable "
+                  f"(compare.json: unreliable_clusters)", file=sys.stderr)
     print(f"compare: {out / 'compare.html'}   {out / 'compare.json'}")
     return 0
 

@@ -324,7 +324,8 @@ def from_formula(df: pd.DataFrame, formula: str, *, source: str = "<frame>"):
                         f"and leans on its prior")
     return ClusteredData(y=yk[:, None], codes=top.codes, groups=top.levels,
                          responses=(parsed.response,), group_name=top.name, source=source,
-                         dropped_rows=dropped, warnings=tuple(warnings), design=design)
+                         dropped_rows=dropped, warnings=tuple(warnings), design=design,
+                         rows=np.flatnonzero(keep))
 
 
 def load_formula(spec, formula: str):
