@@ -324,12 +324,13 @@ def cmd_fit(args) -> int:
     out = Path(args.out) if args.out else Path("reports") / _out_name(data.name)
     resolve_out(out, inputs=inputs)
     family = family_of(data)
-    priors = family.parse_priors(data, args.prior) if args.prior else None
     if args.variance_prior == "partition":
         if family.partition_priors is None:
             raise DataError(f"--variance-prior partition is available for the one-way model; "
                             f"the {family.name} family uses sd priors")
         priors = family.partition_priors(data, args.prior)
+    else:
+        priors = family.parse_priors(data, args.prior) if args.prior else None
     names = list(family.forms) if args.model == "all" else [args.model or family.default(data)]
     check_memory(family, data, names, args.draws, args.chains)
     data.require_identifiable()

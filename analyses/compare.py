@@ -46,8 +46,10 @@ class ModelEntry:
 
     @property
     def k_used(self) -> float:
-        """The largest Pareto k among the PSIS estimates kept (exact refits replaced the rest);
-        -inf when every cluster was refitted."""
+        """The largest Pareto k among the PSIS estimates kept (-inf if every cluster was refitted).
+
+        Exact refits replaced the other clusters' estimates, so their k no longer applies.
+        """
         used = np.ones(self.pareto_k.size, dtype=bool)
         exact = set(self.exact)
         used[[i for i, g in enumerate(self.data.groups) if str(g) in exact]] = False
@@ -243,8 +245,10 @@ def _response(formula: str) -> str:
 
 
 def _same_rows(first: str, ref: ClusteredData, formula: str, data: ClusteredData) -> None:
-    """Refuse (one line) a model whose response, rows or top-level clusters differ from the
-    first model's: their elpd would not be comparable."""
+    """Refuse (one line) a model whose response, rows or clusters differ from the first one's.
+
+    Their elpd would not be comparable.
+    """
     if _response(formula) != _response(first):
         raise DataError(f"{formula!r} predicts {_response(formula)!r} but the first model "
                         f"predicts {_response(first)!r}: the elpd of different responses are "

@@ -355,8 +355,11 @@ class ClusteredData:
                                     f"one of them")
 
     def scale_problem(self, k: int = 0) -> str | None:
-        """Why float64 cannot carry response ``k`` through the model (or None): magnitudes
-        above :data:`MAX_ABS`, or a spread outside [:data:`MIN_SPREAD`, :data:`MAX_SPREAD`]."""
+        """Why float64 cannot carry response ``k`` through the model, or None.
+
+        Magnitudes above :data:`MAX_ABS`, or a spread outside [:data:`MIN_SPREAD`,
+        :data:`MAX_SPREAD`].
+        """
         r = self.responses[k]
         n = self.stats.n[:, k]
         if n.sum() == 0:
