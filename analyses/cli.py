@@ -460,7 +460,10 @@ def cmd_simulate(args) -> int:
     out = write_file_atomically(Path(args.out), lambda tmp: write_table(sim.frame, tmp,
                                                                         like=args.out),
                                 suffixes=TABLE_SUFFIXES)
-    print(f"{out}: {len(sim.frame)} rows in {args.clusters} clusters")
+    responses = " ".join(f"--response {c}" for c in sim.frame.columns if c != "group")
+    print(f"{out}: {len(sim.frame)} rows in {args.clusters} clusters (columns "
+          f"{', '.join(map(str, sim.frame.columns))}); fit it with: varcomp fit {out} "
+          f"--group group {responses}")
     return 0
 
 

@@ -129,6 +129,19 @@ def _fixed_formula(formula: str) -> str:
     return " + ".join(p for p in parts if p) or "1"
 
 
+def _slash_terms(formula: str) -> set[tuple[str, ...]]:
+    """The nested terms a ``/`` wrote: ``(1|a/b)`` gives ``(a, b)`` (not ``(1|a:b)`` itself)."""
+    import re
+
+    out = set()
+    for rhs in re.findall(r"\|([^()|]*)\)", formula):
+        if "/" in rhs:
+            parts = [tuple(v.strip() for v in p.split(":")) for p in rhs.split("/")]
+            for i in range(2, len(parts) + 1):
+                out.add(tuple(v for p in parts[:i] for v in p))
+    return out
+
+
 def _close(text: str, start: int) -> int:
     depth = 0
     for j in range(start, len(text)):
@@ -304,7 +317,7 @@ def from_formula(df: pd.DataFrame, formula: str, *, source: str = "<frame>"):
         warnings.append(f"{dropped} row(s) with a missing or non-finite response or covariate "
                         f"were dropped")
     for g in parsed.groups:  # (1|a/b) with b's labels reused across a: fit as written, say so
-        if len(g) > 1:
+        if g in _slash_terms(formula):  # (1|a:b) as written: recurring labels are its point
             own = _factor(frame, g[-1:])
             parent = _factor(frame, g[:-1])
             if not _nested_in(own, parent):

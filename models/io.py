@@ -87,7 +87,7 @@ _SPOOLED: dict[str, tuple[object, Path]] = {}
 
 
 def regular(path: str | os.PathLike) -> Path:
-    """``path``, or for a pipe or device (``<(cat x.csv)``, ``/dev/stdin``) a file holding its bytes.
+    """``path``, or for a pipe or device (``<(cat x.csv)``, ``/dev/stdin``) a file of its bytes.
 
     A pipe can be read once, but a file is read twice (its dialect, then its rows): its bytes
     are copied once into an anonymous temporary file, which every later read of the same path
@@ -203,8 +203,8 @@ def read_frame(path: str | os.PathLike, *, text_columns=(), dialect: Dialect | N
     p = regular(path)
     dupes = sorted({c for c in d.columns if d.columns.count(c) > 1})
     if dupes:
-        raise DataError(f"{shown} has duplicate column names {dupes}: rename them so each column is "
-                        f"unique")
+        raise DataError(f"{shown} has duplicate column names {dupes}: rename them so each "
+                        f"column is unique")
     try:
         if d.kind == "parquet":
             df = pd.read_parquet(p)
