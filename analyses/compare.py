@@ -189,7 +189,8 @@ def _without(data: ClusteredData, cluster: int) -> ClusteredData:
         factors = tuple(Factor(f.name, *refactor(f.codes, f.levels)) for f in d.factors)
         variables = tuple(Factor(v.name, *refactor(v.codes, v.levels)) for v in d.variables)
         design = Design(d.formula, d.X[keep], d.terms, factors, d.nested, variables)
-    return replace(data, y=data.y[keep], codes=codes, groups=groups, design=design)
+    rows = None if data.rows is None else data.rows[keep]
+    return replace(data, y=data.y[keep], codes=codes, groups=groups, design=design, rows=rows)
 
 
 def compare(spec: str, formulas: list[str], *, draws: int = 1000, tune: int = 1000,

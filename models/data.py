@@ -328,16 +328,17 @@ class ClusteredData:
             if n.sum() == 0:
                 raise DataError(f"response '{r}' has no observed value: drop it from --response")
             biggest = float(np.nanmax(np.abs(st.mean[n > 0, k])))
-            if not biggest <= MAX_ABS:
-                raise DataError(self.scale_problem(k))
+            if not biggest <= MAX_ABS:  # (the chunked and cell data borrow this method)
+                raise DataError(ClusteredData.scale_problem(self, k))
             if (n[n > 0] == 1).all():
                 raise DataError(f"every cluster has a single '{r}' observation: tau and sigma are "
                                 f"not separately identifiable; clusters need repeated measurements")
             spread = self._range(k)
             if spread == 0.0:
                 raise DataError(f"response '{r}' is constant: there is no variance to decompose")
-            if self.scale_problem(k):
-                raise DataError(self.scale_problem(k))
+            problem = ClusteredData.scale_problem(self, k)
+            if problem:
+                raise DataError(problem)
             if np.nansum(st.ss[:, k]) == 0.0:
                 raise DataError(f"'{r}' is constant within every cluster: the within-cluster sd "
                                 f"sigma is 0 and the model needs within-cluster variation")

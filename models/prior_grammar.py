@@ -86,8 +86,6 @@ def parse_prior(text: str, names: Sequence[str] = ()) -> PriorSpec:
         nums = [float(a) for a in args]
     except ValueError:
         raise _bad(text, f"arguments must be numbers, got {':'.join(args)!r}", names) from None
-    if not all(math.isfinite(x) for x in nums):
-        raise _bad(text, "arguments must be finite numbers", names)
     counts = {"normal": (1, 2), "beta": (2,), "halfstudentt": (1, 2)}
     if family not in (*FAMILIES, "normal", "beta"):
         raise _bad(text, f"unknown family {family!r}", names)
