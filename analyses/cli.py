@@ -284,12 +284,13 @@ def cmd_fit(args) -> int:
     out = Path(args.out) if args.out else Path("reports") / _out_name(data.name)
     resolve_out(out, inputs=inputs)
     family = family_of(data)
-    priors = family.parse_priors(data, args.prior) if args.prior else None
     if args.variance_prior == "partition":
         if family.partition_priors is None:
             raise DataError(f"--variance-prior partition is available for the one-way model; "
                             f"the {family.name} family uses sd priors")
         priors = family.partition_priors(data, args.prior)
+    else:
+        priors = family.parse_priors(data, args.prior) if args.prior else None
     names = list(family.forms) if args.model == "all" else [args.model or family.default(data)]
     check_memory(family, data, names, args.draws, args.chains)
     data.require_identifiable()
@@ -337,9 +338,21 @@ def cmd_compare(args) -> int:
     table = result.as_dict()
     print(f"{'model':<8} {'elpd':>10} {'se':>7} {'diff':>9} {'dse':>7} {'k max':>6}  formula")
     for m in table["models"]:
-        exact = f"  (exact: {', '.join(m['exact_clusters'])})" if m["exact_clusters"] else ""
+        exact = ""
+        if m["n_high_k"]:
+            shown = ", ".join(m["exact_clusters"][:10]) + (", ..." if len(
+                m["exact_clusters"]) > 10 else "")
+            exact = f"  (k > {table['k_threshold']}: {m['n_high_k']}, refitted exactly: " \
+                    f"{len(m['exact_clusters'])}{': ' + shown if shown else ''})"
+        k = m["pareto_k_max"]
         print(f"{m['name']:<8} {m['elpd']:>10.2f} {m['se']:>7.2f} {m['elpd_diff']:>9.2f} "
-              f"{m['dse']:>7.2f} {m['pareto_k_max']:>6.2f}  {m['formula']}{exact}")
+              f"{m['dse']:>7.2f} {_g(k if k is not None else math.nan, 6, '.2f')}  "
+              f"{m['formula']}{exact}")
+        if m["unreliable_clusters"]:
+            print(f"varcomp: warning: {m['name']}: {len(m['unreliable_clusters'])} cluster(s) "
+                  f"with Pareto k > {table['k_threshold']} were not refitted (at most "
+                  f"{table['max_exact']} per model); their PSIS estimates are unreliable "
+                  f"(compare.json: unreliable_clusters)", file=sys.stderr)
     print(f"compare: {out / 'compare.html'}   {out / 'compare.json'}")
     return 0
 
@@ -407,7 +420,10 @@ def cmd_simulate(args) -> int:
     out = write_file_atomically(Path(args.out), lambda tmp: write_table(sim.frame, tmp,
                                                                         like=args.out),
                                 suffixes=TABLE_SUFFIXES)
-    print(f"{out}: {len(sim.frame)} rows in {args.clusters} clusters")
+    responses = " ".join(f"--response {c}" for c in sim.frame.columns if c != "group")
+    print(f"{out}: {len(sim.frame)} rows in {args.clusters} clusters (columns "
+          f"{', '.join(map(str, sim.frame.columns))}); fit it with: varcomp fit {out} "
+          f"--group group {responses}")
     return 0
 
 

@@ -28,7 +28,11 @@ def describe(data) -> dict:
                   "counts": {int(u): int(c) for u, c in zip(uniq, counts, strict=True)}},
         "singletons": int((sizes == 1).sum()),
         "warnings": list(data.warnings),
-        "anova": {r: dict(data.anova(k)) for k, r in enumerate(data.responses)},
+        # a wholly missing response has no ANOVA (None); scale_problem names float underflow
+        "anova": {r: (dict(data.anova(k)) if data.stats.n[:, k].any() else None)
+                  for k, r in enumerate(data.responses)},
+        "problems": {r: data.scale_problem(k) for k, r in enumerate(data.responses)
+                     if data.stats.n[:, k].any()},
     }
 
 
@@ -50,15 +54,21 @@ def text(d: dict) -> str:
              f"singletons: {d['singletons']}"]
     lines += [f"note: {w}" for w in d["warnings"]]
     for r, a in d["anova"].items():
+        if a is None:
+            lines += ["", f"{r}: no observed value (drop it from --response)"]
+            continue
         lines += ["", f"one-way ANOVA of {r}",
                   f"  {'source':<8} {'SS':>14} {'df':>6} {'mean square':>14} {'F':>9}",
                   f"  {'between':<8} {_g(a['ss_between'], 14, '.6g')} {a['df_between']:>6g} "
                   f"{_g(a['ms_between'], 14, '.6g')} {_g(a['F'], 9, '.4g')}",
                   f"  {'within':<8} {_g(a['ss_within'], 14, '.6g')} {a['df_within']:>6g} "
                   f"{_g(a['ms_within'], 14, '.6g')}"]
-        if not all(math.isfinite(a[key]) for key in ("n0", "tau2", "sigma2", "icc")):
-            why = ("every cluster has a single row: no within-cluster mean square"
-                   if a["df_within"] <= 0 else "one cluster: no between-cluster mean square")
+        problem = d.get("problems", {}).get(r)
+        if problem or not all(math.isfinite(a[key]) for key in ("n0", "tau2", "sigma2", "icc")):
+            why = problem or (
+                "every cluster has a single row: no within-cluster mean square"
+                if a["df_within"] <= 0 else "one cluster: no between-cluster mean square"
+                if a["df_between"] <= 0 else "the response is constant: no variance")
             lines.append(f"  method of moments: undefined ({why})")
             continue
         lines.append(f"  method of moments (n0 = {a['n0']:.4g}): tau^2 = {a['tau2']:.6g}, "
@@ -84,7 +94,8 @@ class Description:
         """The one-way ANOVA and moment estimates, one row per response (a pandas DataFrame)."""
         import pandas as pd
 
-        frame = pd.DataFrame.from_dict(self.info["anova"], orient="index")
+        rows = {r: a for r, a in self.info["anova"].items() if a is not None}
+        frame = pd.DataFrame.from_dict(rows, orient="index")
         frame.index.name = "response"
         return frame
 

@@ -154,6 +154,19 @@ def response_values(df: pd.DataFrame, parsed: Parsed) -> np.ndarray:
     return y
 
 
+def _slash_terms(formula: str) -> set[tuple[str, ...]]:
+    """The nested terms a ``/`` wrote: ``(1|a/b)`` gives ``(a, b)`` (not ``(1|a:b)`` itself)."""
+    import re
+
+    out = set()
+    for rhs in re.findall(r"\|([^()|]*)\)", formula):
+        if "/" in rhs:
+            parts = [tuple(v.strip() for v in p.split(":")) for p in rhs.split("/")]
+            for i in range(2, len(parts) + 1):
+                out.add(tuple(v for p in parts[:i] for v in p))
+    return out
+
+
 def group_variables(formula: str) -> list[str]:
     """The columns that group terms use (read as text)."""
     return sorted({v for g in parse(formula).groups for v in g})
@@ -419,7 +432,7 @@ def from_formula(df: pd.DataFrame, formula: str, *, source: str = "<frame>"):
                         f"were dropped")
     warnings += offset_notes(parsed)
     for g in parsed.groups:  # (1|a/b) with b's labels reused across a: fit as written, say so
-        if len(g) > 1:
+        if g in _slash_terms(formula):  # (1|a:b) as written: recurring labels are its point
             own = _factor(frame, g[-1:])
             parent = _factor(frame, g[:-1])
             if not _nested_in(own, parent):
@@ -441,7 +454,8 @@ def from_formula(df: pd.DataFrame, formula: str, *, source: str = "<frame>"):
                         f"and leans on its prior")
     return ClusteredData(y=yk[:, None], codes=top.codes, groups=top.levels,
                          responses=(parsed.label,), group_name=top.name, source=source,
-                         dropped_rows=dropped, warnings=tuple(warnings), design=design)
+                         dropped_rows=dropped, warnings=tuple(warnings), design=design,
+                         rows=np.flatnonzero(keep))
 
 
 def load_formula(spec, formula: str):

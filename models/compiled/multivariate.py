@@ -122,24 +122,24 @@ def parameter_block(data, priors: MvPriors | None = None) -> np.ndarray:
 # whose imaginary part is a complex-step perturbation (real part > 0 for log and sqrt, which
 # holds for the variances and determinants they are applied to), at the cost of real
 # functions, where ``cmath``'s general complex functions are several times slower.
-@numba.njit(cache=True, inline="always")
+@numba.njit(cache=True, inline="always", error_model="numpy")
 def _clog(z):
     return complex(math.log(z.real), z.imag / z.real)
 
 
-@numba.njit(cache=True, inline="always")
+@numba.njit(cache=True, inline="always", error_model="numpy")
 def _csqrt(z):
     r = math.sqrt(z.real)
     return complex(r, 0.5 * z.imag / r)
 
 
-@numba.njit(cache=True, inline="always")
+@numba.njit(cache=True, inline="always", error_model="numpy")
 def _cexp(z):
     e = math.exp(z.real)
     return complex(e, e * z.imag)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def _chol(A, m, out):
     """Lower Cholesky factor of the leading m x m block of complex A into ``out``."""
     for j in range(m):
@@ -154,7 +154,7 @@ def _chol(A, m, out):
             out[i, j] = s / out[j, j]
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def _factors(x, b, p, lp_in):
     """(mu, L_V, L_Sigma, log density of priors and Jacobians) at complex x."""
     T = p * (p + 1) // 2
@@ -196,7 +196,7 @@ def _factors(x, b, p, lp_in):
     return mu, chols, lp
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def _logp_complex(x, b):
     p, P, L = int(b[_P]), int(b[_NPAT]), int(b[_L])
     o_pat, o_N, o_W = int(b[_O_PAT]), int(b[_O_NQ]), int(b[_O_W])
@@ -304,7 +304,7 @@ def _logp_complex(x, b):
     return lp
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def _spd_inverse(A, p, R, Ai):
     """Inverse of a real symmetric positive-definite A into ``Ai`` (R: scratch); log|A|."""
     logdet = 0.0
@@ -333,7 +333,7 @@ def _spd_inverse(A, p, R, Ai):
     return logdet
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def _complete_part(x, b, gx):
     r"""Complete-only clusters, grouped by size, with an analytic gradient (added to ``gx``).
 
@@ -429,7 +429,7 @@ def _complete_part(x, b, gx):
     return value
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def _logp_grad(x, b, grad):
     n = x.shape[0]
     z = np.empty(n, np.complex128)
@@ -443,7 +443,7 @@ def _logp_grad(x, b, grad):
     return value + _complete_part(x, b, grad)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def _expand(x, b, out):
     p = int(b[_P])
     n = x.shape[0]
@@ -493,7 +493,7 @@ def _expand(x, b, out):
     return o
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def _block(user_data):
     head = numba.carray(user_data, (HEADER,), dtype=np.float64)
     return numba.carray(user_data, (int(head[_SIZE]),), dtype=np.float64)

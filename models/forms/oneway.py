@@ -22,12 +22,8 @@ from varcomp.models.effects import add_group_effects
 from varcomp.models.forms.base import Family, Form
 from varcomp.models.pointwise import oneway_loglik, oneway_prior
 from varcomp.models.predictive import oneway_new_cluster
-from varcomp.models.priors import (
-    PartitionPriors,
-    Priors,
-    parse_partition_overrides,
-    parse_prior_overrides,
-)
+from varcomp.models.prior_grammar import parse_partition_overrides, parse_prior_overrides
+from varcomp.models.priors import PartitionPriors, Priors
 
 __all__ = [
     "FAMILY",
