@@ -346,7 +346,7 @@ def cmd_compare(args) -> int:
                     f"{len(m['exact_clusters'])}{': ' + shown if shown else ''})"
         k = m["pareto_k_max"]
         print(f"{m['name']:<8} {m['elpd']:>10.2f} {m['se']:>7.2f} {m['elpd_diff']:>9.2f} "
-              f"{m['dse']:>7.2f} {_g(k if k is not None else math.nan, 6, '.2f')}  "
+              f"{m['dse']:>7.2f} {f'{k:.2f}' if k is not None else '-':>6}  "
               f"{m['formula']}{exact}")
         if m["unreliable_clusters"]:
             print(f"varcomp: warning: {m['name']}: {len(m['unreliable_clusters'])} cluster(s) "
