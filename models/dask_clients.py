@@ -60,6 +60,9 @@ def local_client(
     with LocalCluster(n_workers=workers, threads_per_worker=threads_per_worker,
                       processes=processes, memory_limit=memory_limit,
                       dashboard_address=":0" if dashboard else None,
+                      # the scheduler's HTTP routes (metrics) on a free port, not 8787: a second
+                      # cluster on the machine would warn that 8787 is taken
+                      scheduler_kwargs={"dashboard_address": ":0"},
                       silence_logs=logging.CRITICAL) as cluster, Client(cluster) as client:
         if dashboard and client.dashboard_link:
             print(f"dask dashboard: {client.dashboard_link}", file=sys.stderr)

@@ -387,3 +387,21 @@ def test_a_real_scheduler_is_accepted(rng):
         with client_for(cluster.scheduler_address, timeout=5.0):
             got = grouped_moments_dask(ddf, keys="g", columns=COLUMNS, n_groups=20)
     assert max(_rel_errors(got, _in_memory(df))) < 1e-12
+
+
+def test_a_second_local_cluster_does_not_warn_about_a_taken_port(recwarn):
+    """With port 8787 taken (by this test, or by whatever holds it), the local cluster's HTTP
+    routes go to a free port without distributed's "Port 8787 is already in use" warning, which
+    a second varcomp run on the machine would print on stderr."""
+    taken = socket.socket()
+    try:
+        taken.bind(("", 8787))
+        taken.listen(1)
+    except OSError:  # already taken by someone else: the same condition
+        pass
+    try:
+        with local_client(n_workers=1, processes=False) as client:
+            assert client.submit(sum, [1, 2]).result() == 3
+    finally:
+        taken.close()
+    assert not [w for w in recwarn if "8787" in str(w.message)]
