@@ -156,6 +156,9 @@ def _load(args, *, stats_only: bool = False):
         raise DataError("give either --formula or --group/--response, not both")
     if getattr(args, "engine", "memory") == "dask":
         return _load_dask(args, stats_only=stats_only)
+    if getattr(args, "scheduler", None):
+        raise DataError("--scheduler names a Dask scheduler, which only --engine dask uses: add "
+                        "--engine dask, or drop --scheduler")
     if formula:
         path = Path(args.data)
         if stats_only and path.is_file() and path.stat().st_size >= CHUNKED_BYTES:
@@ -180,13 +183,8 @@ def _load_dask(args, *, stats_only: bool):
     import glob
 
     from varcomp.analyses.fit import is_terminal
-    from varcomp.models.distributed import (
-        client_for,
-        formula_stats_dask,
-        group_stats_dask,
-        local_client,
-        read_parquet_dask,
-    )
+    from varcomp.models.dask_clients import client_for, local_client
+    from varcomp.models.distributed import formula_stats_dask, group_stats_dask, read_parquet_dask
 
     if not stats_only:
         raise DataError("--engine dask reduces the rows to statistics: only the sufficient "
@@ -203,14 +201,14 @@ def _load_dask(args, *, stats_only: bool):
         raise DataError("--engine dask reads Parquet files (e.g. 'data/part-*.parquet'): "
                         "convert CSV with `varcomp simulate`-style tools or pandas first")
     if formula:
-        from varcomp.models.design import parse
+        from varcomp.models.design import group_variables, parse
 
-        columns = list(parse(formula).variables)
+        columns, labels = list(parse(formula).variables), group_variables(formula)
     else:
-        columns = [args.group, response]
+        columns, labels = [args.group, response], [args.group]
+    ddf = read_parquet_dask(files, columns, labels=labels)  # footers only: refused before a cluster
     client = client_for(args.scheduler) if args.scheduler else local_client()
     with client:
-        ddf = read_parquet_dask(files, columns)
         if formula:
             return formula_stats_dask(ddf, formula, source=args.data, progress=is_terminal())
         return group_stats_dask(ddf, group=args.group, response=response, source=args.data,

@@ -80,8 +80,9 @@ def kept_rows(df: pd.DataFrame, spec: DesignSpec) -> tuple[np.ndarray, np.ndarra
     from varcomp.models.design import response_values
 
     for v in spec.variables:
-        if df[v].isna().any():
-            raise DataError(f"row(s) have no '{v}' label: fill them in or remove those rows")
+        if missing := int(df[v].isna().sum()):
+            raise DataError(f"{missing} row(s) have no '{v}' label: fill them in or remove those "
+                            f"rows")
     y = response_values(df, spec.parsed)
     keep = np.isfinite(y)
     for v in spec.numeric:
