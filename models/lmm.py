@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from varcomp.models.errors import DataError
-from varcomp.models.priors import FAMILIES, NormalPrior, ScalePrior, _check_relative_scale
+from varcomp.models.priors import FAMILIES, NormalPrior, ScalePrior, check_relative_scale
 
 __all__ = ["LmmPriors", "add_derived", "fixed_variance", "parse_lmm_priors"]
 
@@ -235,7 +235,7 @@ def parse_lmm_priors(priors: LmmPriors, specs: Sequence[str] | None) -> LmmPrior
                 f"intercept=normal:LOC:SCALE, tau[|[factor]]=FAMILY:SCALE[:NU] or "
                 f"sigma=FAMILY:SCALE[:NU] with FAMILY in {', '.join(FAMILIES)}") from None
     for p in (*priors.tau, priors.sigma):
-        _check_relative_scale(p.scale, priors.scale, "tau/sigma scale")
+        check_relative_scale(p.scale, priors.scale, "tau/sigma scale")
     if len({(p.family, p.nu) for p in priors.tau}) != 1:
         raise DataError("the tau priors of the factors must share one family (and nu); give "
                          "tau=FAMILY:SCALE for all, then tau[f]=FAMILY:SCALE per factor")

@@ -13,7 +13,8 @@ from varcomp.models.errors import DataError
 if TYPE_CHECKING:  # pragma: no cover
     from varcomp.models.data import ClusteredData
 
-__all__ = ["FAMILIES", "NormalPrior", "Priors", "ScalePrior", "parse_prior_overrides"]
+__all__ = ["FAMILIES", "NormalPrior", "Priors", "ScalePrior", "check_relative_scale",
+           "lkj_log_norm", "parse_prior_overrides"]
 
 FAMILIES = ("halfnormal", "halfstudentt", "halfcauchy", "exponential")
 NU_MAX = 1000.0
@@ -253,7 +254,7 @@ def parse_prior_overrides(priors: Priors, specs: list[str] | None) -> Priors:
     return priors
 
 
-def _check_relative_scale(value: float, sd: float, name: str) -> None:
+def check_relative_scale(value: float, sd: float, name: str) -> None:
     """A prior scale within :data:`RELATIVE_SCALE` of the data's sd (one-line error)."""
     lo, hi = sd / RELATIVE_SCALE, sd * RELATIVE_SCALE
     if not lo <= value <= hi:
@@ -268,10 +269,21 @@ def _check_relative(priors: Priors) -> None:
     hi = sd * RELATIVE_SCALE
     for name, value in (("mu scale", priors.mu.scale), ("tau scale", priors.tau.scale),
                         ("sigma scale", priors.sigma.scale)):
-        _check_relative_scale(value, sd, name)
+        check_relative_scale(value, sd, name)
     if not abs(priors.mu.loc - priors.center) <= hi:
         raise DataError(f"prior mu location {priors.mu.loc:g} is more than 10^6 sd(y) from the "
                          f"data's mean {priors.center:.6g}: choose a location near the data")
+
+
+def lkj_log_norm(p: int, eta: float) -> float:
+    """Log c_p of the LKJ(eta) density det(R)^(eta - 1) / c_p (Lewandowski et al. 2009)."""
+    from scipy.special import betaln
+
+    out = 0.0
+    for k in range(1, p):
+        b = eta + (p - k - 1) / 2.0
+        out += (2.0 * eta - 2.0 + p - k) * (p - k) * math.log(2.0) + (p - k) * betaln(b, b)
+    return out
 
 
 @dataclass(frozen=True)
@@ -561,7 +573,7 @@ def parse_partition_overrides(priors: PartitionPriors, specs: list[str] | None) 
             raise DataError(f"bad prior '{spec}'{detail}: with --variance-prior partition use "
                             f"mu=normal:LOC:SCALE, total=FAMILY:SCALE[:NU] or "
                             f"icc=beta:A:B") from None
-    _check_relative_scale(priors.total.scale, priors.scale, "total scale")
+    check_relative_scale(priors.total.scale, priors.scale, "total scale")
     return priors
 
 
