@@ -201,7 +201,7 @@ class ClusteredData:
 
         y = np.empty((len(df), len(responses)))
         for k, r in enumerate(responses):
-            y[:, k] = _numeric_response(df[r], r)
+            y[:, k] = numeric_response(df[r], r)
         y[~np.isfinite(y)] = np.nan
 
         observed = np.isfinite(y)
@@ -378,7 +378,7 @@ class ClusteredData:
         }
 
 
-def _numeric_response(col: pd.Series, name: str) -> np.ndarray:
+def numeric_response(col: pd.Series, name: str) -> np.ndarray:
     """A response column as float64 (NaN for missing), refusing anything not a real number.
 
     Integers, floats and text that parses as numbers (CSV) are accepted; booleans, dates,

@@ -155,17 +155,17 @@ def _factor(df: pd.DataFrame, names: tuple[str, ...]) -> Factor:
     return Factor(":".join(names), codes.astype(np.int64), np.asarray(levels, dtype=object))
 
 
-def _nested_in(fine: Factor, coarse: Factor) -> bool:
+def nested_in(fine: Factor, coarse: Factor) -> bool:
     """Whether every level of ``fine`` lies in one level of ``coarse``."""
     pairs = np.unique(np.stack([fine.codes, coarse.codes]), axis=1)
     return pairs.shape[1] == fine.m
 
 
 def _same_partition(a: Factor, b: Factor) -> bool:
-    return a.m == b.m and _nested_in(a, b)
+    return a.m == b.m and nested_in(a, b)
 
 
-def _check_factors(factors: list[Factor], n_rows: int) -> None:
+def check_factors(factors: list[Factor], n_rows: int) -> None:
     for f in factors:
         if f.m < 2:
             raise DataError(f"(1|{f.name}) has one level: its variance is not identifiable; drop "
@@ -180,14 +180,14 @@ def _check_factors(factors: list[Factor], n_rows: int) -> None:
                                 f"variances are not separately identifiable; drop one")
 
 
-def _order(factors: list[Factor]) -> tuple[list[Factor], bool]:
+def order_factors(factors: list[Factor]) -> tuple[list[Factor], bool]:
     """Coarsest first when the factors nest; formula order (crossed) otherwise."""
     by_size = sorted(factors, key=lambda f: f.m)
-    nested = all(_nested_in(by_size[i + 1], by_size[i]) for i in range(len(by_size) - 1))
+    nested = all(nested_in(by_size[i + 1], by_size[i]) for i in range(len(by_size) - 1))
     return (by_size, True) if nested else (factors, False)
 
 
-def _numeric_covariates(df: pd.DataFrame, formula: str) -> None:
+def numeric_covariates(df: pd.DataFrame, formula: str) -> None:
     """A covariate outside C() must be numeric (text columns are categorical only in C())."""
     import formulae
 
@@ -255,7 +255,7 @@ def from_formula(df: pd.DataFrame, formula: str, *, source: str = "<frame>"):
     """
     import formulae
 
-    from varcomp.models.data import ClusteredData, _numeric_response
+    from varcomp.models.data import ClusteredData, numeric_response
 
     parsed = parse(formula)
     missing = [v for v in parsed.variables if v not in df.columns]
@@ -268,8 +268,8 @@ def from_formula(df: pd.DataFrame, formula: str, *, source: str = "<frame>"):
             rows = np.flatnonzero(df[v].isna().to_numpy())[:5] + 1
             raise DataError(f"{int(df[v].isna().sum())} row(s) have no '{v}' label (first data "
                             f"rows {rows.tolist()}): fill them in or remove those rows")
-    y = _numeric_response(df[parsed.response], parsed.response)
-    _numeric_covariates(df, f"{parsed.response} ~ {parsed.fixed}")
+    y = numeric_response(df[parsed.response], parsed.response)
+    numeric_covariates(df, f"{parsed.response} ~ {parsed.fixed}")
     used = [v for v in parsed.variables if v not in gvars and v != parsed.response]
     keep = np.isfinite(y)
     for v in used:
@@ -297,8 +297,8 @@ def from_formula(df: pd.DataFrame, formula: str, *, source: str = "<frame>"):
     if len(frame) == 0:
         raise DataError(f"no row has every value of {formula!r} observed")
     yk = y[keep]
-    factors, nested = _order([_factor(frame, g) for g in parsed.groups])
-    _check_factors(factors, len(frame))
+    factors, nested = order_factors([_factor(frame, g) for g in parsed.groups])
+    check_factors(factors, len(frame))
     warnings = []
     if dropped:
         warnings.append(f"{dropped} row(s) with a missing or non-finite response or covariate "
@@ -307,7 +307,7 @@ def from_formula(df: pd.DataFrame, formula: str, *, source: str = "<frame>"):
         if len(g) > 1:
             own = _factor(frame, g[-1:])
             parent = _factor(frame, g[:-1])
-            if not _nested_in(own, parent):
+            if not nested_in(own, parent):
                 warnings.append(f"labels of '{g[-1]}' recur under several levels of "
                                 f"'{':'.join(g[:-1])}': ({'|'.join(['1', ':'.join(g)])}) treats "
                                 f"them as different cells, as written")

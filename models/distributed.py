@@ -512,7 +512,7 @@ def formula_stats_dask(ddf, formula: str, *, source: str, progress: bool = False
     the partials merge in a tree (:func:`grouped_moments_dask`).
     """
     from varcomp.models.design import parse
-    from varcomp.models.formula_stats import _categorical_columns, cell_data, design_spec
+    from varcomp.models.formula_stats import categorical_columns, cell_data, design_spec
 
     parsed = parse(formula)
     missing = [v for v in parsed.variables if v not in ddf.columns]
@@ -522,7 +522,7 @@ def formula_stats_dask(ddf, formula: str, *, source: str, progress: bool = False
     ddf = ddf[list(parsed.variables)]
     gvars = sorted({v for g in parsed.groups for v in g})
     sample = ddf.head(1000, npartitions=-1)
-    cats = _categorical_columns(formula, sample, gvars)
+    cats = categorical_columns(formula, sample, gvars)
     levels = {c: sorted(_compute(ddf[c].dropna().unique(), progress=False).tolist(), key=str)
               for c in cats}
     spec = design_spec(formula, sample, levels)
@@ -542,13 +542,13 @@ def _design_frame(part: pd.DataFrame, spec) -> pd.DataFrame:
     A row with a missing or non-finite value has a NaN response (dropped and counted by the
     reduction).
     """
-    from varcomp.models.data import _numeric_response
+    from varcomp.models.data import numeric_response
     from varcomp.models.io import labels_as_text
 
     for v in spec.variables:
         if part[v].isna().any():
             raise DataError(f"row(s) have no '{v}' label: fill them in or remove those rows")
-    y = _numeric_response(part[spec.response], spec.response)
+    y = numeric_response(part[spec.response], spec.response)
     keep = np.isfinite(y)
     for v in spec.numeric:
         keep &= np.isfinite(pd.to_numeric(part[v], errors="coerce").to_numpy(

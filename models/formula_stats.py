@@ -45,12 +45,12 @@ def design_spec(formula: str, sample: pd.DataFrame, levels: dict[str, list]) -> 
     """A :class:`DesignSpec` from a sample of rows and every level of the categorical columns."""
     import formulae
 
-    from varcomp.models.design import _numeric_covariates, parse
+    from varcomp.models.design import numeric_covariates, parse
 
     parsed = parse(formula)
     gvars = tuple(sorted({v for g in parsed.groups for v in g}))
     used = [v for v in parsed.variables if v not in gvars and v != parsed.response]
-    _numeric_covariates(sample, f"{parsed.response} ~ {parsed.fixed}")
+    numeric_covariates(sample, f"{parsed.response} ~ {parsed.fixed}")
     numeric = tuple(v for v in used if v not in levels)
     template = sample[list(parsed.variables)].dropna().head(1)
     if template.empty:
@@ -73,14 +73,14 @@ def partition_moments(df: pd.DataFrame, spec: DesignSpec):
     Rows with a missing or non-finite response or covariate are dropped (counted); a missing
     grouping label is an error, as in memory. Labels are text (:func:`models.io.labels_as_text`).
     """
-    from varcomp.models.data import _numeric_response
+    from varcomp.models.data import numeric_response
     from varcomp.models.io import labels_as_text
     from varcomp.models.moments import GroupedMoments
 
     for v in spec.variables:
         if df[v].isna().any():
             raise DataError(f"row(s) have no '{v}' label: fill them in or remove those rows")
-    y = _numeric_response(df[spec.response], spec.response)
+    y = numeric_response(df[spec.response], spec.response)
     keep = np.isfinite(y)
     for v in spec.numeric:
         col = pd.to_numeric(df[v], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
@@ -193,7 +193,7 @@ def cell_data(gm, spec: DesignSpec, *, source: str, dropped: int = 0) -> CellDat
     rows).
     """
     from varcomp.models.cells import from_moments
-    from varcomp.models.design import Design, Factor, _check_factors, _nested_in, _order
+    from varcomp.models.design import Design, Factor, check_factors, nested_in, order_factors
 
     if gm.n_groups == 0:
         raise DataError(f"no row has every value of {spec.formula!r} observed")
@@ -210,8 +210,8 @@ def cell_data(gm, spec: DesignSpec, *, source: str, dropped: int = 0) -> CellDat
 
     # factors on the cells (codes per cell) decide nesting and duplicates; rows are the cells'
     per_cell = [factor(g) for g in spec.groups]
-    ordered, nested = _order(per_cell)
-    _check_factors(ordered, n_rows)
+    ordered, nested = order_factors(per_cell)
+    check_factors(ordered, n_rows)
     mean, m2 = cells.pooled
     gram = m2[1:, 1:]
     _rank_check_gram(gram, spec.terms, n_rows)
@@ -222,7 +222,7 @@ def cell_data(gm, spec: DesignSpec, *, source: str, dropped: int = 0) -> CellDat
     warnings = [f"{dropped} row(s) with a missing or non-finite response or covariate were "
                 f"dropped"] if dropped else []
     for g in spec.groups:
-        if len(g) > 1 and not _nested_in(factor(g[-1:]), factor(g[:-1])):
+        if len(g) > 1 and not nested_in(factor(g[-1:]), factor(g[:-1])):
             warnings.append(f"labels of '{g[-1]}' recur under several levels of "
                             f"'{':'.join(g[:-1])}': treated as different cells, as written")
     return CellData(cells, design, (spec.response,), source, dropped, tuple(warnings))
@@ -254,7 +254,7 @@ def read_formula_stats(path, formula: str, *, chunk_rows: int = CHUNK_ROWS) -> C
     gvars = group_variables(formula)
     columns = list(parsed.variables)
     first = next(_chunks(path, columns, gvars, chunk_rows))
-    cats = _categorical_columns(formula, first, gvars)
+    cats = categorical_columns(formula, first, gvars)
     levels: dict[str, set] = {c: set() for c in cats}
     if cats:
         for chunk in _chunks(path, columns, gvars, chunk_rows):
@@ -269,7 +269,7 @@ def read_formula_stats(path, formula: str, *, chunk_rows: int = CHUNK_ROWS) -> C
     return cell_data(total, spec, source=str(path), dropped=dropped)
 
 
-def _categorical_columns(formula: str, sample: pd.DataFrame, gvars) -> list[str]:
+def categorical_columns(formula: str, sample: pd.DataFrame, gvars) -> list[str]:
     """Columns the fixed part treats as categorical: inside C(), or text."""
     import formulae
 
