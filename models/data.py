@@ -24,7 +24,6 @@ __all__ = [
     "data_dir",
     "load",
     "memory_budget",
-    "read_table",
     "write_table",
 ]
 
@@ -69,13 +68,6 @@ def data_dir() -> Path:
     """
     env = os.environ.get("VARCOMP_DATA_DIR")
     return Path(env) if env else Path(__file__).resolve().parents[1] / "data"
-
-
-def read_table(path: str | os.PathLike, *, text_columns=()) -> pd.DataFrame:
-    """Read a CSV or Parquet file (:func:`models.io.read_frame`; dialect detected once)."""
-    from varcomp.models.io import read_frame
-
-    return read_frame(path, text_columns=text_columns)
 
 
 TABLE_SUFFIXES = (".csv", ".csv.gz", ".parquet")
