@@ -24,7 +24,6 @@ __all__ = [
     "data_dir",
     "load",
     "memory_budget",
-    "read_table",
     "write_table",
 ]
 
@@ -72,13 +71,6 @@ def data_dir() -> Path:
     """
     env = os.environ.get("VARCOMP_DATA_DIR")
     return Path(env) if env else Path(__file__).resolve().parents[1] / "data"
-
-
-def read_table(path: str | os.PathLike, *, text_columns=()) -> pd.DataFrame:
-    """Read a CSV or Parquet file (:func:`models.io.read_frame`; dialect detected once)."""
-    from varcomp.models.io import read_frame
-
-    return read_frame(path, text_columns=text_columns)
 
 
 TABLE_SUFFIXES = (".csv", ".csv.gz", ".parquet")
@@ -237,7 +229,7 @@ class ClusteredData:
 
         y = np.empty((len(df), len(responses)))
         for k, r in enumerate(responses):
-            y[:, k] = _numeric_response(df[r], r)
+            y[:, k] = numeric_response(df[r], r)
         y[~np.isfinite(y)] = np.nan
 
         observed = np.isfinite(y)
@@ -452,7 +444,7 @@ def _label_values(col: pd.Series) -> np.ndarray:
     return col.to_numpy()
 
 
-def _numeric_response(col: pd.Series, name: str) -> np.ndarray:
+def numeric_response(col: pd.Series, name: str) -> np.ndarray:
     """A response column as float64 (NaN for missing), refusing anything not a real number.
 
     Integers, floats and text that parses as numbers (CSV) are accepted; booleans, dates,

@@ -133,10 +133,10 @@ def response_values(df: pd.DataFrame, parsed: Parsed) -> np.ndarray:
     NaN or infinite where a value is missing or the transform is not finite (log of 0): the
     caller drops those rows.
     """
-    from varcomp.models.data import _numeric_response
+    from varcomp.models.data import numeric_response
     from varcomp.models.formula_guard import evaluate
 
-    cols = {v: _numeric_response(df[v], v) for v in parsed.response_vars}
+    cols = {v: numeric_response(df[v], v) for v in parsed.response_vars}
     y = evaluate(parsed.response_expr, cols)
     for label, expr in parsed.offsets:
         names = [v for v in parsed.variables if v in df.columns]
@@ -183,17 +183,17 @@ def _factor(df: pd.DataFrame, names: tuple[str, ...]) -> Factor:
     return Factor(":".join(names), codes.astype(np.int64), np.asarray(levels, dtype=object))
 
 
-def _nested_in(fine: Factor, coarse: Factor) -> bool:
+def nested_in(fine: Factor, coarse: Factor) -> bool:
     """Whether every level of ``fine`` lies in one level of ``coarse``."""
     pairs = np.unique(np.stack([fine.codes, coarse.codes]), axis=1)
     return pairs.shape[1] == fine.m
 
 
 def _same_partition(a: Factor, b: Factor) -> bool:
-    return a.m == b.m and _nested_in(a, b)
+    return a.m == b.m and nested_in(a, b)
 
 
-def _check_factors(factors: list[Factor], n_rows: int) -> None:
+def check_factors(factors: list[Factor], n_rows: int) -> None:
     for f in factors:
         if f.m < 2:
             raise DataError(f"(1|{f.name}) has one level: its variance is not identifiable; drop "
@@ -208,14 +208,14 @@ def _check_factors(factors: list[Factor], n_rows: int) -> None:
                                 f"variances are not separately identifiable; drop one")
 
 
-def _order(factors: list[Factor]) -> tuple[list[Factor], bool]:
+def order_factors(factors: list[Factor]) -> tuple[list[Factor], bool]:
     """Coarsest first when the factors nest; formula order (crossed) otherwise."""
     by_size = sorted(factors, key=lambda f: f.m)
-    nested = all(_nested_in(by_size[i + 1], by_size[i]) for i in range(len(by_size) - 1))
+    nested = all(nested_in(by_size[i + 1], by_size[i]) for i in range(len(by_size) - 1))
     return (by_size, True) if nested else (factors, False)
 
 
-def _numeric_covariates(df: pd.DataFrame, formula: str) -> None:
+def numeric_covariates(df: pd.DataFrame, formula: str) -> None:
     """A covariate outside C() must be numeric (text columns are categorical only in C())."""
     import formulae
 
@@ -387,7 +387,7 @@ def from_formula(df: pd.DataFrame, formula: str, *, source: str = "<frame>"):
             rows = np.flatnonzero(df[v].isna().to_numpy())[:5] + 1
             raise DataError(f"{int(df[v].isna().sum())} row(s) have no '{v}' label (first data "
                             f"rows {rows.tolist()}): fill them in or remove those rows")
-    _numeric_covariates(df, parsed.fixed)
+    numeric_covariates(df, parsed.fixed)
     y = response_values(df, parsed)
     if len(df) and not np.isfinite(y).any():
         raise DataError(f"the response {parsed.label} has no finite value in any row")
@@ -424,8 +424,8 @@ def from_formula(df: pd.DataFrame, formula: str, *, source: str = "<frame>"):
     if len(frame) == 0:
         raise DataError(f"no row has every value of {formula!r} observed")
     yk = y[keep]
-    factors, nested = _order([_factor(frame, g) for g in parsed.groups])
-    _check_factors(factors, len(frame))
+    factors, nested = order_factors([_factor(frame, g) for g in parsed.groups])
+    check_factors(factors, len(frame))
     warnings = []
     if dropped:
         warnings.append(f"{dropped} row(s) with a missing or non-finite response or covariate "
@@ -435,7 +435,7 @@ def from_formula(df: pd.DataFrame, formula: str, *, source: str = "<frame>"):
         if g in _slash_terms(formula):  # (1|a:b) as written: recurring labels are its point
             own = _factor(frame, g[-1:])
             parent = _factor(frame, g[:-1])
-            if not _nested_in(own, parent):
+            if not nested_in(own, parent):
                 warnings.append(f"labels of '{g[-1]}' recur under several levels of "
                                 f"'{':'.join(g[:-1])}': ({'|'.join(['1', ':'.join(g)])}) treats "
                                 f"them as different cells, as written")

@@ -49,12 +49,12 @@ def design_spec(formula: str, sample: pd.DataFrame, levels: dict[str, list]) -> 
     """A :class:`DesignSpec` from a sample of rows and every level of the categorical columns."""
     import formulae
 
-    from varcomp.models.design import _numeric_covariates, kept_columns, parse, size_check
+    from varcomp.models.design import kept_columns, numeric_covariates, parse, size_check
     from varcomp.models.formula_guard import env
 
     parsed = parse(formula)
     gvars = tuple(sorted({v for g in parsed.groups for v in g}))
-    _numeric_covariates(sample, parsed.fixed)
+    numeric_covariates(sample, parsed.fixed)
     size_check(parsed.fixed, {c: len(v) for c, v in levels.items()}, None)
     numeric = tuple(v for v in kept_columns(parsed) if v not in levels)
     template = sample[list(parsed.variables)].dropna().head(1)
@@ -275,10 +275,10 @@ def cell_data(gm, spec: DesignSpec, *, source: str, dropped: int = 0) -> CellDat
     from varcomp.models.design import (
         Design,
         Factor,
-        _check_factors,
-        _nested_in,
-        _order,
+        check_factors,
+        nested_in,
         offset_notes,
+        order_factors,
     )
 
     if gm.n_groups == 0:
@@ -296,8 +296,8 @@ def cell_data(gm, spec: DesignSpec, *, source: str, dropped: int = 0) -> CellDat
 
     # factors on the cells (codes per cell) decide nesting and duplicates; rows are the cells'
     per_cell = [factor(g) for g in spec.groups]
-    ordered, nested = _order(per_cell)
-    _check_factors(ordered, n_rows)
+    ordered, nested = order_factors(per_cell)
+    check_factors(ordered, n_rows)
     mean, m2 = cells.pooled
     gram = m2[1:, 1:]
     _rank_check_gram(gram, spec.terms, n_rows)
@@ -310,7 +310,7 @@ def cell_data(gm, spec: DesignSpec, *, source: str, dropped: int = 0) -> CellDat
                 f"dropped"] if dropped else []
     warnings += offset_notes(spec.parsed)
     for g in spec.groups:
-        if len(g) > 1 and not _nested_in(factor(g[-1:]), factor(g[:-1])):
+        if len(g) > 1 and not nested_in(factor(g[-1:]), factor(g[:-1])):
             warnings.append(f"labels of '{g[-1]}' recur under several levels of "
                             f"'{':'.join(g[:-1])}': treated as different cells, as written")
     return CellData(cells, design, (spec.response,), source, dropped, tuple(warnings))

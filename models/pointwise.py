@@ -171,7 +171,7 @@ def mv_prior(data, post, priors) -> np.ndarray:
     """The density of (mu, sds, R) per draw: mu normal, sds HalfNormal, correlations LKJ(eta)."""
     from scipy import stats
 
-    from varcomp.models.checks.oracles import _lkj_log_norm
+    from varcomp.models.priors import lkj_log_norm
 
     mu = _draws(post, "mu")
     out = stats.norm(priors.mu_loc, priors.mu_scale).logpdf(mu).sum(axis=-1)
@@ -181,7 +181,7 @@ def mv_prior(data, post, priors) -> np.ndarray:
         sd = np.sqrt(np.diagonal(M, axis1=-2, axis2=-1))
         R = M / (sd[..., :, None] * sd[..., None, :])
         out = out + stats.halfnorm(scale=np.asarray(sds)).logpdf(sd).sum(axis=-1)
-        out = out + (eta - 1.0) * np.linalg.slogdet(R)[1] - _lkj_log_norm(priors.p, eta)
+        out = out + (eta - 1.0) * np.linalg.slogdet(R)[1] - lkj_log_norm(priors.p, eta)
     return out
 
 

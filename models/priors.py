@@ -14,7 +14,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from varcomp.models.data import ClusteredData
 
 __all__ = ["FAMILIES", "NormalPrior", "Priors", "ScalePrior", "check_relative",
-           "check_relative_scale"]
+           "check_relative_scale", "lkj_log_norm"]
 
 FAMILIES = ("halfnormal", "halfstudentt", "halfcauchy", "exponential")
 NU_MAX = 1000.0
@@ -240,6 +240,17 @@ def check_relative(priors: Priors) -> None:
     if not abs(priors.mu.loc - priors.center) <= hi:
         raise DataError(f"prior mu location {priors.mu.loc:g} is more than 10^6 sd(y) from the "
                          f"data's mean {priors.center:.6g}: choose a location near the data")
+
+
+def lkj_log_norm(p: int, eta: float) -> float:
+    """Log c_p of the LKJ(eta) density det(R)^(eta - 1) / c_p (Lewandowski et al. 2009)."""
+    from scipy.special import betaln
+
+    out = 0.0
+    for k in range(1, p):
+        b = eta + (p - k - 1) / 2.0
+        out += (2.0 * eta - 2.0 + p - k) * (p - k) * math.log(2.0) + (p - k) * betaln(b, b)
+    return out
 
 
 @dataclass(frozen=True)

@@ -113,10 +113,10 @@ def render_report(result) -> str:
     str
         The HTML page. Nothing in it refers to an external resource.
     """
-    from varcomp.analyses.report import compute, figures
+    from varcomp.analyses.report import figures, page
 
     t0 = time.perf_counter()
-    view = compute.report(result)
+    view = page.report(result)
     images = figures.draw(view)
     data = result.data
     design = view["data"]["design"]

@@ -29,7 +29,7 @@ from varcomp.models.compiled.lmm_nested import (
     pack_nested,
 )
 from varcomp.models.compiled.lmm_strata import pack_strata, strata_loglik_grad
-from varcomp.models.compiled.oneway import FAMILY_CODE, _prior_const
+from varcomp.models.compiled.oneway import FAMILY_CODE, prior_const
 from varcomp.models.density import LOG_2PI
 
 __all__ = ["LAYOUT", "compile_nested", "compile_strata", "logp_and_grad", "parameter_block",
@@ -72,7 +72,7 @@ def parameter_block(priors, likelihood: np.ndarray, kernel: float) -> np.ndarray
     if i0 is not None:
         jac_beta += log_scale
     const = (-0.5 * k * LOG_2PI - float(np.sum(np.log(pscale))) + jac_beta
-             + sum(_prior_const(p) for p in priors.tau) + _prior_const(priors.sigma)
+             + sum(prior_const(p) for p in priors.tau) + prior_const(priors.sigma)
              + (F + 1) * log_scale)
     one = priors.tau[0] if F else priors.sigma  # F = 0: the pooled model (no tau)
     scalars = {"k": k, "F": F, "kernel": kernel, "center": priors.center, "scale": priors.scale,

@@ -28,11 +28,10 @@ import math
 import numba
 import numpy as np
 from numba import types
-from scipy.special import betaln
 
 from varcomp.models.compiled.layout import Layout
 from varcomp.models.density import LOG_2PI
-from varcomp.models.priors import MvPriors
+from varcomp.models.priors import MvPriors, lkj_log_norm
 
 __all__ = ["compile_sufficient_mv", "expanded_names", "logp_and_grad", "parameter_block"]
 
@@ -49,15 +48,6 @@ LAYOUT = Layout(
  _O_MUSCALE, _O_SDV, _O_SDS, _O_PAT, _O_NQ, _O_W, _O_N, _O_MEAN, _O_GROUPS) = LAYOUT.constants()
 HEADER = LAYOUT.header
 _SIZE = LAYOUT.size_slot
-
-
-def _lkj_log_norm(p: int, eta: float) -> float:
-    """Log c_p of the LKJ(eta) density det(R)^(eta - 1) / c_p (Lewandowski et al. 2009)."""
-    out = 0.0
-    for k in range(1, p):
-        b = eta + (p - k - 1) / 2.0
-        out += (2.0 * eta - 2.0 + p - k) * (p - k) * math.log(2.0) + (p - k) * betaln(b, b)
-    return out
 
 
 def expanded_names(p: int) -> list[tuple[str, tuple[int, ...]]]:
@@ -102,7 +92,7 @@ def parameter_block(data, priors: MvPriors | None = None) -> np.ndarray:
     const = (-0.5 * float(np.sum(N_q * obs)) * LOG_2PI
              + float(np.sum(-0.5 * LOG_2PI - np.log(priors.mu_scale)))  # mu priors
              + float(np.sum(np.log(scale)))  # mu's log Jacobian
-             - _lkj_log_norm(p, priors.eta_between) - _lkj_log_norm(p, priors.eta_within)
+             - lkj_log_norm(p, priors.eta_between) - lkj_log_norm(p, priors.eta_within)
              + float(np.sum(0.5 * math.log(2.0 / math.pi) - np.log(sd_v)))  # HalfNormal sds
              + float(np.sum(0.5 * math.log(2.0 / math.pi) - np.log(sd_s))))
     scalars = {"p": p, "n_patterns": P, "L": L, "n_dim": p + 2 * T,

@@ -74,7 +74,7 @@ def size_groups(n: np.ndarray, xbar: np.ndarray) -> tuple[np.ndarray, ...]:
     return sizes.astype(np.float64), count.astype(np.float64), mean, scatter
 
 
-def _prior_const(prior: ScalePrior) -> float:
+def prior_const(prior: ScalePrior) -> float:
     """The normalising constant of a scale prior's log density (exact, in float64)."""
     s = prior.scale
     if prior.family == "halfnormal":
@@ -103,7 +103,7 @@ def parameter_block(stats: GroupStats, priors: Priors, k: int = 0) -> np.ndarray
         "scale": priors.scale, "log_scale": log_scale,
         # every constant of the log density: likelihood, three priors, the three log Jacobians
         "const": (-0.5 * N * LOG_2PI - 0.5 * LOG_2PI - math.log(priors.mu.scale)
-                  + _prior_const(priors.tau) + _prior_const(priors.sigma)
+                  + prior_const(priors.tau) + prior_const(priors.sigma)
                   + math.log(priors.scale) + 2.0 * log_scale)}
     for name, prior in (("tau", priors.tau), ("sigma", priors.sigma)):
         scalars |= {f"{name}_family": FAMILY_CODE[prior.family], f"{name}_scale": prior.scale,

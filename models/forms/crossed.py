@@ -36,8 +36,7 @@ MARGINAL_MAX_ROWS = 300
 """``--model all`` runs the all-rows MvNormal (O(N^3) per gradient) up to this many rows."""
 
 
-def build_sufficient_strata(data: ClusteredData, *, priors: LmmPriors | None = None,
-                            _broken: bool = False):
+def build_sufficient_strata(data: ClusteredData, *, priors: LmmPriors | None = None):
     r"""Closed form of a balanced crossed design through its ANOVA strata.
 
     .. math::
@@ -46,7 +45,7 @@ def build_sufficient_strata(data: ClusteredData, *, priors: LmmPriors | None = N
         \lambda_S = \sigma^2 + \textstyle\sum_{T \supseteq S} \tau_T^2\, n \prod_{f \notin T} m_f
 
     from per-stratum cross-products (``pm.Data`` ``strata_yy``, ``strata_xy``, ``y_mean``,
-    ``ybar_c``). ``_broken`` (tau for tau^2) is for the checks' deliberately wrong model only.
+    ``ybar_c``).
     """
     import pymc as pm
     import pytensor.tensor as pt
@@ -61,8 +60,7 @@ def build_sufficient_strata(data: ClusteredData, *, priors: LmmPriors | None = N
         ybar_c = pm.Data("ybar_c", np.asarray(st.ybar_c))
         beta, tau, sigma = priors.create()
         t = pt.stack([tau if n_f == 1 else tau[d] for d in range(n_f)])
-        t2 = t if _broken else t**2
-        lam = sigma**2 + pt.dot(pt.as_tensor(st.coef), t2)
+        lam = sigma**2 + pt.dot(pt.as_tensor(st.coef), t**2)
         e = y_mean + ybar_c - pt.dot(st.x_mean + st.xbar_c, beta)
         quad = yy - 2.0 * pt.dot(xy, beta) + pt.sum(pt.dot(pt.as_tensor(st.xx), beta) * beta,
                                                      axis=-1)

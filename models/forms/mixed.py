@@ -245,13 +245,11 @@ def nested_loglik_pt(st, beta, tau2, s2, cell_s, xy, yy, y_mean):
     return logl
 
 
-def build_sufficient_nested(data: ClusteredData, *, priors: LmmPriors | None = None,
-                            _broken: bool = False):
+def build_sufficient_nested(data: ClusteredData, *, priors: LmmPriors | None = None):
     r"""Closed form from per-cell statistics (nested factors of any depth, one included).
 
     ``pm.Potential("loglik", ...)`` adds :func:`nested_loglik_pt`, normalising constants
-    included: O(cells x k) per gradient whatever the number of rows. ``_broken`` (tau for tau^2)
-    exists for the checks' deliberately wrong model only.
+    included: O(cells x k) per gradient whatever the number of rows.
     """
     import pymc as pm
     import pytensor.tensor as pt
@@ -266,8 +264,8 @@ def build_sufficient_nested(data: ClusteredData, *, priors: LmmPriors | None = N
         y_mean = pm.Data("y_mean", np.asarray(st.y_mean))
         beta, tau, sigma = priors.create()
         tau_vec = pt.stack([_tau(tau, d, n_f) for d in range(n_f)])
-        tau2 = tau_vec if _broken else tau_vec**2
-        pm.Potential("loglik", nested_loglik_pt(st, beta, tau2, sigma**2, cell_s, xy, yy, y_mean))
+        pm.Potential("loglik", nested_loglik_pt(st, beta, tau_vec**2, sigma**2, cell_s, xy, yy,
+                                                y_mean))
     return model
 
 

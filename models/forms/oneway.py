@@ -282,7 +282,7 @@ def _estimates(data: ClusteredData) -> dict:
 
 
 def _reference(data: ClusteredData, priors: Priors | None):
-    from varcomp.models.checks.reference import reference_posterior
+    from varcomp.models.reference import reference_posterior
 
     return reference_posterior(data, priors or Priors.default(data))
 
