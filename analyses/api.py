@@ -14,7 +14,8 @@ from collections.abc import Sequence
 
 from varcomp.models.errors import DataError
 
-__all__ = ["FAMILIES", "check", "compare", "datasets", "describe", "fit", "load_dataset"]
+__all__ = ["FAMILIES", "check", "compare", "datasets", "describe", "fit", "load_dataset", "plan",
+           "reliability"]
 
 FAMILIES = ("gaussian",)
 """Response families that can be fitted (normal responses; others come with a later issue)."""
@@ -184,3 +185,35 @@ def check(*, quick: bool = False, sims: int | None = None, seed: int = 0, out=No
         resolve_out(out)
     return run_checks(quick=bool(quick), sims=sims, out=None if out is None else Path(out),
                       seed=_seed(seed)) == 0
+
+
+def reliability(data, *, target: str, rater: str, response: str, occasion: str | None = None,
+                d_study: Sequence[int] = (1, 2, 4, 8), goal: float = 0.8, goal_prob: float = 0.8,
+                draws: int = 1000, tune: int = 1000, chains: int = 4, seed: int | None = None,
+                progress: bool = True):
+    """Rater ICCs, G and D studies (``varcomp reliability``); data as for :func:`fit`.
+
+    Returns an :class:`analyses.reliability.Reliability`: ``coefficients()``, ``g_table()``,
+    ``d_table()``, ``reach()``, ``as_dict()``; ``twoway``/``oneway`` are the two fits'
+    :class:`varcomp.Result`. Nothing is written.
+    """
+    from varcomp.analyses.reliability import reliability as run
+
+    _positive(draws=draws, tune=tune, chains=chains)
+    return run(data, target=target, rater=rater, response=response, occasion=occasion,
+               d_values=d_study, goal=goal, goal_prob=goal_prob, draws=int(draws),
+               tune=int(tune), chains=int(chains), seed=_seed(seed), progress=bool(progress))
+
+
+def plan(*, size: float, cv: float = 0.0, effect: float | None = None, alpha: float = 0.05,
+         power: float = 0.8, se: float | None = None, sd: float = 1.0, assurance: float = 0.8,
+         icc: float | None = None, icc_prior: str | None = None, source=None, seed: int = 0):
+    """Clusters needed for a cluster trial, with assurance (``varcomp plan``); a dict.
+
+    One ICC source: ``icc`` (fixed), ``icc_prior`` (``"beta:A:B"``) or ``source`` (a one-way
+    fit's output folder). One target: ``effect`` (two arms; clusters per arm) or ``se``.
+    """
+    from varcomp.analyses.plan import plan as run
+
+    return run(size=size, cv=cv, effect=effect, alpha=alpha, power=power, se=se, sd=sd,
+               level=assurance, icc=icc, icc_prior=icc_prior, source=source, seed=_seed(seed))

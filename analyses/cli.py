@@ -136,6 +136,38 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True,
                    help="file to write: .csv, .csv.gz or .parquet (the suffix picks the format)")
 
+    r = sub.add_parser("reliability", help="rater ICCs (Shrout-Fleiss), G and D studies")
+    r.add_argument("data", help="CSV/Parquet path or shipped dataset name, one row per rating")
+    for col in ("target", "rater", "response"):
+        r.add_argument(f"--{col}", required=True, help=f"the {col} column")
+    r.add_argument("--occasion", help="an occasion column (a third facet)")
+    r.add_argument("--d-study", default="1,2,4,8", help="numbers of raters n' for the D study")
+    r.add_argument("--goal", type=_unit_interval, default=0.8, help="a reliability to reach")
+    r.add_argument("--goal-prob", type=_unit_interval, default=0.8,
+                   help="the posterior probability with which --goal must be reached")
+    for name, default in (("--draws", 1000), ("--tune", 1000), ("--chains", 4)):
+        r.add_argument(name, type=_positive_int, default=default)
+    r.add_argument("--seed", type=_seed, default=0)
+    r.add_argument("--out", help="output folder (default reports/<data name>-reliability)")
+
+    n = sub.add_parser("plan", help="clusters needed for a cluster trial, with assurance")
+    src = n.add_mutually_exclusive_group(required=True)
+    src.add_argument("--icc", type=float, help="a fixed ICC (the textbook formula)")
+    src.add_argument("--icc-prior", metavar="beta:A:B", help="a Beta prior for the ICC")
+    src.add_argument("--from", dest="source", metavar="FOLDER", help="a one-way fit's output")
+    n.add_argument("--size", type=float, required=True, help="mean cluster size m")
+    n.add_argument("--cv", type=float, default=0.0, help="coefficient of variation of sizes")
+    goal = n.add_mutually_exclusive_group(required=True)
+    goal.add_argument("--effect", type=float, help="standardised difference d of two arms")
+    goal.add_argument("--se", type=float, help="standard error of a mean to reach")
+    n.add_argument("--sd", type=float, default=1.0, help="the outcome's sd (with --se)")
+    n.add_argument("--alpha", type=_unit_interval, default=0.05)
+    n.add_argument("--power", type=_unit_interval, default=0.8)
+    n.add_argument("--assurance", type=_unit_interval, default=0.8,
+                   help="the assurance the recommended number of clusters reaches")
+    n.add_argument("--seed", type=_seed, default=0)
+    n.add_argument("--out", help="write plan.csv, plan.json and plan.html here")
+
     g = sub.add_parser("figures", help="the notes' three simulations as PNG figures")
     g.add_argument("--out", default="reports/figures")
     g.add_argument("--seed", type=_seed, default=23984)
@@ -443,9 +475,23 @@ def cmd_figures(args) -> int:
     return 0
 
 
+def cmd_reliability(args) -> int:
+    """ICCs, G and D studies (analyses.reliability)."""
+    from varcomp.analyses.reliability import run_cli
+
+    return run_cli(args, inputs=_inputs(args.data), name=_out_name(Path(args.data).stem))
+
+
+def cmd_plan(args) -> int:
+    """Clusters needed and assurance (analyses.plan)."""
+    from varcomp.analyses.plan import run_cli
+
+    return run_cli(args)
+
+
 COMMANDS = {"datasets": cmd_datasets, "describe": cmd_describe, "fit": cmd_fit,
             "compare": cmd_compare, "check": cmd_check, "simulate": cmd_simulate,
-            "figures": cmd_figures}
+            "figures": cmd_figures, "reliability": cmd_reliability, "plan": cmd_plan}
 
 
 def _log_internal_error(exc: BaseException) -> Path | None:

@@ -14,8 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from varcomp.models.errors import DataError
-from varcomp.models.planning import assurance, design_effect, n_individual, needed, \
-    smallest_assured
+from varcomp.models.planning import assurance, design_effect, n_individual, needed, smallest_assured
 
 __all__ = ["icc_draws", "plan", "text", "write_plan"]
 
@@ -148,3 +147,19 @@ def write_plan(p: dict, out: Path) -> Path:
         (tmp / "plan.html").write_text(html, encoding="utf-8")
 
     return write_atomically(Path(out), writer)
+
+
+def run_cli(args) -> int:
+    """``varcomp plan``: check --out, compute, print, write."""
+    from varcomp.analyses.outputs import resolve_out
+
+    if args.out:
+        resolve_out(args.out)
+    p = plan(size=args.size, cv=args.cv, effect=args.effect, alpha=args.alpha, power=args.power,
+             se=args.se, sd=args.sd, level=args.assurance, icc=args.icc,
+             icc_prior=args.icc_prior, source=args.source, seed=args.seed)
+    print(text(p))
+    if args.out:
+        out = write_plan(p, Path(args.out))
+        print(f"plan: {out / 'plan.csv'}   {out / 'plan.json'}   {out / 'plan.html'}")
+    return 0

@@ -21,10 +21,19 @@ from pathlib import Path
 import numpy as np
 
 from varcomp.models.errors import DataError
-from varcomp.models.reliability import (HDI_PROB, MEANINGS, d_study, design_k, g_study, hdi,
-                                        icc_forms, smallest_n)
+from varcomp.models.reliability import (
+    HDI_PROB,
+    MEANINGS,
+    d_study,
+    design_k,
+    g_study,
+    hdi,
+    icc_forms,
+    smallest_n,
+)
 
-__all__ = ["Reliability", "frame_of", "reliability", "write_reliability"]
+__all__ = ["Reliability", "frame_of", "plugin", "reliability", "reml_components", "text",
+           "write_reliability"]
 
 DEFAULT_D_STUDY = (1, 2, 4, 8)
 
@@ -39,6 +48,7 @@ class Reliability:
     k: float
     draws: dict  # component -> variance draws
     reml: dict  # component -> REML variance
+    reml_oneway: tuple  # the one-way model's REML (sigma_t^2, sigma_w^2)
     d_values: tuple
     goal: float
     goal_prob: float
@@ -47,10 +57,8 @@ class Reliability:
 
     def coefficients(self) -> list[dict]:
         """One row per ICC: name, meaning, posterior mean, HDI, REML plug-in."""
-        ow_draws = _oneway(self.oneway, draws=True)
-        ow_reml = _oneway(self.oneway, draws=False)
-        post = icc_forms(self.draws, self.k, ow_draws)
-        plug = icc_forms(self.reml, self.k, ow_reml)
+        post = icc_forms(self.draws, self.k, _oneway(self.oneway))
+        plug = icc_forms(self.reml, self.k, self.reml_oneway)
         return [_row(name, post[name], float(plug[name]), meaning=MEANINGS[name])
                 for name in MEANINGS]
 
@@ -103,24 +111,18 @@ def _label(component: str, columns: dict) -> str:
     return ":".join(columns[f] for f in component.split(":"))
 
 
-def _oneway(result, *, draws: bool):
-    if draws:
-        post = result.idata.posterior
-        return (post["tau"].values.ravel() ** 2, post["sigma"].values.ravel() ** 2)
-    est = result.summary_dict["estimates"]["reml"]
-    return (est["tau"] ** 2, est["sigma"] ** 2)
+def _oneway(result):
+    post = result.idata.posterior
+    return (post["tau"].values.ravel() ** 2, post["sigma"].values.ravel() ** 2)
 
 
-def _components(result) -> tuple[dict, dict]:
-    """(posterior variance draws, REML variances) by component of a crossed fit."""
+def _components(result) -> dict:
+    """Posterior variance draws by component of a crossed fit."""
     post = result.idata.posterior
     draws = {str(f): post["tau"].sel(factor=f).values.ravel() ** 2
              for f in post["tau"]["factor"].values}
     draws["residual"] = post["sigma"].values.ravel() ** 2
-    est = result.summary_dict["estimates"]["reml"]
-    reml = {f: t * t for f, t in est["tau"].items()}
-    reml["residual"] = est["sigma"] ** 2
-    return draws, reml
+    return draws
 
 
 def frame_of(data, columns: dict):
@@ -137,12 +139,12 @@ def frame_of(data, columns: dict):
         from varcomp.models.data import DATASETS
         from varcomp.models.io import read_frame
 
-        if not Path(data).exists() and str(data).lower() in DATASETS:
-            from varcomp.analyses.api import load_dataset
+        path = Path(data)
+        if not path.exists() and str(data).lower() in DATASETS:
+            from varcomp.models.data import data_dir
 
-            frame = load_dataset(str(data))
-        else:
-            frame = read_frame(data, text_columns=[c for f, c in columns.items() if f != "y"])
+            path = data_dir() / DATASETS[str(data).lower()].file
+        frame = read_frame(path, text_columns=[c for f, c in columns.items() if f != "y"])
     given = [c for c in columns.values() if c is not None]
     if len(set(given)) < len(given):
         raise DataError(f"the target, rater, response and occasion columns must differ, got "
@@ -154,8 +156,8 @@ def frame_of(data, columns: dict):
     y = pd.to_numeric(frame[columns["y"]], errors="coerce")
     bad = y.isna() & frame[columns["y"]].notna()
     if bad.any():
-        raise DataError(f"the response {columns['y']!r} must be numbers; row {int(bad.argmax()) + 1}"
-                        f" has {frame[columns['y']][bad].iloc[0]!r}")
+        raise DataError(f"the response {columns['y']!r} must be numbers; row "
+                        f"{int(bad.argmax()) + 1} has {frame[columns['y']][bad].iloc[0]!r}")
     out = pd.DataFrame({"y": y.astype("float64")})
     for f, c in columns.items():
         if f != "y" and c is not None:
@@ -191,6 +193,31 @@ def _formula(frame, occasion: bool) -> tuple[str, list[str]]:
     return "y ~ 1 + " + " + ".join(f"(1|{t})" for t in terms), notes
 
 
+def reml_components(frame, formula: str) -> tuple[dict, tuple[float, float]]:
+    """REML variances: the design's by component, and the one-way model's (sigma_t^2, sigma_w^2).
+
+    No sampling: lme4's optima (:func:`models.lmm.estimates`, :func:`models.estimate.fit_reml`).
+    """
+    from varcomp.analyses.source import resolve
+    from varcomp.models.estimate import fit_reml
+    from varcomp.models.lmm import estimates
+
+    est = estimates(resolve(frame, formula))["reml"].as_dict()
+    comps = {f: t * t for f, t in est["tau"].items()}
+    comps["residual"] = est["sigma"] ** 2
+    one = fit_reml(resolve(frame[["y", "target"]], "y ~ 1 + (1|target)"))
+    return comps, (one.tau**2, one.sigma**2)
+
+
+def plugin(data, *, target: str, rater: str, response: str) -> dict[str, float]:
+    """The REML plug-in ICCs of a target x rater table, without sampling (fast)."""
+    frame = frame_of(data, {"y": response, "target": target, "rater": rater})
+    formula, _ = _formula(frame, occasion=False)
+    comps, one = reml_components(frame, formula)
+    k = design_k(frame.groupby("target")["rater"].nunique().to_numpy())
+    return {n: float(v) for n, v in icc_forms(comps, k, one).items()}
+
+
 def _values(text_or_seq, name: str) -> tuple:
     if isinstance(text_or_seq, str):
         parts = [p.strip() for p in text_or_seq.split(",")]
@@ -217,7 +244,9 @@ def reliability(data, *, target: str, rater: str, response: str, occasion: str |
                 draws: int = 1000, tune: int = 1000, chains: int = 4, seed: int = 0,
                 progress: bool = False) -> Reliability:
     """Fit the two-way (three-facet) and one-way models; the ICCs, G and D studies."""
-    from varcomp.analyses.api import fit
+    from varcomp.analyses.fit import fit
+    from varcomp.analyses.result import Result
+    from varcomp.analyses.source import resolve
 
     d_values = _values(d_values, "d-study")
     goal, goal_prob = _unit(goal, "goal"), _unit(goal_prob, "goal probability")
@@ -229,12 +258,15 @@ def reliability(data, *, target: str, rater: str, response: str, occasion: str |
     columns = {f: c for f, c in columns.items() if c is not None}
     formula, notes = _formula(frame, occasion is not None)
     kw = {"draws": draws, "tune": tune, "chains": chains, "seed": seed, "progress": progress}
-    twoway = fit(frame, formula, **kw)
-    oneway = fit(frame[["y", "target"]], "y ~ 1 + (1|target)", **kw)
-    post, reml = _components(twoway)
+    loaded = [resolve(frame, formula), resolve(frame[["y", "target"]], "y ~ 1 + (1|target)")]
+    for d in loaded:
+        d.require_identifiable()
+    twoway, oneway = (Result(fit(d, **kw)) for d in loaded)
+    post = _components(twoway)
+    reml, reml_oneway = reml_components(frame, formula)
     per_target = frame.groupby("target")["rater"].nunique().to_numpy()
     return Reliability(twoway=twoway, oneway=oneway, columns=columns, k=design_k(per_target),
-                       draws=post, reml=reml, d_values=d_values, goal=goal,
+                       draws=post, reml=reml, reml_oneway=reml_oneway, d_values=d_values, goal=goal,
                        goal_prob=goal_prob, formula=formula, notes=notes)
 
 
@@ -303,3 +335,24 @@ def text(rel: Reliability) -> str:
                      + (f"{n} raters" if n is not None else "not within 1000 raters"))
     lines.extend(f"note: {n}" for n in t["notes"])
     return "\n".join(lines)
+
+
+def run_cli(args, *, inputs, name: str) -> int:
+    """``varcomp reliability``: check --out, fit, write, print the tables."""
+    from varcomp.analyses.fit import is_terminal
+    from varcomp.analyses.outputs import checkpoint, resolve_out, stop_on_signals
+
+    out = Path(args.out) if args.out else Path("reports") / f"{name}-reliability"
+    resolve_out(out, inputs=inputs)
+    d_values = _values(args.d_study, "--d-study")
+    with stop_on_signals():
+        rel = reliability(args.data, target=args.target, rater=args.rater,
+                          response=args.response, occasion=args.occasion, d_values=d_values,
+                          goal=args.goal, goal_prob=args.goal_prob, draws=args.draws,
+                          tune=args.tune, chains=args.chains, seed=args.seed,
+                          progress=is_terminal())
+        checkpoint()
+        out = write_reliability(rel, out, inputs=inputs)
+    print(text(rel))
+    print(f"reliability: {out / 'reliability.html'}   {out / 'reliability.json'}")
+    return 0

@@ -25,7 +25,16 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # for type checkers and readers; at run time __getattr__ imports on use
-    from varcomp.analyses.api import check, compare, datasets, describe, fit, load_dataset
+    from varcomp.analyses.api import (
+        check,
+        compare,
+        datasets,
+        describe,
+        fit,
+        load_dataset,
+        plan,
+        reliability,
+    )
     from varcomp.analyses.result import Comparison, Result
     from varcomp.models.errors import DataError
 
@@ -39,6 +48,8 @@ _LAZY = {
     "datasets": "varcomp.analyses.api",
     "load_dataset": "varcomp.analyses.api",
     "check": "varcomp.analyses.api",
+    "reliability": "varcomp.analyses.api",
+    "plan": "varcomp.analyses.api",
     "Result": "varcomp.analyses.result",
     "Comparison": "varcomp.analyses.result",
 }
@@ -61,4 +72,4 @@ def __dir__() -> list[str]:
 
 
 __all__ = ["Comparison", "DataError", "Result", "__version__", "check", "compare", "datasets",
-           "describe", "fit", "load_dataset"]
+           "describe", "fit", "load_dataset", "plan", "reliability"]
