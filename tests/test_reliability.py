@@ -149,7 +149,7 @@ def test_missing_ratings_and_cli(tmp_path, capsys):
                  "--response", "rating", "--draws", "300", "--tune", "300", "--chains", "2",
                  "--out", str(out)]) == 0
     info = json.loads((out / "reliability.json").read_text())
-    assert info["k"] == pytest.approx(design_k([3, 3, 3, 3, 4, 4]))
+    assert info["k"] == pytest.approx(design_k([3, 3, 4, 3, 4, 4]))
     assert all(0 <= r["reml"] <= 1 for r in info["coefficients"])
     assert "ICC(A,1)" in capsys.readouterr().out
 
