@@ -387,6 +387,7 @@ class MvPriors:
         # pytensor 2.38's C backend)
         tau = pm.Deterministic("tau", pt.sqrt(pt.sum(chol_V**2, axis=1)), dims="outcome")
         sigma = pm.Deterministic("sigma", pt.sqrt(pt.sum(chol_Sigma**2, axis=1)), dims="outcome")
+        # models.shares.icc (the definition) in the graph's algebra; tests/test_shares.py: equal
         pm.Deterministic("icc", tau**2 / (tau**2 + sigma**2), dims="outcome")
         pm.Deterministic("corr_between", V / (tau[:, None] * tau[None, :]), dims=dims2)
         pm.Deterministic("corr_within", Sigma / (sigma[:, None] * sigma[None, :]), dims=dims2)

@@ -25,6 +25,7 @@ from varcomp.analyses.report.compute import (
     hdi,
     on_boundary,
 )
+from varcomp.models import shares
 
 __all__ = ["components", "correlations", "fixed_effects", "gauge", "sections", "variance_box"]
 
@@ -86,11 +87,11 @@ def variance_box(result, post, params: Mapping, ests: Mapping[str, dict]) -> dic
     if reml and reml.get("beta") and getattr(result.data, "design", None) is not None:
         terms = [e["keys"][0] for e in elements(post["beta"])]
         b = np.array([reml["beta"].get(t, math.nan) for t in terms])
-        sf2 = float(b @ fixed_variance(result.data) @ b)
+        sf2 = float(shares.fixed_variance(b, fixed_variance(result.data)))
         t2, s2 = float(reml["tau"]) ** 2, float(reml["sigma"]) ** 2
-        total = sf2 + t2 + s2
-        at_reml = {"icc": t2 / (t2 + s2), "icc_unadjusted": t2 / total,
-                   "r2_marginal": sf2 / total, "r2_conditional": (sf2 + t2) / total}
+        at_reml = {"icc": shares.icc(t2, s2), "icc_unadjusted": shares.icc_unadjusted(t2, s2, sf2),
+                   "r2_marginal": shares.r2_marginal(t2, s2, sf2),
+                   "r2_conditional": shares.r2_conditional(t2, s2, sf2)}
     rows = [{"var": var, "title": title, "meaning": meaning,
              **_row(params, var, flat(post[var])), "reml": at_reml.get(var)}
             for var, title, meaning in VARIANCE_BOX if var in result.family.summary_vars]
