@@ -20,6 +20,7 @@ import numpy as np
 
 from varcomp.models import shares
 from varcomp.models.errors import DataError
+from varcomp.models.likelihoods import GAUSSIAN, Likelihood
 from varcomp.models.priors import NormalPrior, ScalePrior, check_relative_scale
 
 __all__ = ["LmmPriors", "add_derived", "fixed_variance", "parse_lmm_priors"]
@@ -70,9 +71,7 @@ class LmmPriors:
         mean, m2 = data.cells.pooled  # moments of [y, X] over the rows
         N = data.cells.n_obs
         center = float(mean[0])
-        sd = math.sqrt(m2[0, 0] / max(N - 1, 1))
-        if not (sd > 0 and math.isfinite(sd)):
-            sd = abs(center) if center != 0 else 1.0
+        sd = GAUSSIAN.prior_scale(center, math.sqrt(m2[0, 0] / max(N - 1, 1)))
         slope_cols = [j for j, t in enumerate(design.terms) if t != "Intercept"]
         x_mean, x_scale = [], []
         for j in slope_cols:
@@ -233,7 +232,7 @@ def fixed_variance(data) -> np.ndarray:
     return data.cells.covariance()[1:, 1:]
 
 
-def add_derived(idata, data) -> None:
+def add_derived(idata, data, likelihood: Likelihood = GAUSSIAN) -> None:
     """Add the per-draw derived quantities to ``idata.posterior`` (every form alike).
 
     Each share is computed by :mod:`models.shares` (their one definition):
@@ -257,7 +256,7 @@ def add_derived(idata, data) -> None:
     post = idata.posterior
     sf2 = shares.fixed_variance(post["beta"].values, fixed_variance(data))
     tau = post["tau"].values
-    s2 = post["sigma"].values ** 2
+    s2 = np.asarray(likelihood.residual_variance(post))  # sigma^2 (Gaussian)
     dims = ("chain", "draw")
     if len(data.design.factors) == 1:  # tau is a scalar per draw
         t2 = tau**2
@@ -398,7 +397,7 @@ class MixedEstimate:
         """Plain-dict form for JSON."""
         d = self.fit.as_dict()
         t2 = {f: t * t for f, t in d["tau"].items()}
-        s2 = d["sigma"] ** 2
+        s2 = GAUSSIAN.residual_variance(d)  # ML/REML: the Gaussian model's sigma^2
         if len(t2) == 1:
             (name, tau), = d["tau"].items()
             d["tau"], d["boundary"] = tau, d["boundary"][name]

@@ -15,6 +15,7 @@ from itertools import islice
 import numpy as np
 
 from varcomp.models import shares
+from varcomp.models.likelihoods import GAUSSIAN, Likelihood
 
 __all__ = ["BOUNDARY_ICC", "BOUNDARY_MASS", "HDI_PROB", "icc_panels"]
 
@@ -313,7 +314,7 @@ def ranks(post, names: list[str]) -> list[dict]:
     return out
 
 
-def sampler(idata, post) -> dict:
+def sampler(idata, post, likelihood: Likelihood = GAUSSIAN) -> dict:
     """Energy, E-BFMI per chain (``az.bfmi``), divergences and thinned tau-sigma draws.
 
     One pair plot per scalar element of tau (the first :data:`PAIR_PANELS`: per outcome, or per
@@ -334,11 +335,12 @@ def sampler(idata, post) -> dict:
         d = np.asarray(stats["diverging"].transpose("chain", "draw").values, dtype=bool)
         div = d.reshape(-1) if d.size == div.size else div
     pairs = []
-    sigma = post["sigma"]
-    for t in elements(post["tau"], PAIR_PANELS):
+    name = likelihood.residual_sd  # the residual's sd (Gaussian: sigma); none: no pair plots
+    sigma = post[name] if name is not None else None
+    for t in elements(post["tau"], PAIR_PANELS) if name is not None else ():
         sel = {d: i for d, i in t["sel"].items() if d in sigma.dims}
         coords = ",".join(str(sigma[d].values[i]) for d, i in sel.items())
-        s_label = f"sigma[{coords}]" if sel else "sigma"
+        s_label = f"{name}[{coords}]" if sel else name
         tau, sig = flat(t["da"]), flat(sigma.isel(sel) if sel else sigma)
         idx = thin_index(tau.size, SCATTER_DRAWS)
         pairs.append({"x_label": t["label"], "y_label": s_label, "tau": tau[idx],
