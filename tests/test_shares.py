@@ -18,6 +18,7 @@ import xarray as xr
 
 from varcomp.models import shares
 from varcomp.models.design import from_formula
+from varcomp.models.likelihoods import GAUSSIAN
 from varcomp.models.lmm import add_derived, estimates, fixed_variance
 
 DIMS = ("chain", "draw")
@@ -235,7 +236,8 @@ def test_report_design_effects_and_variance_box_read_the_shares(unbalanced):
     add_derived(SimpleNamespace(posterior=post), data)
     post = post.assign_coords(term=list(data.design.terms))
     reml = estimates(data)["reml"].as_dict()
-    fam = SimpleNamespace(summary_vars=("icc", "icc_unadjusted", "r2_marginal", "r2_conditional"))
+    fam = SimpleNamespace(summary_vars=("icc", "icc_unadjusted", "r2_marginal", "r2_conditional"),
+                          likelihood=GAUSSIAN)
     box = variance_box(SimpleNamespace(data=data, family=fam), post, {}, {"reml": reml})
     b = np.array([reml["beta"][t] for t in data.design.terms])
     sf2 = float(b @ fixed_variance(data) @ b)
