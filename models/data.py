@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from varcomp.models import shares
 from varcomp.models.errors import DataError
 from varcomp.models.groupstats import GroupStats, group_stats
 
@@ -422,7 +423,7 @@ class ClusteredData:
             "ss_between": ssb, "ss_within": ssw, "df_between": dfb, "df_within": dfw,
             "ms_between": msb, "ms_within": msw, "F": msb / msw if msw > 0 else math.inf,
             "n0": n0, "tau2": tau2, "sigma2": msw,
-            "icc": tau2 / (tau2 + msw) if (tau2 + msw) > 0 else math.nan,
+            "icc": shares.icc(tau2, msw) if (tau2 + msw) > 0 else math.nan,
             "truncated": bool(tau2_raw < 0),
         }
 

@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy import optimize
 
+from varcomp.models import shares
 from varcomp.models.data import ClusteredData
 from varcomp.models.errors import DataError
 
@@ -118,7 +119,7 @@ def _fit(data: ClusteredData, reml: bool, k: int = 0) -> PointEstimate:
         theta, crit, mu, s2 = 0.0, crit0, mu0, s20
     sigma = math.sqrt(s2)
     tau = theta * sigma
-    icc = tau * tau / (tau * tau + s2)
+    icc = shares.icc(tau * tau, s2)
     return PointEstimate("reml" if reml else "ml", mu, tau, sigma, icc, crit, bool(boundary))
 
 

@@ -18,7 +18,9 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from varcomp.models import shares
 from varcomp.models.errors import DataError
+from varcomp.models.likelihoods import GAUSSIAN, Likelihood
 from varcomp.models.priors import NormalPrior, ScalePrior, check_relative_scale
 
 __all__ = ["LmmPriors", "add_derived", "fixed_variance", "parse_lmm_priors"]
@@ -69,9 +71,7 @@ class LmmPriors:
         mean, m2 = data.cells.pooled  # moments of [y, X] over the rows
         N = data.cells.n_obs
         center = float(mean[0])
-        sd = math.sqrt(m2[0, 0] / max(N - 1, 1))
-        if not (sd > 0 and math.isfinite(sd)):
-            sd = abs(center) if center != 0 else 1.0
+        sd = GAUSSIAN.prior_scale(center, math.sqrt(m2[0, 0] / max(N - 1, 1)))
         slope_cols = [j for j, t in enumerate(design.terms) if t != "Intercept"]
         x_mean, x_scale = [], []
         for j in slope_cols:
@@ -232,8 +232,10 @@ def fixed_variance(data) -> np.ndarray:
     return data.cells.covariance()[1:, 1:]
 
 
-def add_derived(idata, data) -> None:
+def add_derived(idata, data, likelihood: Likelihood = GAUSSIAN) -> None:
     """Add the per-draw derived quantities to ``idata.posterior`` (every form alike).
+
+    Each share is computed by :mod:`models.shares` (their one definition):
 
     One factor: ``icc`` = tau^2 / (tau^2 + sigma^2) (adjusted: the share of the residual
     variance left after the fixed effects that lies between clusters); ``icc_unadjusted`` =
@@ -252,47 +254,33 @@ def add_derived(idata, data) -> None:
     from varcomp.models.cells import weighted_level_sizes
 
     post = idata.posterior
-    beta = post["beta"].values
-    cov = fixed_variance(data)
-    sf2 = np.einsum("...i,ij,...j->...", beta, cov, beta)
+    sf2 = shares.fixed_variance(post["beta"].values, fixed_variance(data))
     tau = post["tau"].values
-    s2 = post["sigma"].values ** 2
+    s2 = np.asarray(likelihood.residual_variance(post))  # sigma^2 (Gaussian)
     dims = ("chain", "draw")
     if len(data.design.factors) == 1:  # tau is a scalar per draw
         t2 = tau**2
-        total = sf2 + t2 + s2
-        values = {"icc": t2 / (t2 + s2), "icc_unadjusted": t2 / total,
-                  "r2_marginal": sf2 / total, "r2_conditional": (sf2 + t2) / total}
+        values = {"icc": shares.icc(t2, s2), "icc_unadjusted": shares.icc_unadjusted(t2, s2, sf2),
+                  "r2_marginal": shares.r2_marginal(t2, s2, sf2),
+                  "r2_conditional": shares.r2_conditional(t2, s2, sf2)}
         for name, v in values.items():
             post[name] = xr.DataArray(v, dims=dims)
         return
-    t2 = tau**2
-    comp = list(post["tau"].coords["factor"].values) + ["residual"]
-    parts = np.concatenate([t2, s2[..., None]], axis=-1)
-    random = parts.sum(axis=-1)
-    post["vpc"] = xr.DataArray(parts / random[..., None], dims=(*dims, "component"),
-                               coords={"component": comp})
-    post["deff"] = xr.DataArray(1.0 + (t2 / random[..., None]) @ (weighted_level_sizes(data) - 1.0),
-                                dims=dims)
-    # correlation of two rows in the same level of a factor: they share every component whose
-    # level that implies. Nested: the factors down to it (same school, different class).
-    # Crossed: the components whose grouping columns are a subset of its own (the same a:b cell
-    # is the same a and the same b).
-    factors = data.design.factors
-    if data.design.nested:
-        share = np.cumsum(t2, axis=-1)
-    else:
-        cols = [set(f.name.split(":")) for f in factors]
-        within = np.array([[float(cols[g] <= cols[f]) for g in range(len(factors))]
-                           for f in range(len(factors))])
-        share = t2 @ within.T
-    post["corr"] = xr.DataArray(share / random[..., None], dims=(*dims, "shared"),
-                                coords={"shared": comp[:-1]})
+    factors = list(post["tau"].coords["factor"].values)
+    t2 = {f: tau[..., i] ** 2 for i, f in enumerate(factors)}
+    parts = shares.vpc(t2, s2)
+    post["vpc"] = xr.DataArray(np.stack(list(parts.values()), axis=-1), dims=(*dims, "component"),
+                               coords={"component": list(parts)})
+    sizes = dict(zip(factors, weighted_level_sizes(data), strict=True))
+    post["deff"] = xr.DataArray(shares.deff_components(t2, s2, sizes), dims=dims)
+    corr = shares.corr(t2, s2, bool(data.design.nested))
+    post["corr"] = xr.DataArray(np.stack(list(corr.values()), axis=-1), dims=(*dims, "shared"),
+                                coords={"shared": factors})
     if data.design.k == 1 and data.design.intercept:  # no covariates: R^2 marginal is 0
         return
-    total = sf2 + random
-    post["r2_marginal"] = xr.DataArray(sf2 / total, dims=dims)
-    post["r2_conditional"] = xr.DataArray((sf2 + t2.sum(axis=-1)) / total, dims=dims)
+    t2_sum = sum(t2.values())
+    post["r2_marginal"] = xr.DataArray(shares.r2_marginal(t2_sum, s2, sf2), dims=dims)
+    post["r2_conditional"] = xr.DataArray(shares.r2_conditional(t2_sum, s2, sf2), dims=dims)
 
 
 def _sum_into(values: np.ndarray, index: np.ndarray, m: int) -> np.ndarray:
@@ -409,14 +397,13 @@ class MixedEstimate:
         """Plain-dict form for JSON."""
         d = self.fit.as_dict()
         t2 = {f: t * t for f, t in d["tau"].items()}
-        s2 = d["sigma"] ** 2
+        s2 = GAUSSIAN.residual_variance(d)  # ML/REML: the Gaussian model's sigma^2
         if len(t2) == 1:
             (name, tau), = d["tau"].items()
             d["tau"], d["boundary"] = tau, d["boundary"][name]
-            d["icc"] = tau * tau / (tau * tau + s2)
+            d["icc"] = shares.icc(tau * tau, s2)
         else:
-            total = sum(t2.values()) + s2
-            d["vpc"] = {**{f: v / total for f, v in t2.items()}, "residual": s2 / total}
+            d["vpc"] = shares.vpc(t2, s2)
         return d
 
     @property

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from varcomp.models.errors import DataError
+from varcomp.models.likelihoods import GAUSSIAN
 
 if TYPE_CHECKING:  # pragma: no cover
     from varcomp.models.data import ClusteredData
@@ -179,8 +180,7 @@ class Priors:
         is a multiple of sd(y) the posterior of the ICC is invariant to the units of y.
         """
         center, sd = data.moments(k)  # from the group statistics: no pass over the rows
-        if not (sd > 0 and math.isfinite(sd)):
-            sd = abs(center) if center != 0 else 1.0
+        sd = GAUSSIAN.prior_scale(center, sd)
         return cls(mu=NormalPrior(center, 2.5 * sd), tau=ScalePrior("halfstudentt", sd),
                    sigma=ScalePrior("halfstudentt", sd), center=center, scale=sd)
 
@@ -337,9 +337,7 @@ class MvPriors:
             y = data.y[:, k]
             y = y[np.isfinite(y)]
             c = float(np.mean(y)) if y.size else 0.0
-            s = float(np.std(y, ddof=1)) if y.size > 1 else 0.0
-            if not (s > 0 and math.isfinite(s)):
-                s = abs(c) if c != 0 else 1.0
+            s = GAUSSIAN.prior_scale(c, float(np.std(y, ddof=1)) if y.size > 1 else 0.0)
             center.append(c)
             sd.append(s)
         return cls(mu_loc=tuple(center), mu_scale=tuple(2.5 * s for s in sd),
@@ -387,6 +385,7 @@ class MvPriors:
         # pytensor 2.38's C backend)
         tau = pm.Deterministic("tau", pt.sqrt(pt.sum(chol_V**2, axis=1)), dims="outcome")
         sigma = pm.Deterministic("sigma", pt.sqrt(pt.sum(chol_Sigma**2, axis=1)), dims="outcome")
+        # models.shares.icc (the definition) in the graph's algebra; tests/test_shares.py: equal
         pm.Deterministic("icc", tau**2 / (tau**2 + sigma**2), dims="outcome")
         pm.Deterministic("corr_between", V / (tau[:, None] * tau[None, :]), dims=dims2)
         pm.Deterministic("corr_within", Sigma / (sigma[:, None] * sigma[None, :]), dims=dims2)

@@ -14,6 +14,9 @@ from itertools import islice
 
 import numpy as np
 
+from varcomp.models import shares
+from varcomp.models.likelihoods import GAUSSIAN, Likelihood
+
 __all__ = ["BOUNDARY_ICC", "BOUNDARY_MASS", "HDI_PROB", "icc_panels"]
 
 HDI_PROB = 0.94  # the parameter table's (analyses.fit.HDI_PROB; tests keep the two equal)
@@ -239,18 +242,17 @@ def design_effects(post, data, outcomes: list) -> dict:
     for k, o in enumerate(outcomes):
         n = data.stats.n[:, k]
         n = n[n > 0].astype(np.float64)
-        nbar = float(n.mean())
-        nw = float((n**2).sum() / n.sum())
+        nbar, nw = shares.mean_size(n), shares.weighted_size(n)
         icc = flat(pick(post["icc"], o))
-        deff = 1.0 + (nbar - 1.0) * icc  # design effect 1 + (n_bar - 1) ICC
-        rel = nbar * icc / (1.0 + (nbar - 1.0) * icc)  # reliability of a mean of n_bar draws
+        deff = shares.deff(icc, nbar)  # design effect 1 + (n_bar - 1) ICC
+        rel = shares.reliability(icc, nbar)  # reliability of a mean of n_bar draws
         suffix = "" if o is None else f" [{o}]"
         rows.append({"quantity": f"design effect 1 + (n̄ − 1) ICC{suffix}", "nbar": nbar,
                      "mean": float(deff.mean()), "hdi": hdi(deff)})
         rows.append({"quantity": f"reliability of cluster means n̄ ICC / (1 + (n̄ − 1) ICC)"
                                  f"{suffix}", "nbar": nbar, "mean": float(rel.mean()),
                      "hdi": hdi(rel)})
-        dw = 1.0 + (nw - 1.0) * icc  # the same with the size-weighted mean cluster size
+        dw = shares.deff(icc, nw)  # the same with the size-weighted mean cluster size
         notes.append({"suffix": suffix, "nbar": nbar, "balanced": bool(n.min() == n.max()),
                       "n_min": int(n.min()), "n_max": int(n.max()), "n_weighted": nw,
                       "deff_weighted": float(dw.mean()), "deff_weighted_hdi": hdi(dw)})
@@ -312,7 +314,7 @@ def ranks(post, names: list[str]) -> list[dict]:
     return out
 
 
-def sampler(idata, post) -> dict:
+def sampler(idata, post, likelihood: Likelihood = GAUSSIAN) -> dict:
     """Energy, E-BFMI per chain (``az.bfmi``), divergences and thinned tau-sigma draws.
 
     One pair plot per scalar element of tau (the first :data:`PAIR_PANELS`: per outcome, or per
@@ -333,11 +335,12 @@ def sampler(idata, post) -> dict:
         d = np.asarray(stats["diverging"].transpose("chain", "draw").values, dtype=bool)
         div = d.reshape(-1) if d.size == div.size else div
     pairs = []
-    sigma = post["sigma"]
-    for t in elements(post["tau"], PAIR_PANELS):
+    name = likelihood.residual_sd  # the residual's sd (Gaussian: sigma); none: no pair plots
+    sigma = post[name] if name is not None else None
+    for t in elements(post["tau"], PAIR_PANELS) if name is not None else ():
         sel = {d: i for d, i in t["sel"].items() if d in sigma.dims}
         coords = ",".join(str(sigma[d].values[i]) for d, i in sel.items())
-        s_label = f"sigma[{coords}]" if sel else "sigma"
+        s_label = f"{name}[{coords}]" if sel else name
         tau, sig = flat(t["da"]), flat(sigma.isel(sel) if sel else sigma)
         idx = thin_index(tau.size, SCATTER_DRAWS)
         pairs.append({"x_label": t["label"], "y_label": s_label, "tau": tau[idx],

@@ -25,6 +25,8 @@ from varcomp.analyses.report.compute import (
     hdi,
     on_boundary,
 )
+from varcomp.models import shares
+from varcomp.models.likelihoods import GAUSSIAN, Likelihood
 
 __all__ = ["components", "correlations", "fixed_effects", "gauge", "sections", "variance_box"]
 
@@ -86,11 +88,12 @@ def variance_box(result, post, params: Mapping, ests: Mapping[str, dict]) -> dic
     if reml and reml.get("beta") and getattr(result.data, "design", None) is not None:
         terms = [e["keys"][0] for e in elements(post["beta"])]
         b = np.array([reml["beta"].get(t, math.nan) for t in terms])
-        sf2 = float(b @ fixed_variance(result.data) @ b)
-        t2, s2 = float(reml["tau"]) ** 2, float(reml["sigma"]) ** 2
-        total = sf2 + t2 + s2
-        at_reml = {"icc": t2 / (t2 + s2), "icc_unadjusted": t2 / total,
-                   "r2_marginal": sf2 / total, "r2_conditional": (sf2 + t2) / total}
+        sf2 = float(shares.fixed_variance(b, fixed_variance(result.data)))
+        t2 = float(reml["tau"]) ** 2
+        s2 = float(result.family.likelihood.residual_variance(reml))
+        at_reml = {"icc": shares.icc(t2, s2), "icc_unadjusted": shares.icc_unadjusted(t2, s2, sf2),
+                   "r2_marginal": shares.r2_marginal(t2, s2, sf2),
+                   "r2_conditional": shares.r2_conditional(t2, s2, sf2)}
     rows = [{"var": var, "title": title, "meaning": meaning,
              **_row(params, var, flat(post[var])), "reml": at_reml.get(var)}
             for var, title, meaning in VARIANCE_BOX if var in result.family.summary_vars]
@@ -98,13 +101,16 @@ def variance_box(result, post, params: Mapping, ests: Mapping[str, dict]) -> dic
 
 
 # ---------------------------------------------------------------------------- several factors
-def components(post, params: Mapping, ests: Mapping[str, dict]) -> dict:
+def components(post, params: Mapping, ests: Mapping[str, dict],
+               likelihood: Likelihood = GAUSSIAN) -> dict:
     """Per factor and the residual: sd, variance and VPC with 94% HDIs, and REML's beside.
 
     The sd is tau[f] (sigma for the residual); also P(VPC < 0.01) and REML's boundary flags.
     """
     parts = [(e, e["keys"][0]) for e in elements(post["tau"])]
-    parts.append(({"label": "sigma", "da": post["sigma"]}, "residual"))
+    if likelihood.residual_sd is not None:  # the residual's sd (Gaussian: sigma)
+        parts.append(({"label": likelihood.residual_sd, "da": post[likelihood.residual_sd]},
+                      "residual"))
     reml = ests.get("reml") or {}
     vpc = {e["label"]: e["da"] for e in elements(post["vpc"])}
     rows = []
@@ -116,7 +122,8 @@ def components(post, params: Mapping, ests: Mapping[str, dict]) -> dict:
             "component": name, "sd_label": e["label"], "sd": _row(params, e["label"], sd),
             "var": _row({}, "", sd * sd), "vpc": _row(params, f"vpc[{name}]", share),
             "p_low": float(np.mean(share < BOUNDARY_ICC)) if share is not None else math.nan,
-            "reml_sd": (reml.get("sigma") if name == "residual" else _value(reml, "tau", name)),
+            "reml_sd": (reml.get(likelihood.residual_sd) if name == "residual"
+                        else _value(reml, "tau", name)),
             "reml_vpc": _value(reml, "vpc", name),
             "boundary": bool(b.get(name, False)) if isinstance(b, Mapping) else False})
     return {"rows": rows, "reml": bool(reml),
@@ -207,7 +214,8 @@ def sections(result, post, params: Mapping) -> dict | None:
     return {
         "fixed": fixed_effects(post, params, ests),
         "box": variance_box(result, post, params, ests) if "icc_unadjusted" in have else None,
-        "components": components(post, params, ests) if several else None,
+        "components": (components(post, params, ests, result.family.likelihood) if several
+                       else None),
         "corr": (correlations(post, params, design)
                  if "corr" in have and design is not None else None),
         "gauge": gauge(post, design) if several and design is not None else None,

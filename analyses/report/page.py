@@ -85,7 +85,7 @@ def fit_view(result, name: str, outcomes: list, *, open_: bool, seed: int = 0) -
         "matrices": matrices(post, family.matrices),
         "mixed": mixed.sections(result, post, params),
         "ranks": ranks(post, scalars),
-        "sampler": sampler(fit.idata, post),
+        "sampler": sampler(fit.idata, post, result.family.likelihood),
         "ppc": (effects.ppc_design(post, result.data, seed) if fixed
                 else effects.ppc(post, result.data, outcomes, seed)),
         "caterpillars": effects.caterpillars(fit.idata, result.data, outcomes),

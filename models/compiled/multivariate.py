@@ -472,7 +472,7 @@ def _expand(x, b, out):
         for i in range(p):
             out[o] = math.sqrt(cov[w, i, i])
             o += 1
-    for i in range(p):
+    for i in range(p):  # icc: models.shares.icc, inside numba (tests/test_shares.py: equal)
         out[o] = cov[0, i, i] / (cov[0, i, i] + cov[1, i, i])
         o += 1
     for w in range(2):

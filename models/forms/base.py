@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from varcomp.models.errors import DataError
+from varcomp.models.likelihoods import GAUSSIAN, Likelihood
 
 __all__ = ["Family", "Form", "never_skipped"]
 
@@ -112,6 +113,10 @@ class Family:
     headline : str
         The share of variance ``varcomp fit`` prints per form (``icc``, or ``vpc`` by component
         where there are several components).
+    likelihood : Likelihood
+        The response distribution (:mod:`models.likelihoods`): its parameters beyond the linear
+        predictor, residual variance (the shares' denominator), prior scale, cluster density and
+        predictive replicates. Gaussian for every family today.
     """
 
     name: str
@@ -135,6 +140,7 @@ class Family:
     new_cluster: Callable[..., Any] | None = None
     partition_priors: Callable[..., Any] | None = None
     headline: str = "icc"
+    likelihood: Likelihood = GAUSSIAN
 
     def default(self, data: Any) -> str:
         """The form ``varcomp fit`` uses without ``--model``.

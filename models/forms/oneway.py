@@ -46,6 +46,7 @@ def _start(data: ClusteredData, priors: Priors | None):
 def _icc(tau, sigma):
     import pymc as pm
 
+    # models.shares.icc (the definition) in the graph's algebra; tests/test_shares.py: equal
     return pm.Deterministic("icc", tau**2 / (tau**2 + sigma**2))
 
 

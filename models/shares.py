@@ -1,0 +1,139 @@
+"""The variance partition: every share varcomp reports, from variance components (one place).
+
+Pure numpy (or plain floats): each function takes variance draws (any shape, broadcast
+alike) and returns the share per draw. The inputs:
+
+- ``tau2``: a mapping factor -> tau_f^2 draws (the random-effects variances), in the
+  formula's order (nested: coarsest first); :func:`icc` and the one-factor R^2 take one array;
+- ``residual``: the likelihood's distribution-specific variance per draw (sigma^2 for the
+  Gaussian likelihood, :meth:`models.likelihoods.Likelihood.residual_variance`);
+- ``fixed``: sigma_f^2 = Var(X beta) over the rows where there are covariates
+  (:func:`fixed_variance`), 0 without;
+- ``n``: cluster sizes (Kish's design effect, the reliability of a cluster mean).
+
+The PyMC graphs and the compiled kernels compute ``icc`` inside the sampler (a Deterministic
+or an expanded draw), where a numpy call is impossible: their expressions name this module as
+the definition and ``tests/test_shares.py`` checks that they equal it on the same draws.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+
+__all__ = ["corr", "deff", "deff_components", "fixed_variance", "icc", "icc_unadjusted",
+           "mean_size", "r2_conditional", "r2_marginal", "reliability", "shares_with", "vpc",
+           "weighted_size"]
+
+
+def icc(tau2, residual):
+    """The ICC tau^2 / (tau^2 + residual) (with covariates: the adjusted ICC).
+
+    The between-cluster share of the variance left after the fixed effects.
+    """
+    return tau2 / (tau2 + residual)
+
+
+def icc_unadjusted(tau2, residual, fixed):
+    """tau^2 / (sigma_f^2 + tau^2 + residual): the ICC of the response itself."""
+    return tau2 / (fixed + tau2 + residual)
+
+
+def r2_marginal(tau2, residual, fixed):
+    """sigma_f^2 / (sigma_f^2 + sum tau^2 + residual) (Nakagawa & Schielzeth 2013).
+
+    ``tau2``: the total random-effects variance (one factor's tau^2, or the sum).
+    """
+    return fixed / (fixed + tau2 + residual)
+
+
+def r2_conditional(tau2, residual, fixed):
+    """(sigma_f^2 + sum tau^2) / (sigma_f^2 + sum tau^2 + residual)."""
+    return (fixed + tau2) / (fixed + tau2 + residual)
+
+
+def _total(tau2: Mapping, residual):
+    total = 0
+    for v in tau2.values():
+        total = total + v
+    return total + residual
+
+
+def vpc(tau2: Mapping, residual) -> dict:
+    """Each component's share of the variance (VPC); the shares sum to 1.
+
+    factor -> tau_f^2 / (sum tau^2 + residual), then ``"residual"`` -> residual / (the same).
+    """
+    total = _total(tau2, residual)
+    return {**{f: v / total for f, v in tau2.items()}, "residual": residual / total}
+
+
+def shares_with(factors, nested: bool) -> np.ndarray:
+    """(F, F) 0/1: row f marks the components two rows in the same level of factor f share.
+
+    Nested (coarsest first): the factors down to f (same school, different class). Crossed:
+    the factors whose grouping columns are a subset of f's (the same ``a:b`` cell is the same
+    ``a`` and the same ``b``).
+    """
+    names = list(factors)
+    if nested:
+        return np.tril(np.ones((len(names), len(names))))
+    cols = [set(str(f).split(":")) for f in names]
+    return np.array([[float(cols[g] <= cols[f]) for g in range(len(names))]
+                     for f in range(len(names))])
+
+
+def corr(tau2: Mapping, residual, nested: bool) -> dict:
+    """Per factor, the correlation of two rows in the same level of that factor.
+
+    The rows differ in the components that level does not imply (:func:`shares_with`).
+    """
+    names = list(tau2)
+    t2 = np.stack([np.asarray(tau2[f], dtype=np.float64) for f in names], axis=-1)
+    shared = t2 @ shares_with(names, nested).T
+    total = _total(tau2, residual)
+    return {f: shared[..., i] / total for i, f in enumerate(names)}
+
+
+def deff(icc_draws, n):
+    """Kish's design effect of a mean of clustered rows, 1 + (n - 1) ICC.
+
+    ``n``: the mean cluster size (:func:`mean_size`; :func:`weighted_size` for the
+    size-weighted one).
+    """
+    return 1.0 + (n - 1.0) * icc_draws
+
+
+def deff_components(tau2: Mapping, residual, sizes: Mapping):
+    """The design effect of a mean over all rows with several factors, 1 + sum_f vpc_f (n_f - 1).
+
+    n_f (``sizes[f]``): factor f's size-weighted mean level size, sum over levels n_l^2 / N.
+    """
+    shares = vpc(tau2, residual)
+    out = 1.0
+    for f in tau2:
+        out = out + shares[f] * (sizes[f] - 1.0)
+    return out
+
+
+def reliability(icc_draws, n):
+    """The reliability of a mean of ``n`` rows of one cluster: n ICC / (1 + (n - 1) ICC)."""
+    return n * icc_draws / (1.0 + (n - 1.0) * icc_draws)
+
+
+def mean_size(n) -> float:
+    """The mean cluster size n_bar (clusters with no row left out)."""
+    n = np.asarray(n, dtype=np.float64)
+    return float(n[n > 0].mean())
+
+
+def weighted_size(n) -> float:
+    """The size-weighted mean cluster size sum n^2 / sum n: the mean size of a row's cluster."""
+    n = np.asarray(n, dtype=np.float64)
+    return float((n**2).sum() / n.sum())
+
+
+def fixed_variance(beta, cov):
+    """sigma_f^2 = beta' Cov(X) beta per draw (``beta`` (..., k), ``cov`` (k, k))."""
+    return np.einsum("...i,ij,...j->...", beta, cov, beta)
