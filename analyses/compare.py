@@ -203,13 +203,14 @@ def compare(spec: str, formulas: list[str], *, draws: int = 1000, tune: int = 10
     """
     from varcomp.analyses.fit import fit as fit_model
     from varcomp.analyses.source import resolve
+    from varcomp.models.forms import family_of
 
     if not formulas:
         raise DataError("give at least one --formula to compare")
     loaded = []
     for formula in formulas:  # every model's data first: a mismatch is refused before sampling
         data = resolve(spec, formula)  # a path, a shipped name or a frame
-        if data.design is not None and not data.design.nested:
+        if family_of(data).cluster_loglik is None:
             raise DataError(f"{formula!r} has crossed factors: leave-one-cluster-out is not "
                             f"defined for them (a cluster shares the other factors' levels "
                             f"with other clusters); compare nested or one-factor models")

@@ -250,6 +250,7 @@ def add_derived(idata, data) -> None:
     import xarray as xr
 
     from varcomp.models.cells import weighted_level_sizes
+    from varcomp.models.forms import family_of
 
     post = idata.posterior
     beta = post["beta"].values
@@ -258,7 +259,7 @@ def add_derived(idata, data) -> None:
     tau = post["tau"].values
     s2 = post["sigma"].values ** 2
     dims = ("chain", "draw")
-    if len(data.design.factors) == 1:  # tau is a scalar per draw
+    if family_of(data).scalar_tau:  # tau is a scalar per draw
         t2 = tau**2
         total = sf2 + t2 + s2
         values = {"icc": t2 / (t2 + s2), "icc_unadjusted": t2 / total,
