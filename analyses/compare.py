@@ -115,7 +115,7 @@ def pooled_data(data: ClusteredData) -> ClusteredData:
         top = Factor(data.group_name, data.codes, data.groups)
         formula = f"{data.responses[0]} ~ 1"
     else:
-        X, terms, top, formula = d.X, d.terms, d.factors[0], d.formula.split("+ (")[0]
+        X, terms, top, formula = d.X, d.terms, d.factors[0], d.formula.split("+ (")[0].strip()
     return replace(data, design=Design(formula, X, terms, (top,), True, (top,)))
 
 
@@ -135,9 +135,10 @@ def _fit_pooled(data: ClusteredData, *, draws, tune, chains, seed):
     ll = _unit_loglik(pdata, post, tau=np.zeros((S, 1)))
     fit = Fit("sufficient", idata, sec, {"draws": draws, "chains": chains, "seed": seed},
               diagnose(idata, ("beta", "sigma")))
-    from varcomp.models.forms import family_of
+    from varcomp.models.forms import family_named
 
-    return FitResult(pdata, family_of(pdata), {"sufficient": fit}), ll, priors
+    # the regression model with tau fixed at 0, whatever the formula's terms
+    return FitResult(pdata, family_named("regression"), {"sufficient": fit}), ll, priors
 
 
 def _unit_loglik(data, post, tau=None) -> np.ndarray:
