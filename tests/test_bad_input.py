@@ -161,6 +161,19 @@ def test_prior_bounds(tmp_path, capsys, prior, words):
     refused(tmp_path, capsys, ["fit", "dyestuff", "--prior", prior, *SMALL], words)
 
 
+@pytest.mark.parametrize(("argv", "words"), [
+    (["fit", "dyestuff", "--model", "partial"],
+     "unknown model 'partial' for the oneway family: choose one of centred, noncentred, "
+     "marginal, sufficient"),
+    (["fit", "pastes", "--formula", "strength ~ 1 + (1|batch/cask)", "--model", "partial"],
+     "unknown model 'partial' for the nested family: choose one of centred, noncentred, "
+     "marginal, sufficient"),
+])
+def test_model_the_family_does_not_have(tmp_path, capsys, argv, words):
+    """``--model NAME`` names a form the data's family lacks: one line naming its forms."""
+    refused(tmp_path, capsys, [*argv, *SMALL], words)
+
+
 def test_draws_beyond_the_memory_budget(tmp_path, capsys):
     refused(tmp_path, capsys, ["fit", "dyestuff", "--draws", "1000000000"], "GiB budget")
 
