@@ -178,7 +178,8 @@ def _check_setting(setting: Setting, seed: int, *, quick: bool, plan: list[dict]
     reference = family.reference(data, priors) if family.reference else None
     fits, skipped = {}, {}
     for name in names:
-        why = family.form(name).skip(data)
+        form = family.form(name)
+        why = form.applies(data) or form.skip(data)
         if why:
             skipped[name] = why
             continue

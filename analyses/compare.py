@@ -115,7 +115,7 @@ def pooled_data(data: ClusteredData) -> ClusteredData:
         top = Factor(data.group_name, data.codes, data.groups)
         formula = f"{data.responses[0]} ~ 1"
     else:
-        X, terms, top, formula = d.X, d.terms, d.factors[0], d.formula.split("+ (")[0]
+        X, terms, top, formula = d.X, d.terms, d.factors[0], d.formula.split("+ (")[0].strip()
     return replace(data, design=Design(formula, X, terms, (top,), True, (top,)))
 
 
@@ -135,9 +135,10 @@ def _fit_pooled(data: ClusteredData, *, draws, tune, chains, seed):
     ll = _unit_loglik(pdata, post, tau=np.zeros((S, 1)))
     fit = Fit("sufficient", idata, sec, {"draws": draws, "chains": chains, "seed": seed},
               diagnose(idata, ("beta", "sigma")))
-    from varcomp.models.forms import family_of
+    from varcomp.models.forms import family_named
 
-    return FitResult(pdata, family_of(pdata), {"sufficient": fit}), ll, priors
+    # the regression model with tau fixed at 0, whatever the formula's terms
+    return FitResult(pdata, family_named("regression"), {"sufficient": fit}), ll, priors
 
 
 def _unit_loglik(data, post, tau=None) -> np.ndarray:
@@ -203,13 +204,14 @@ def compare(spec: str, formulas: list[str], *, draws: int = 1000, tune: int = 10
     """
     from varcomp.analyses.fit import fit as fit_model
     from varcomp.analyses.source import resolve
+    from varcomp.models.forms import family_of
 
     if not formulas:
         raise DataError("give at least one --formula to compare")
     loaded = []
     for formula in formulas:  # every model's data first: a mismatch is refused before sampling
         data = resolve(spec, formula)  # a path, a shipped name or a frame
-        if data.design is not None and not data.design.nested:
+        if family_of(data).cluster_loglik is None:
             raise DataError(f"{formula!r} has crossed factors: leave-one-cluster-out is not "
                             f"defined for them (a cluster shares the other factors' levels "
                             f"with other clusters); compare nested or one-factor models")

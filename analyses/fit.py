@@ -58,10 +58,11 @@ class FitResult:
 def _models(family: Family, model: str | Sequence[str] | None, data) -> list[str]:
     if model is None:
         return [family.default(data)]
-    names = list(family.forms) if model == "all" else [model] if isinstance(model, str) \
-        else list(model)
-    for n in names:
-        family.form(n)  # one line naming the choices for an unknown name
+    if model == "all":
+        return list(family.forms)  # those that do not apply are reported as skipped
+    names = [model] if isinstance(model, str) else list(model)
+    for n in names:  # one line naming the family's forms, or why this one does not apply
+        family.form_for(n, data)
     return names
 
 

@@ -6,9 +6,10 @@ must be random intercepts (``(1|g)``; ``(1|a/b)`` is ``(1|a) + (1|a:b)``, ``(1|a
 a and b): each becomes a :class:`Factor` whose levels are the text of its variables joined by
 ``:``. ``formulae``'s group design matrices (dense, rows x levels) are never built.
 
-A formula with an intercept only and one group term is the one-way model (``design`` None, today's
-names); anything else carries a :class:`Design`. Rows with a missing or non-finite response or
-covariate are dropped and counted; a missing group label is an error.
+Every formula's data carry a :class:`Design`; which model fits them (the one-way model for an
+intercept and one group term) is decided by :func:`models.forms.family_of` alone. Rows with a
+missing or non-finite response or covariate are dropped and counted; a missing group label is an
+error.
 """
 
 from __future__ import annotations
@@ -367,8 +368,8 @@ def offset_notes(parsed: Parsed) -> list[str]:
 def from_formula(df: pd.DataFrame, formula: str, *, source: str = "<frame>"):
     """Validate ``df`` for ``formula``; a :class:`~models.data.ClusteredData`.
 
-    Intercept-only with one group term: the one-way model (``design`` None). Otherwise the
-    returned data carry a :class:`Design`; their ``codes``/``groups`` are the top-level
+    The returned data carry a :class:`Design` (the family that fits them is
+    :func:`models.forms.family_of`'s decision); their ``codes``/``groups`` are the top-level
     factor's.
     """
     import formulae
@@ -440,15 +441,12 @@ def from_formula(df: pd.DataFrame, formula: str, *, source: str = "<frame>"):
                                 f"'{':'.join(g[:-1])}': ({'|'.join(['1', ':'.join(g)])}) treats "
                                 f"them as different cells, as written")
     top = factors[0]
-    intercept_only = terms == ["Intercept"]
-    design = None
-    if not (intercept_only and len(factors) == 1):
-        _spread_check(X, terms)
-        _rank_check(X, terms)
-        _between_rank_check(X, top, terms)
-        design = Design(formula, X, tuple(terms), tuple(factors), nested,
-                        tuple(_factor(frame, (v,)) for v in gvars),
-                        tuple(o for o, _ in parsed.offsets))
+    _spread_check(X, terms)
+    _rank_check(X, terms)
+    _between_rank_check(X, top, terms)
+    design = Design(formula, X, tuple(terms), tuple(factors), nested,
+                    tuple(_factor(frame, (v,)) for v in gvars),
+                    tuple(o for o, _ in parsed.offsets))
     if 1 < top.m < 3:
         warnings.append(f"only {top.m} levels of '{top.name}': its variance is weakly identified "
                         f"and leans on its prior")

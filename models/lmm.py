@@ -252,13 +252,14 @@ def add_derived(idata, data, likelihood: Likelihood = GAUSSIAN) -> None:
     import xarray as xr
 
     from varcomp.models.cells import weighted_level_sizes
+    from varcomp.models.forms import family_of
 
     post = idata.posterior
     sf2 = shares.fixed_variance(post["beta"].values, fixed_variance(data))
     tau = post["tau"].values
     s2 = np.asarray(likelihood.residual_variance(post))  # sigma^2 (Gaussian)
     dims = ("chain", "draw")
-    if len(data.design.factors) == 1:  # tau is a scalar per draw
+    if family_of(data).scalar_tau:  # tau is a scalar per draw
         t2 = tau**2
         values = {"icc": shares.icc(t2, s2), "icc_unadjusted": shares.icc_unadjusted(t2, s2, sf2),
                   "r2_marginal": shares.r2_marginal(t2, s2, sf2),

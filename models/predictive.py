@@ -34,8 +34,10 @@ def mv_new_cluster(data, post, rng) -> dict[str, tuple[tuple[str, ...], np.ndarr
 
 def mixed_new_cluster(data, post, rng) -> dict[str, tuple[tuple[str, ...], np.ndarray]]:
     """Mixed models: effect tau_top z, mean x-bar' beta + effect (x-bar: the covariates' means)."""
+    from varcomp.models.forms import family_of
+
     tau = post["tau"].values
-    tau_top = tau if len(data.design.factors) == 1 else tau[..., 0]
+    tau_top = tau if family_of(data).scalar_tau else tau[..., 0]
     effect = tau_top * rng.standard_normal(tau_top.shape)
     xbar = data.cells.pooled[0][1:]  # the covariates' means
     return {"new_cluster_effect": ((), effect),

@@ -211,9 +211,9 @@ def _design_signature(data) -> tuple:
 
     Each row's cluster, which cells are observed, and the fixed-effects design.
     """
-    design = getattr(data, "design", None)
+    X = getattr(data.design, "X", None)  # the fixed effects, where the data have them
     return (np.asarray(data.codes), np.isfinite(np.asarray(data.y)),
-            None if design is None else np.asarray(design.X))
+            None if X is None else np.asarray(X))
 
 
 def _same_design(a: tuple, b: tuple) -> bool:

@@ -101,6 +101,64 @@ def bivariate_missing() -> ClusteredData:
     return _partly_missing(2, 0)
 
 
+def _formula_frame(family: str, seed: int) -> tuple[pd.DataFrame, str]:
+    """Small rows of a formula family and the formula that fits them.
+
+    regression: 6 clusters of 2..5 rows with a covariate; nested: 3 a's, each with 2 b's of 2
+    or 3 rows (b's labels recur under each a: ``(1|a/b)`` makes them cells); crossed: a
+    balanced 3 x 4 layout with 2 rows per cell (so ``sufficient`` applies).
+    """
+    rng = np.random.default_rng(seed)
+    if family == "regression":
+        g = np.repeat([f"g{i}" for i in range(6)], [2, 3, 5, 4, 2, 3])
+        x = rng.normal(size=g.size)
+        y = 1.0 + 0.5 * x + np.repeat(rng.normal(size=6), [2, 3, 5, 4, 2, 3])
+        return pd.DataFrame({"g": g, "x": x, "y": y + rng.normal(0.0, 0.7, g.size)}), \
+            "y ~ x + (1|g)"
+    if family == "nested":
+        rows = [(f"a{i}", f"b{j}") for i in range(3) for j in range(2)
+                for _ in range(2 + (i + j) % 2)]
+        a, b = (np.array(c) for c in zip(*rows, strict=True))
+        return pd.DataFrame({"a": a, "b": b, "y": rng.normal(size=a.size)
+                             + pd.factorize(a)[0] * 0.8}), "y ~ 1 + (1|a/b)"
+    if family == "crossed":
+        a, b = (np.array(c) for c in zip(*[(f"a{i}", f"b{j}") for i in range(3) for j in range(4)
+                                          for _ in range(2)], strict=True))
+        return pd.DataFrame({"a": a, "b": b, "y": rng.normal(size=a.size)
+                             + pd.factorize(a)[0] * 0.6 - pd.factorize(b)[0] * 0.4}), \
+            "y ~ 1 + (1|a) + (1|b)"
+    raise KeyError(family)
+
+
+def _mixed_data(family: str, shift: float = 0.0, scale: float = 1.0, seed: int = 0):
+    """Small data of ``family`` with responses ``shift + scale * y`` (the same design)."""
+    from varcomp.models.design import from_formula
+
+    if family == "oneway":
+        from varcomp.models.simulate import simulate_univariate
+
+        data = simulate_univariate(5, [1, 2, 3, 5, 4], mu=10.0, tau=1.0, sigma=2.0,
+                                   rng=3 + seed).data()
+    elif family == "multivariate":
+        data = _partly_missing(2, seed)
+    else:
+        frame, formula = _formula_frame(family, seed)
+        frame["y"] = shift + scale * frame["y"]
+        return from_formula(frame, formula)
+    frame = data.to_frame()
+    cols = list(data.responses)
+    frame[cols] = shift + scale * frame[cols]
+    return type(data).from_frame(frame, group=data.group_name,
+                                 response=cols if len(cols) > 1 else cols[0])
+
+
+@pytest.fixture(scope="session")
+def mixed_data():
+    """``mixed_data(family, shift=0, scale=1) -> data``: small data of every registered family
+    (``models.forms.FAMILY_MODULES``); ``shift + scale * y`` keeps the design."""
+    return _mixed_data
+
+
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(20261127)

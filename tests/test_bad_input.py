@@ -161,6 +161,30 @@ def test_prior_bounds(tmp_path, capsys, prior, words):
     refused(tmp_path, capsys, ["fit", "dyestuff", "--prior", prior, *SMALL], words)
 
 
+@pytest.mark.parametrize(("argv", "words"), [
+    (["fit", "dyestuff", "--model", "partial"],
+     "unknown model 'partial' for the oneway family: choose one of centred, noncentred, "
+     "marginal, sufficient"),
+    (["fit", "pastes", "--formula", "strength ~ 1 + (1|batch/cask)", "--model", "partial"],
+     "unknown model 'partial' for the nested family: choose one of centred, noncentred, "
+     "marginal, sufficient"),
+])
+def test_model_the_family_does_not_have(tmp_path, capsys, argv, words):
+    """``--model NAME`` names a form the data's family lacks: one line naming its forms."""
+    refused(tmp_path, capsys, [*argv, *SMALL], words)
+
+
+def test_sufficient_of_an_unbalanced_crossed_design(tmp_path, capsys):
+    """The crossed closed form does not exist for unbalanced data: refused by name, with why."""
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame({"a": [f"a{i}" for i in range(3) for _ in range(8)],
+                       "b": [f"b{j}" for _ in range(3) for j in range(4) for _ in range(2)],
+                       "y": rng.normal(size=24)}).iloc[1:]
+    refused(tmp_path, capsys, ["fit", _csv(tmp_path, df), "--formula", "y ~ 1 + (1|a) + (1|b)",
+                               "--model", "sufficient", *SMALL],
+            "--model sufficient does not apply to these data: ")
+
+
 def test_draws_beyond_the_memory_budget(tmp_path, capsys):
     refused(tmp_path, capsys, ["fit", "dyestuff", "--draws", "1000000000"], "GiB budget")
 

@@ -15,27 +15,11 @@ from varcomp.models.priors import MvPriors, Priors
 from varcomp.models.simulate import simulate_univariate
 
 FAMILIES = tuple(FAMILY_MODULES)
-"""Every registered family (the structure tests)."""
+"""Every registered family: the structure and form-contract tests run over each."""
 DATA_FAMILIES = ("oneway", "multivariate")
-"""Families whose data the tests below make (the formula families have their own tests)."""
-CASES = [(fam, form) for fam in DATA_FAMILIES for form in family_named(fam).forms]
-
-
-def _data(family: str, make_partly_missing):
-    """Small data of each family: one-way clusters of 1..5 rows; bivariate with missing cells."""
-    if family == "oneway":
-        return simulate_univariate(5, [1, 2, 3, 5, 4], mu=10.0, tau=1.0, sigma=2.0,
-                                   rng=3).data()
-    return make_partly_missing(2, 0)
-
-
-def _transformed(data, a: float, b: float):
-    """The same design (clusters, sizes, missing cells) with responses a + b y."""
-    frame = data.to_frame()
-    cols = list(data.responses)
-    frame[cols] = a + b * frame[cols]
-    return type(data).from_frame(frame, group=data.group_name,
-                                 response=cols if len(cols) > 1 else cols[0])
+"""Families whose sufficient form the compiled-route test samples (the formula families' compiled
+kernels have their own tests)."""
+CASES = [(fam, form) for fam in FAMILIES for form in family_named(fam).forms]
 
 
 # ------------------------------------------------------------------------------ the families
@@ -74,28 +58,43 @@ def test_every_family_has_the_four_forms_in_display_order(name):
         family.form("latent")
 
 
+def _effect_vars(family: Family, data) -> list[str]:
+    """The variables holding a latent form's group effects."""
+    if not family.design:
+        return ["group_effect"]
+    from varcomp.models.forms.mixed import effect_names
+
+    return [var for var, _ in effect_names(data)]
+
+
 @pytest.mark.parametrize("family_name, form_name", CASES)
 def test_forms_put_their_data_in_containers_and_name_the_family_s_variables(
-        family_name, form_name, make_partly_missing):
+        family_name, form_name, mixed_data):
     """``data_values(data)`` is exactly the model's pm.Data containers with their values; every
-    variable the family summarises and compares exists in every form; ``latent`` says whether
-    the form has the group effects itself."""
+    variable the family summarises and compares exists in every form (those its ``derive`` adds
+    after sampling excepted: tau and sigma always); ``latent`` says whether the form has the
+    group effects itself."""
     family = family_named(family_name)
     form = family.form(form_name)
-    data = _data(family_name, make_partly_missing)
+    data = mixed_data(family_name)
+    assert family_of(data) is family and form.applies(data) is None
     model = form.build(data, priors=family.default_priors(data))
     values = form.data_values(data)
-    assert {v.name for v in model.data_vars} == set(values)
+    assert values and {v.name for v in model.data_vars} == set(values)
     for key, value in values.items():
         np.testing.assert_array_equal(model[key].get_value(), value)
-    assert set(family.summary_vars) | set(family.compare_vars) <= set(model.named_vars)
-    assert ("group_effect" in model.named_vars) == form.latent
+    named = set(model.named_vars)
+    assert {"tau", "sigma"} <= named
+    if family.derive is None:
+        assert set(family.summary_vars) | set(family.compare_vars) <= named
+    assert all(v in named for v in _effect_vars(family, data)) == form.latent
+    assert any(v in named for v in _effect_vars(family, data)) == form.latent
 
 
 @pytest.mark.parametrize("family_name, form_name", [
     pytest.param(*c, marks=pytest.mark.slow) if c == ("multivariate", "marginal") else c
     for c in CASES])  # the multivariate marginal's PyMC graph: ~3 s to compile
-def test_a_compiled_density_reads_swapped_data(family_name, form_name, make_partly_missing):
+def test_a_compiled_density_reads_swapped_data(family_name, form_name, mixed_data):
     """One compiled model serves every data set of its design: a log density compiled for data
     A, with its containers set to ``data_values(B)``, is the density of the model built on B
     (what models.sampling.DataSwapper and SBC rely on). B = 3 + 2 A has A's design."""
@@ -103,8 +102,8 @@ def test_a_compiled_density_reads_swapped_data(family_name, form_name, make_part
 
     family = family_named(family_name)
     form = family.form(form_name)
-    a = _data(family_name, make_partly_missing)
-    b = _transformed(a, 3.0, 2.0)
+    a = mixed_data(family_name)
+    b = mixed_data(family_name, shift=3.0, scale=2.0)
     priors = family.default_priors(a)  # the same priors for both: only the data change
     model_a = form.build(a, priors=priors)
     logp_a = model_a.compile_logp(mode="FAST_COMPILE")
@@ -120,11 +119,11 @@ def test_a_compiled_density_reads_swapped_data(family_name, form_name, make_part
 
 
 @pytest.mark.parametrize("name", DATA_FAMILIES)
-def test_only_sufficient_has_a_compiled_route(name, make_partly_missing):
+def test_only_sufficient_has_a_compiled_route(name, mixed_data):
     """The compiled route is the sufficient form's: a ready nutpie model over the same sampler
     coordinates as the PyMC model (its n_dim) that expands to the family's summary variables."""
     family = family_named(name)
-    data = _data(name, make_partly_missing)
+    data = mixed_data(name)
     assert [n for n, f in family.forms.items() if f.compiled is not None] == ["sufficient"]
     compiled = family.form("sufficient").compiled(data, None)
     model = family.form("sufficient").build(data)
@@ -159,6 +158,72 @@ def test_multivariate_marginal_is_skipped_beyond_eight_blocks(make_partly_missin
     skipped = family.skipped(data)
     assert list(skipped) == ["marginal"] and "68 blocks" in skipped["marginal"]
     assert family.skipped(make_partly_missing(2, 0)) == {}
+
+
+def test_family_of_reads_a_formula_s_design(mixed_data):
+    """A formula's rows: intercept and one factor is the one-way model (its data carry the
+    design; only family_of reads it), a covariate makes the regression, several factors nested
+    or crossed as the data nest; each family's fields say what differs by kind of model."""
+    import pandas as pd
+
+    from varcomp.models.design import from_formula
+
+    frame = pd.DataFrame({"g": list("aabbbccdd"), "y": [1.0, 2, 4, 3, 5, 6, 8, 2, 3],
+                          "x": [0.5, 1, 0, 2, 1, 3, 1, 2, 0]})
+    one = from_formula(frame, "y ~ 1 + (1|g)")
+    assert one.design is not None and family_of(one) is family_named("oneway")
+    assert family_of(from_formula(frame, "y ~ x + (1|g)")) is family_named("regression")
+    for name in ("regression", "nested", "crossed"):
+        assert family_of(mixed_data(name)) is family_named(name)
+    fields = {n: (family_named(n).checks, family_named(n).design, family_named(n).scalar_tau,
+                  family_named(n).anova) for n in FAMILIES}
+    assert fields == {"oneway": ("univariate", False, False, True),
+                      "multivariate": ("multivariate", False, False, True),
+                      "regression": ("mixed", True, True, False),
+                      "nested": ("mixed", True, False, False),
+                      "crossed": ("mixed", True, False, False)}
+
+
+def test_a_form_that_does_not_apply_is_absent_with_its_reason(mixed_data):
+    """An unbalanced crossed design has no closed form: ``sufficient`` is absent (its reason),
+    left out by ``--model all``, refused by name with that reason, and the default falls back
+    to ``partial``; on the balanced design every form applies."""
+    from varcomp.models.data import DataError
+    from varcomp.models.design import from_formula
+
+    family = family_named("crossed")
+    balanced = mixed_data("crossed")
+    assert family.absent(balanced) == {} and family.default(balanced) == "sufficient"
+    import pandas as pd
+
+    rows = pd.DataFrame({"a": [f"a{i}" for i in range(3) for _ in range(8)],
+                         "b": [f"b{j}" for _ in range(3) for j in range(4) for _ in range(2)],
+                         "y": np.random.default_rng(0).normal(size=24)}).iloc[1:]
+    unbalanced = from_formula(rows, "y ~ 1 + (1|a) + (1|b)")
+    absent = family.absent(unbalanced)
+    assert list(absent) == ["sufficient"] and absent["sufficient"]
+    assert family.skipped(unbalanced)["sufficient"] == absent["sufficient"]
+    assert family.default(unbalanced) == "partial"
+    with pytest.raises(DataError, match="--model sufficient does not apply to these data"):
+        family.form_for("sufficient", unbalanced)
+    assert family.form_for("partial", unbalanced) is family.forms["partial"]
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_model_names_a_form_of_the_family_or_is_one_line(name, mixed_data):
+    """``--model NAME`` for a form the family does not have: one line naming the family's forms
+    (the Python API raises the same DataError before any work)."""
+    from varcomp.analyses.fit import fit
+    from varcomp.models.data import DataError
+
+    family = family_named(name)
+    data = mixed_data(name)
+    missing = [n for n in FORM_NAMES if n not in family.forms]
+    for form in missing:
+        with pytest.raises(DataError, match=f"unknown model '{form}' for the {name} family: "
+                           f"choose one of {', '.join(family.forms)}$"):
+            fit(data, model=form)
+    assert missing or name == "crossed"
 
 
 # ------------------------------------------------------------------------------ the layout

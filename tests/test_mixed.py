@@ -61,12 +61,13 @@ def _crossed_frame(n_rep: int, drop: int = 0, seed: int = 0) -> pd.DataFrame:
 # ----------------------------------------------------------------------------- formulas
 def test_formula_names_terms_and_decides_the_family():
     """formulae's column names; one factor with covariates is the regression family, an
-    intercept-only formula is the one-way model with today's names."""
+    intercept-only formula is the one-way model with today's names (its data carry the design;
+    family_of alone decides)."""
     d = load("radon", formula="log.radon ~ basement + uranium + (1|county)")
     assert d.design.terms == ("Intercept", "basement", "uranium")
     assert family_of(d).name == "regression"
     one = load("dyestuff", formula="Yield ~ 1 + (1|Batch)")
-    assert one.design is None and family_of(one).name == "oneway"
+    assert one.design.terms == ("Intercept",) and family_of(one).name == "oneway"
     assert np.array_equal(one.y, load("dyestuff").y)
     cat = from_formula(_frame([3, 4, 2, 5]), "y ~ x + C(c) + (1|g)")
     assert cat.design.terms == ("Intercept", "x", "C(c)[b]", "C(c)[c]")

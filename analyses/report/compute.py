@@ -170,15 +170,20 @@ def data_summary(data, family) -> dict:
         "balanced": balanced, "size_values": values.tolist(), "size_counts": counts.tolist(),
         "warnings": warns, "design": design_summary(data),
         "anova": ([anova(data, k) for k in range(len(data.responses))]
-                  if family.name in ("oneway", "multivariate") else []),
+                  if family.anova else []),
     }
 
 
 def design_summary(data) -> dict | None:
-    """A formula's design: the formula, fixed-effect columns, each factor's levels, the layout."""
-    design = getattr(data, "design", None)
-    if design is None:
+    """A formula's design: the formula, fixed-effect columns, each factor's levels, the layout.
+
+    None for a family without one (:attr:`~models.forms.base.Family.design`).
+    """
+    from varcomp.models.forms import family_of
+
+    if not family_of(data).design:
         return None
+    design = data.design
     factors = [{"name": f.name, "levels": f.m, "rows_per_level": data.n_obs / f.m}
                for f in design.factors]
     names = [f["name"] for f in factors]

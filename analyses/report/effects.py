@@ -149,17 +149,17 @@ def effect_sources(idata, data) -> list[dict]:
     :mod:`models.effects`' moments.
     """
     from varcomp.models.effects import SUMMARY_GROUP
+    from varcomp.models.forms import family_of
 
     post = idata.posterior
-    design = getattr(data, "design", None)
     # the rows' codes matter only with a design (partial residuals); statistics-only data
     # (a file reduced while reading) have none
     names = [("group_effect", data.group_name, getattr(data, "codes", None))]
-    if design is not None:
+    if family_of(data).design:
         from varcomp.models.forms.mixed import effect_names
 
         names += [(var, f.name, f.codes)
-                  for (var, _), f in zip(effect_names(data), design.factors, strict=True)]
+                  for (var, _), f in zip(effect_names(data), data.design.factors, strict=True)]
     out, seen = [], set()
     for var, factor, codes in names:
         if var in seen:
@@ -179,10 +179,12 @@ def _observed_effects(post, data, sources: list[dict], k: int, o) -> list:
     One-way: the cluster means minus E[mu]. With a design: the means of y - X E[beta] minus the
     other factors' posterior mean effects (partial residuals), so cross-to-dot is the shrinkage.
     """
-    design = getattr(data, "design", None)
-    if design is None:
+    from varcomp.models.forms import family_of
+
+    if not family_of(data).design:
         offset = data.stats.mean[:, k] - float(flat(pick(post["mu"], o)).mean())
         return [offset if s["var"] == "group_effect" else None for s in sources]
+    design = data.design
     if design.X is None:  # statistics only: no rows for partial residuals
         return [None] * len(sources)
     beta = post["beta"].mean(("chain", "draw")).values

@@ -132,7 +132,7 @@ def compare_logp_lmm(data: ClusteredData, names: Sequence[str] | None = None, n_
     chosen, skipped = {}, {}
     for nm in (list(family.forms) if names is None else list(names)):
         form = family.form(nm)
-        why = form.skip(data) if nm != "marginal" else None
+        why = form.applies(data)
         if why:
             skipped[nm] = why
             continue

@@ -34,7 +34,6 @@ from varcomp.models.priors import MvPriors, Priors
 __all__ = ["compare_compiled", "compare_logp", "integrated_loglik"]
 
 MV_PRIOR_VARS = ("mu", "chol_V_std", "chol_Sigma_std")
-MIXED_FAMILIES = ("regression", "nested", "crossed")
 
 
 def integrated_loglik(model, data: ClusteredData, mode: str | None = None,
@@ -212,10 +211,10 @@ def compare_logp(
         ``details["max_rel_err"]`` per form.
     """
     family = family_of(data)
-    if family.name == "multivariate":
+    if family.checks == "multivariate":
         return compare_logp_mv(data, names, n_points, seed, rtol, priors=priors,
                                builders=builders, mode=mode or "FAST_COMPILE")
-    if family.name in MIXED_FAMILIES:
+    if family.checks == "mixed":
         from varcomp.models.checks.lmm import compare_logp_lmm
 
         return compare_logp_lmm(data, names, n_points, seed, rtol, priors=priors,
@@ -290,7 +289,7 @@ def compare_logp_mv(
         error); ``details``: ``max_rel_err`` per form, ``failed``, ``prior_max_rel_err``.
     """
     family = family_of(data)
-    if family.name != "multivariate":
+    if family.checks != "multivariate":
         raise ValueError("compare_logp_mv is for multivariate data; use compare_logp")
     priors = priors or MvPriors.default(data)
     chosen = _builders(family, names)
@@ -355,12 +354,12 @@ def compare_compiled(data: ClusteredData, priors=None, n_points: int = 20, seed:
     from varcomp.models.compiled import multivariate, oneway
 
     family = family_of(data)
-    if family.name in MIXED_FAMILIES:
+    if family.checks == "mixed":
         from varcomp.models.checks.lmm import compare_compiled_lmm
 
         return compare_compiled_lmm(data, priors, n_points, seed, rtol)
     priors = priors or family.default_priors(data)
-    if family.name == "oneway":
+    if family.checks == "univariate":
         block, evaluate = oneway.parameter_block(data.stats, priors), oneway.logp_and_grad
     else:
         block = multivariate.parameter_block(data, priors)

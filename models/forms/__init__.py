@@ -38,14 +38,18 @@ def family_named(name: str) -> Family:
 def family_of(data) -> Family:
     """The family that fits ``data``: the only place where the kind of data is tested.
 
-    Several response columns: the multivariate model. A formula's design (``data.design``)
-    with several grouping factors: nested or crossed, as the data nest; with one factor and
-    covariates: the random-intercept regression. Otherwise the one-way model.
+    Several response columns: the multivariate model. No formula's design (group and
+    response columns), or a formula of rows with an intercept only and one grouping factor:
+    the one-way model. A design with several grouping factors: nested or crossed, as the data
+    nest; with one factor and covariates: the random-intercept regression. A design of
+    statistics only (a file reduced while reading, ``design.X`` None) is fitted by the mixed
+    families' cell kernels whatever its terms (the one-way forms need the rows' statistics).
     """
     if data.p > 1:
         return family_named("multivariate")
     design = getattr(data, "design", None)
-    if design is None:
+    if design is None or (design.X is not None and design.terms == ("Intercept",)
+                          and len(design.factors) == 1):
         return family_named("oneway")
     if len(design.factors) > 1:
         return family_named("nested" if design.nested else "crossed")

@@ -5,8 +5,18 @@ its default priors, the names it reports, how group effects are added to forms t
 out, its frequentist estimates. A :class:`Form` is one parameterisation of that family's
 posterior: its PyMC builder (data in ``pm.Data`` containers, so checks and SBC compile one model
 and swap data sets), the container values for any data of the same design, its compiled route
-(or none), and why ``--model all`` leaves it out for given data. Every consumer (fit, checks,
-report, CLI, benchmarks) loops over ``family.forms`` and asks; nothing else tests the family.
+(or none), whether it exists for given data (:attr:`Form.applies`) and why ``--model all``
+leaves it out as too costly (:attr:`Form.skip`). Every consumer (fit, checks, report, CLI,
+benchmarks) loops over ``family.forms`` and asks; nothing else tests the family: what differs by
+kind of model is a field of the family record (:attr:`Family.checks`, :attr:`Family.scalar_tau`,
+:attr:`Family.design`, :attr:`Family.anova`), set once in the family's module.
+
+``applies`` and ``skip`` are different questions. ``applies(data)`` gives the reason a form has
+no model for these data (the crossed ``sufficient`` form of an unbalanced design: no closed
+form); such a form is absent, by name too (``--model sufficient`` is refused with that reason),
+and the checks leave it out. ``skip(data)`` gives the reason ``--model all`` leaves a form out
+that exists but costs too much here (the literal MvNormal of big clusters); asked for by name,
+it runs.
 """
 
 from __future__ import annotations
@@ -18,7 +28,12 @@ from typing import Any
 from varcomp.models.errors import DataError
 from varcomp.models.likelihoods import GAUSSIAN, Likelihood
 
-__all__ = ["Family", "Form", "never_skipped"]
+__all__ = ["Family", "Form", "always_applies", "never_skipped"]
+
+
+def always_applies(data: Any) -> str | None:
+    """The default of :attr:`Form.applies`: the form exists for any data of its family."""
+    return None
 
 
 def never_skipped(data: Any) -> str | None:
@@ -33,8 +48,7 @@ class Form:
     Attributes
     ----------
     name : str
-        ``centred``, ``noncentred``, ``marginal`` or ``sufficient`` (the names are the same in
-        every family, listed once in :data:`models.forms.FORM_NAMES`).
+        One of :data:`models.forms.FORM_NAMES` (a family holds the forms that apply to it).
     summary : str
         One line saying what the form is (README and report tables).
     build : callable
@@ -48,8 +62,12 @@ class Form:
         ``compiled(data, priors)``: a ready nutpie model of this form's posterior in
         hand-written machine code (:mod:`models.compiled`), or None when the priors are not
         covered; the attribute itself is None for forms without a compiled route.
+    applies : callable
+        ``applies(data) -> reason or None``: why this form has no model for ``data`` (absent:
+        refused by name, left out by ``--model all`` and the checks), or None.
     skip : callable
-        ``skip(data) -> reason or None``: why ``--model all`` leaves this form out here.
+        ``skip(data) -> reason or None``: why ``--model all`` leaves this existing form out
+        here as too costly (asked for by name, it runs).
     """
 
     name: str
@@ -59,6 +77,7 @@ class Form:
     latent: bool = False
     compiled: Callable[..., Any] | None = None
     skip: Callable[[Any], str | None] = never_skipped
+    applies: Callable[[Any], str | None] = always_applies
 
 
 @dataclass(frozen=True)
@@ -117,6 +136,20 @@ class Family:
         The response distribution (:mod:`models.likelihoods`): its parameters beyond the linear
         predictor, residual variance (the shares' denominator), prior scale, cluster density and
         predictive replicates. Gaussian for every family today.
+    checks : str
+        Which independent oracle :mod:`models.checks` compares the family's densities with:
+        ``univariate`` (scipy's normal densities of the one-way model), ``multivariate``
+        (scipy's MvNormal of each cluster's stacked observed vector) or ``mixed`` (the dense
+        covariance of a formula's design).
+    design : bool
+        Whether the family's data carry a formula's design (fixed effects, grouping factors)
+        that the report shows and its effects are read from.
+    scalar_tau : bool
+        Whether the mixed model's tau is one number per draw (one grouping factor: the
+        variable ``group_effect`` over dim ``group``) rather than one per factor (dim
+        ``factor``, effects ``u_<factor>``).
+    anova : bool
+        Whether the report shows the one-way ANOVA of each response.
     """
 
     name: str
@@ -141,26 +174,41 @@ class Family:
     partition_priors: Callable[..., Any] | None = None
     headline: str = "icc"
     likelihood: Likelihood = GAUSSIAN
+    checks: str = "univariate"
+    design: bool = False
+    scalar_tau: bool = False
+    anova: bool = False
 
     def default(self, data: Any) -> str:
         """The form ``varcomp fit`` uses without ``--model``.
 
         :attr:`default_form`, or :attr:`fallback_form` where the default does not apply to
-        these data (its ``skip``).
+        these data (its ``applies``).
         """
-        if self.fallback_form and self.forms[self.default_form].skip(data):
+        if self.fallback_form and self.forms[self.default_form].applies(data):
             fallback = self.fallback_form
             return fallback(data) if callable(fallback) else fallback
         return self.default_form
 
     def form(self, name: str) -> Form:
-        """The form called ``name`` (a one-line error naming the choices otherwise)."""
+        """The form called ``name`` (a one-line error naming the family's forms otherwise)."""
         try:
             return self.forms[name]
         except KeyError:
             raise DataError(f"unknown model '{name}' for the {self.name} family: choose one of "
                              f"{', '.join(self.forms)}") from None
 
+    def form_for(self, name: str, data: Any) -> Form:
+        """:meth:`form`, refused with its reason where the form does not apply to ``data``."""
+        form = self.form(name)
+        if why := form.applies(data):
+            raise DataError(f"--model {name} does not apply to these data: {why}")
+        return form
+
+    def absent(self, data: Any) -> dict[str, str]:
+        """The family's forms that do not apply to ``data``, with the reason."""
+        return {n: why for n, f in self.forms.items() if (why := f.applies(data))}
+
     def skipped(self, data: Any) -> dict[str, str]:
-        """Forms ``--model all`` leaves out for ``data``, with the reason."""
-        return {n: why for n, f in self.forms.items() if (why := f.skip(data))}
+        """Forms ``--model all`` leaves out for ``data`` (absent or too costly), with the reason."""
+        return {n: why for n, f in self.forms.items() if (why := f.applies(data) or f.skip(data))}

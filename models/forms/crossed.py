@@ -12,7 +12,8 @@ default for unbalanced data); ``marginal``, one MvNormal of all rows while N is 
 (:data:`MARGINAL_MAX_ROWS`); ``sufficient`` for balanced designs only (every combination of the
 grouping variables equally often), whose covariance has parameter-free eigenspaces, the ANOVA
 strata: the closed form costs O(2^|F| k^2) per gradient (:mod:`models.compiled.lmm_strata`).
-An unbalanced crossed design has no closed form, and ``sufficient`` is skipped with that reason.
+An unbalanced crossed design has no closed form: ``sufficient`` does not apply (its ``applies``
+gives the reason; asked for by name it is refused with it).
 Names as the nested family's: ``beta``, ``tau`` and ``vpc`` by factor, ``corr``, R^2.
 """
 
@@ -78,7 +79,8 @@ def _sufficient_values(data: ClusteredData) -> dict[str, np.ndarray]:
             "ybar_c": np.asarray(st.ybar_c)}
 
 
-def _skip_sufficient(data: ClusteredData) -> str | None:
+def _sufficient_applies(data: ClusteredData) -> str | None:
+    """None for a balanced design; else why it has no closed form (:func:`strata_of`)."""
     try:
         strata_of(data)
     except DataError as exc:
@@ -169,7 +171,7 @@ FAMILY = Family(
                          skip=_skip_marginal),
         "sufficient": Form("sufficient", "closed form through the ANOVA strata (balanced "
                            "designs): O(2^F k^2)", build_sufficient_strata, _sufficient_values,
-                           compiled=_compiled, skip=_skip_sufficient),
+                           compiled=_compiled, applies=_sufficient_applies),
     },
     default_form="sufficient",
     fallback_form="partial",
@@ -184,5 +186,7 @@ FAMILY = Family(
     total_loglik=crossed_loglik,
     log_prior=mixed_prior,
     new_cluster=mixed_new_cluster,
+    checks="mixed",
+    design=True,
 )
 

@@ -22,6 +22,7 @@ import numpy as np
 from varcomp.models.cells import nested_of
 from varcomp.models.data import ClusteredData, DataError
 from varcomp.models.density import LOG_2PI
+from varcomp.models.forms import family_of
 from varcomp.models.lmm import LmmPriors
 
 __all__ = ["build_centred", "build_latent", "build_noncentred", "effect_names", "latent_values",
@@ -34,11 +35,10 @@ def safe(name: str) -> str:
 
 
 def effect_names(data: ClusteredData) -> list[tuple[str, str]]:
-    """(variable, dim) of each factor's group effects."""
-    factors = data.design.factors
-    if len(factors) == 1:
+    """(variable, dim) of each factor's group effects (the family's :attr:`~Family.scalar_tau`)."""
+    if family_of(data).scalar_tau:
         return [("group_effect", "group")]
-    return [(f"u_{safe(f.name)}", safe(f.name)) for f in factors]
+    return [(f"u_{safe(f.name)}", safe(f.name)) for f in data.design.factors]
 
 
 def start(data: ClusteredData, priors: LmmPriors | None):
@@ -49,7 +49,7 @@ def start(data: ClusteredData, priors: LmmPriors | None):
     d = data.design
     coords = {"group": [str(g) for g in data.groups], "term": list(d.terms),
               "slope_term": [t for t in d.terms if t != "Intercept"]}
-    if len(d.factors) > 1:
+    if not family_of(data).scalar_tau:
         coords["factor"] = [f.name for f in d.factors]
         for f, (_, dim) in zip(d.factors, effect_names(data), strict=True):
             coords[dim] = [str(x) for x in f.levels]

@@ -73,4 +73,6 @@ FAMILY = Family(
     cluster_loglik=mixed_loglik,
     log_prior=mixed_prior,
     new_cluster=mixed_new_cluster,
+    checks="mixed",
+    design=True,
 )

@@ -315,4 +315,6 @@ FAMILY = Family(
     new_cluster=oneway_new_cluster,
     partition_priors=lambda data, specs: parse_partition_overrides(
         PartitionPriors.default(data), specs),
+    checks="univariate",
+    anova=True,
 )
