@@ -29,12 +29,10 @@ from varcomp.models.errors import DataError
 from varcomp.models.forms import Family, Form
 from varcomp.models.pointwise import add_pointwise
 from varcomp.models.predictive import add_new_cluster
-from varcomp.models.sampling import Fit, diagnose, sample_model
+from varcomp.models.sampling import HDI_PROB, Fit, diagnose, posterior_stats, sample_model
 
 __all__ = ["FitResult", "check_memory", "fit", "param_table", "prepare", "run", "summarise",
            "write_outputs"]
-
-HDI_PROB = 0.94
 
 
 @dataclass
@@ -165,7 +163,9 @@ def fit(
         settings = {"draws": draws, "tune": tune, "chains": chains, "seed": seed,
                     "sampler": sampler, "target_accept": target_accept,
                     "backend": backend if sampler == "nutpie" else "pymc"}
-        fits[name] = Fit(name, idata, seconds, settings, diagnose(idata, family.summary_vars))
+        stats = posterior_stats(idata, family.summary_vars)
+        fits[name] = Fit(name, idata, seconds, settings,
+                         diagnose(idata, family.summary_vars, stats), stats)
     estimates = family.estimates(data) if family.estimates else {}
     comparison = None
     if len(fits) > 1:
@@ -288,36 +288,27 @@ def _total_loglik(idata):
         coords={"chain": ll.chain, "draw": ll.draw}))
 
 
-def param_table(idata, var_names: Sequence[str]) -> dict[str, dict]:
-    """Posterior summary per scalar parameter: ArviZ's ``az.summary`` (94% HDI, unrounded).
+def param_table(idata, var_names: Sequence[str], stats: dict | None = None) -> dict[str, dict]:
+    """Posterior summary per scalar parameter: ArviZ's ``az.summary`` numbers (94% HDI, unrounded).
 
     Vectors give one row per element (``mu[written]``); matrices over (outcome, outcome_bis)
     give their upper triangle without the diagonal (``corr_between[written,course]``). The one
-    table behind summary.json and the report.
+    table behind summary.json and the report. ``stats``: the fit's
+    :func:`models.sampling.posterior_stats` (the gate's numbers), computed here when absent.
     """
-    import warnings
-
-    import arviz as az
-
     post = idata.posterior
     names = [v for v in var_names if v in post]
-    with warnings.catch_warnings(), np.errstate(all="ignore"):
-        warnings.simplefilter("ignore")  # constant diagonals of correlation matrices
-        table = az.summary(idata, var_names=names, hdi_prob=HDI_PROB, round_to="none",
-                           kind="all")
-    lo, hi = (f"hdi_{100 * (1 - HDI_PROB) / 2:g}%", f"hdi_{100 * (1 + HDI_PROB) / 2:g}%")
-    keep = []
-    for label, var, sel in _element_labels(post, names):
-        values = [str(v) for v in sel.values()]
-        keep.append((label, f"{var}[{', '.join(values)}]" if values else var))
+    stats = stats or {}
+    if missing := [v for v in names if v not in stats]:
+        stats = stats | posterior_stats(idata, missing)
     out: dict[str, dict] = {}
-    for label, arviz_label in keep:
-        row = table.loc[arviz_label]
-        out[label] = {
-            "mean": _num(row["mean"]), "sd": _num(row["sd"]),
-            "hdi_low": _num(row[lo]), "hdi_high": _num(row[hi]),
-            "ess_bulk": _num(row["ess_bulk"]), "ess_tail": _num(row["ess_tail"]),
-            "r_hat": _num(row["r_hat"]), "mcse_mean": _num(row["mcse_mean"])}
+    for label, var, sel in _element_labels(post, names):
+        da = post[var]
+        index = tuple(da.get_index(dim).get_loc(value) for dim, value in sel.items())
+        s = stats[var]
+        out[label] = {k: _num(s[k][index]) for k in ("mean", "sd", "hdi_low", "hdi_high",
+                                                     "ess_bulk", "ess_tail", "r_hat",
+                                                     "mcse_mean")}
     return out
 
 
@@ -358,7 +349,7 @@ def summarise(result: FitResult) -> dict:
             "diagnostics": {k: _num(dg[k]) for k in ("r_hat", "ess_bulk", "ess_tail", "ebfmi")}
             | {"treedepth_hits": int(dg["treedepth_hits"])},
             "settings": dict(f.settings),
-            "params": param_table(f.idata, family.summary_vars),
+            "params": param_table(f.idata, family.summary_vars, f.stats),
             "prior_sensitivity": prior_sensitivity(f.idata, family.summary_vars),
             "new_cluster": _new_cluster_summary(f.idata),
         }
