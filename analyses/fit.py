@@ -29,7 +29,14 @@ from varcomp.models.errors import DataError
 from varcomp.models.forms import Family, Form
 from varcomp.models.pointwise import add_pointwise
 from varcomp.models.predictive import add_new_cluster
-from varcomp.models.sampling import HDI_PROB, Fit, diagnose, posterior_stats, sample_model
+from varcomp.models.sampling import (
+    HDI_PROB,
+    Fit,
+    chain_draw_values,
+    diagnose,
+    posterior_stats,
+    sample_model,
+)
 
 __all__ = ["FitResult", "check_memory", "fit", "param_table", "prepare", "run", "summarise",
            "write_outputs"]
@@ -254,10 +261,11 @@ def prior_sensitivity(idata, var_names: Sequence[str]) -> dict[str, dict]:
         return {}
     post = idata.posterior
     names = [v for v in var_names if v in post]
-    prior_total, lik_total = _component_total(_draws(idata.log_prior)), _total_loglik(idata)
+    prior_w = _power_weights(_component_total(_draws(idata.log_prior)))
+    lik_w = _power_weights(_total_loglik(idata))
     with np.errstate(all="ignore"):
-        prior = {v: _psens(post[v], prior_total) for v in names}
-        lik = {v: _psens(post[v], lik_total) for v in names}
+        prior = {v: _psens(post[v], prior_w) for v in names}
+        lik = {v: _psens(post[v], lik_w) for v in names}
     out = {}
     for label, var, sel in _element_labels(post, names):
         index = tuple(post[var].get_index(dim).get_loc(value) for dim, value in sel.items())
@@ -283,7 +291,7 @@ def _component_total(arrays: Sequence[np.ndarray]) -> np.ndarray:
 
 
 def _draws(ds) -> list[np.ndarray]:
-    return [ds[v].transpose("chain", "draw", ...).values for v in ds.data_vars]
+    return [chain_draw_values(ds[v]) for v in ds.data_vars]
 
 
 def _total_loglik(idata) -> np.ndarray:
@@ -299,13 +307,14 @@ def _total_loglik(idata) -> np.ndarray:
     return _component_total([sum(a.reshape(chains, draws, -1).sum(axis=-1) for a in ll)])
 
 
-def _psens(da, component: np.ndarray, delta: float = 0.01) -> np.ndarray:
-    """``az.psens`` of each element of ``da`` (chain, draw, ...) for a summed log density.
+PSENS_DELTA = 0.01
+"""``az.psens``'s default power-scaling step: alpha = 1/(1+delta) and 1+delta."""
 
-    ``component`` is that density of each draw: power-scale it by 1/(1+delta) and 1+delta with
-    Pareto-smoothed importance weights, and take the finite-difference derivative of the
-    cumulative Jensen-Shannon distance (Kallioinen et al. 2024), the larger of the draws' and
-    their negation's.
+
+def _power_weights(component: np.ndarray, delta: float = PSENS_DELTA) -> list[np.ndarray]:
+    """Normalised Pareto-smoothed importance weights of the draws, as ``az.psens`` takes them.
+
+    For power-scaling the summed log density ``component`` by 1/(1+delta) and by 1+delta.
     """
     import arviz as az
 
@@ -313,23 +322,33 @@ def _psens(da, component: np.ndarray, delta: float = 0.01) -> np.ndarray:
     for alpha in (1 / (1 + delta), 1 + delta):
         w = np.exp(az.psislw((alpha - 1) * component)[0])
         weights.append(w / np.sum(w))
-    x = da.transpose("chain", "draw", ...).values
+    return weights
+
+
+def _psens(da, weights: list[np.ndarray], delta: float = PSENS_DELTA) -> np.ndarray:
+    """``az.psens`` of each element of ``da`` (chain, draw, ...) given :func:`_power_weights`.
+
+    The finite-difference derivative of the cumulative Jensen-Shannon distance between the
+    draws and the power-scaled ones (Kallioinen et al. 2024), the larger of the draws' and
+    their negation's, at both steps.
+    """
+    x = chain_draw_values(da)
     shape = x.shape[2:]
     x = x.reshape(x.shape[0] * x.shape[1], -1)
     out = np.empty(x.shape[1])
     for j in range(x.shape[1]):
-        d = x[:, j]
-        out[j] = sum(max(_cjs_dist(d, w), _cjs_dist(-1 * d, w)) for w in weights) / (
+        d, neg = x[:, j], -1 * x[:, j]
+        up, down = np.argsort(d), np.argsort(neg)  # one sort for both steps
+        out[j] = sum(max(_cjs_dist(d, w, up), _cjs_dist(neg, w, down)) for w in weights) / (
             2 * np.log2(1 + delta))
     return out.reshape(shape)
 
 
-def _cjs_dist(draws: np.ndarray, weights: np.ndarray) -> float:
+def _cjs_dist(draws: np.ndarray, weights: np.ndarray, order: np.ndarray) -> float:
     """Cumulative Jensen-Shannon distance of the weighted draws from the unweighted ones.
 
-    ArviZ's ``_cjs_dist``, step for step.
+    ArviZ's ``_cjs_dist``, step for step; ``order`` is ``np.argsort(draws)``.
     """
-    order = np.argsort(draws)
     draws, weights = draws[order], weights[order]
     binwidth = np.diff(draws)
     cdf_p = np.linspace(1 / len(draws), 1 - 1 / len(draws), len(draws) - 1)

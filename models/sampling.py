@@ -22,8 +22,9 @@ import numpy as np
 
 from varcomp.models.errors import DataError
 
-__all__ = ["GATE", "HDI_PROB", "STATS", "DataSwapper", "Fit", "diagnose", "import_arviz",
-           "posterior_stats", "quiet", "sample_compiled", "sample_model"]
+__all__ = ["GATE", "HDI_PROB", "STATS", "DataSwapper", "Fit", "chain_draw_values", "diagnose",
+           "import_arviz", "posterior_stats", "quiet", "sample_compiled", "sample_model",
+           "trace_to_idata"]
 
 # The diagnostics gate (Vehtari et al. 2021 thresholds): a fit failing any of these is not
 # trusted, in the checks (never "agrees") and in the report (banner, summary.json).
@@ -310,6 +311,13 @@ def _ebfmi(energy: np.ndarray) -> np.ndarray:
     return (de**2).mean(axis=1) / energy.var(axis=1)
 
 
+def chain_draw_values(da) -> np.ndarray:
+    """The values of a DataArray with its dims ordered (chain, draw, ...)."""
+    if da.dims[:2] == ("chain", "draw"):
+        return da.values
+    return da.transpose("chain", "draw", ...).values
+
+
 def posterior_stats(idata, var_names) -> dict[str, dict[str, np.ndarray]]:
     """ArviZ's summary statistics (:data:`STATS`) of each element of each variable, by variable.
 
@@ -330,7 +338,7 @@ def posterior_stats(idata, var_names) -> dict[str, dict[str, np.ndarray]]:
         for var in var_names:
             if var not in post:
                 continue
-            x = np.asarray(post[var].transpose("chain", "draw", ...).values, dtype=np.float64)
+            x = np.asarray(chain_draw_values(post[var]), dtype=np.float64)
             flat = x.reshape(x.shape[0], x.shape[1], -1)
             cols = {k: np.empty(flat.shape[2]) for k in STATS[2:]}
             for j in range(flat.shape[2]):
