@@ -266,6 +266,43 @@ def test_param_table_is_arviz_s_summary(fake_mv_fit):
                                                                                   abs=1e-3)
 
 
+def test_table_and_gate_share_arviz_s_numbers(fake_mv_fit):
+    """The per-element statistics computed once for the gate and the table equal what the
+    gate and the table took from ArviZ before: ``az.summary`` (mean, sd, 94% HDI, MCSE, ESS,
+    R-hat) on the Dataset, and the gate's max ``az.rhat`` / min ``az.ess`` over the Dataset;
+    a broken statistic (R-hat of the unsplit chains) fails the comparison."""
+    import arviz as az
+
+    from varcomp.models.sampling import diagnose, posterior_stats
+
+    idata = fake_mv_fit("a", np.random.default_rng(5)).idata
+    names = ["mu", "corr_within", "V"]
+    table = param_table(idata, names)
+    ref = az.summary(idata, var_names=names, hdi_prob=0.94, round_to="none", kind="all")
+    cols = {"mean": "mean", "sd": "sd", "hdi_low": "hdi_3%", "hdi_high": "hdi_97%",
+            "ess_bulk": "ess_bulk", "ess_tail": "ess_tail", "r_hat": "r_hat",
+            "mcse_mean": "mcse_mean"}
+    assert set(table) == {"mu[a]", "mu[b]", "corr_within[a,b]", "V[a,b]"}
+    for label, row in table.items():
+        want = ref.loc[label.replace(",", ", ")]
+        for k, col in cols.items():
+            assert row[k] == pytest.approx(float(want[col]), rel=1e-12, abs=0), (label, k)
+    post = idata.posterior[names]
+    gate = diagnose(idata, names)
+    assert gate["r_hat"] == max(float(np.nanmax(v)) for v in az.rhat(post).data_vars.values())
+    for method in ("bulk", "tail"):
+        ess = az.ess(post, method=method)
+        assert gate[f"ess_{method}"] == min(float(np.nanmin(v)) for v in ess.data_vars.values())
+    stats = posterior_stats(idata, names)
+    again = diagnose(idata, names, stats)
+    assert [again[k] for k in ("r_hat", "ess_bulk", "ess_tail", "problems")] == \
+        [gate[k] for k in ("r_hat", "ess_bulk", "ess_tail", "problems")]
+    broken = {v: s | {"r_hat": np.vectorize(lambda *_: 1.0)(s["r_hat"])} for v, s in
+              stats.items()}
+    assert param_table(idata, names, broken)["mu[a]"]["r_hat"] != pytest.approx(
+        float(ref.loc["mu[a]", "r_hat"]), rel=1e-12, abs=0)
+
+
 def test_interrupt_inside_a_c_callback_is_remembered_and_silent():
     """CI's failure, made deterministic: SIGINT arriving while C code (llvmlite's ctypes
     object-cache callback) runs Python raises inside the callback, where Python drops it and
