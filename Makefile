@@ -3,8 +3,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
-# two workers (pytest-xdist; the fast tier is pyproject's default marker selection): the default tier took
-# this 2-core machine, 137 s in two
+# two workers (pytest-xdist; bare pytest is the fast tier, pyproject's addopts): the default tier took
+# 202 s in one process from a fresh clone on this 2-core machine, 137 s in two
 PYTEST_ARGS ?= -n 2
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 

@@ -7,7 +7,6 @@ nothing written. ``fit --strict`` exits 3 when a fit fails the diagnostics gate.
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
 import time
@@ -157,6 +156,9 @@ def _load(args, *, stats_only: bool = False):
         raise DataError("give either --formula or --group/--response, not both")
     if getattr(args, "engine", "memory") == "dask":
         return _load_dask(args, stats_only=stats_only)
+    if getattr(args, "scheduler", None):
+        raise DataError("--scheduler names a Dask scheduler, which only --engine dask uses: add "
+                        "--engine dask, or drop --scheduler")
     if formula:
         path = Path(args.data)
         if stats_only and path.is_file() and path.stat().st_size >= CHUNKED_BYTES:
@@ -181,13 +183,8 @@ def _load_dask(args, *, stats_only: bool):
     import glob
 
     from varcomp.analyses.fit import is_terminal
-    from varcomp.models.distributed import (
-        client_for,
-        formula_stats_dask,
-        group_stats_dask,
-        local_client,
-        read_parquet_dask,
-    )
+    from varcomp.models.dask_clients import client_for, local_client
+    from varcomp.models.distributed import formula_stats_dask, group_stats_dask, read_parquet_dask
 
     if not stats_only:
         raise DataError("--engine dask reduces the rows to statistics: only the sufficient "
@@ -204,14 +201,14 @@ def _load_dask(args, *, stats_only: bool):
         raise DataError("--engine dask reads Parquet files (e.g. 'data/part-*.parquet'): "
                         "convert CSV with `varcomp simulate`-style tools or pandas first")
     if formula:
-        from varcomp.models.design import parse
+        from varcomp.models.design import group_variables, parse
 
-        columns = list(parse(formula).variables)
+        columns, labels = list(parse(formula).variables), group_variables(formula)
     else:
-        columns = [args.group, response]
+        columns, labels = [args.group, response], [args.group]
+    ddf = read_parquet_dask(files, columns, labels=labels)  # footers only: refused before a cluster
     client = client_for(args.scheduler) if args.scheduler else local_client()
     with client:
-        ddf = read_parquet_dask(files, columns)
         if formula:
             return formula_stats_dask(ddf, formula, source=args.data, progress=is_terminal())
         return group_stats_dask(ddf, group=args.group, response=response, source=args.data,
@@ -230,48 +227,15 @@ def cmd_datasets(args) -> int:
 
 def cmd_describe(args) -> int:
     """Print N, L, cluster sizes, the one-way ANOVA and moment estimates."""
-    data = _load(args)
-    sizes = data.sizes
-    print(f"data: {data.source}   group: {data.group_name}   response: {', '.join(data.responses)}")
-    print(f"N = {data.n_obs} rows, L = {data.n_groups} clusters, rows dropped: "
-          f"{data.dropped_rows}")
-    uniq, counts = __import__("numpy").unique(sizes, return_counts=True)
-    dist = ", ".join(f"{int(u)}x{int(c)}" for u, c in zip(uniq, counts, strict=True))
-    balanced = "balanced" if uniq.size == 1 else "unbalanced"
-    print(f"cluster sizes: min {sizes.min()}, median {float(__import__('numpy').median(sizes)):g}, "
-          f"max {sizes.max()} ({balanced}; size x count: {dist if uniq.size <= 12 else '...'})")
-    print(f"singletons: {int((sizes == 1).sum())}")
-    for w in data.warnings:
-        print(f"note: {w}")
-    for k, r in enumerate(data.responses):
-        a = data.anova(k)
-        print(f"\none-way ANOVA of {r}")
-        print(f"  {'source':<8} {'SS':>14} {'df':>6} {'mean square':>14} {'F':>9}")
-        print(f"  {'between':<8} {_g(a['ss_between'], 14, '.6g')} {a['df_between']:>6g} "
-              f"{_g(a['ms_between'], 14, '.6g')} {_g(a['F'], 9, '.4g')}")
-        print(f"  {'within':<8} {_g(a['ss_within'], 14, '.6g')} {a['df_within']:>6g} "
-              f"{_g(a['ms_within'], 14, '.6g')}")
-        if not all(math.isfinite(a[key]) for key in ("n0", "tau2", "sigma2", "icc")):
-            why = ("every cluster has a single row: no within-cluster mean square"
-                   if a["df_within"] <= 0 else "one cluster: no between-cluster mean square")
-            print(f"  method of moments: undefined ({why})")
-            continue
-        print(f"  method of moments (n0 = {a['n0']:.4g}): tau^2 = {a['tau2']:.6g}, "
-              f"sigma^2 = {a['sigma2']:.6g}, ICC = {a['icc']:.4f}")
-        if a["truncated"]:
-            print("  note: MSB < MSW, so the moment estimate of tau^2 is negative and was "
-                  "truncated at 0 (the data show no between-cluster variance beyond noise)")
+    from varcomp.analyses.describe import describe, text
+
+    print(text(describe(_load(args))))
     return 0
 
 
 def _out_name(name: str) -> str:
     """A default output folder name (a glob's wildcards replaced)."""
     return "".join(ch if ch not in "*?[]" else "_" for ch in name) or "data"
-
-
-def _g(x: float, width: int, spec: str) -> str:
-    """A number for the describe table; '-' where it is undefined (never 'nan')."""
-    return f"{x:>{width}{spec}}" if math.isfinite(x) else f"{'-':>{width}}"
 
 
 def _inputs(spec: str) -> list[Path]:
@@ -318,12 +282,13 @@ def cmd_fit(args) -> int:
     out = Path(args.out) if args.out else Path("reports") / _out_name(data.name)
     resolve_out(out, inputs=inputs)
     family = family_of(data)
-    priors = family.parse_priors(data, args.prior) if args.prior else None
     if args.variance_prior == "partition":
         if family.partition_priors is None:
             raise DataError(f"--variance-prior partition is available for the one-way model; "
                             f"the {family.name} family uses sd priors")
         priors = family.partition_priors(data, args.prior)
+    else:
+        priors = family.parse_priors(data, args.prior) if args.prior else None
     names = list(family.forms) if args.model == "all" else [args.model or family.default(data)]
     check_memory(family, data, names, args.draws, args.chains)
     data.require_identifiable()
@@ -371,9 +336,21 @@ def cmd_compare(args) -> int:
     table = result.as_dict()
     print(f"{'model':<8} {'elpd':>10} {'se':>7} {'diff':>9} {'dse':>7} {'k max':>6}  formula")
     for m in table["models"]:
-        exact = f"  (exact: {', '.join(m['exact_clusters'])})" if m["exact_clusters"] else ""
+        exact = ""
+        if m["n_high_k"]:
+            shown = ", ".join(m["exact_clusters"][:10]) + (", ..." if len(
+                m["exact_clusters"]) > 10 else "")
+            exact = f"  (k > {table['k_threshold']}: {m['n_high_k']}, refitted exactly: " \
+                    f"{len(m['exact_clusters'])}{': ' + shown if shown else ''})"
+        k = m["pareto_k_max"]
         print(f"{m['name']:<8} {m['elpd']:>10.2f} {m['se']:>7.2f} {m['elpd_diff']:>9.2f} "
-              f"{m['dse']:>7.2f} {m['pareto_k_max']:>6.2f}  {m['formula']}{exact}")
+              f"{m['dse']:>7.2f} {f'{k:.2f}' if k is not None else '-':>6}  "
+              f"{m['formula']}{exact}")
+        if m["unreliable_clusters"]:
+            print(f"varcomp: warning: {m['name']}: {len(m['unreliable_clusters'])} cluster(s) "
+                  f"with Pareto k > {table['k_threshold']} were not refitted (at most "
+                  f"{table['max_exact']} per model); their PSIS estimates are unreliable "
+                  f"(compare.json: unreliable_clusters)", file=sys.stderr)
     print(f"compare: {out / 'compare.html'}   {out / 'compare.json'}")
     return 0
 
@@ -441,7 +418,10 @@ def cmd_simulate(args) -> int:
     out = write_file_atomically(Path(args.out), lambda tmp: write_table(sim.frame, tmp,
                                                                         like=args.out),
                                 suffixes=TABLE_SUFFIXES)
-    print(f"{out}: {len(sim.frame)} rows in {args.clusters} clusters")
+    responses = " ".join(f"--response {c}" for c in sim.frame.columns if c != "group")
+    print(f"{out}: {len(sim.frame)} rows in {args.clusters} clusters (columns "
+          f"{', '.join(map(str, sim.frame.columns))}); fit it with: varcomp fit {out} "
+          f"--group group {responses}")
     return 0
 
 

@@ -27,7 +27,8 @@ __all__ = ["K_THRESHOLD", "CompareResult", "compare", "pooled_data", "write_comp
 K_THRESHOLD = 0.7
 """Pareto k above which PSIS-LOO is unreliable (Vehtari et al. 2024) and the cluster is refitted."""
 MAX_EXACT = 50
-"""At most this many clusters of one model are refitted exactly (the rest stay PSIS, flagged)."""
+"""At most this many clusters of one model are refitted exactly, those of the highest k first;
+the rest keep their PSIS estimates and are listed as unreliable (compare.json, compare.html)."""
 
 
 @dataclass
@@ -41,6 +42,18 @@ class ModelEntry:
     elpd_i: np.ndarray
     pareto_k: np.ndarray
     exact: list[str] = field(default_factory=list)
+    unreliable: list[str] = field(default_factory=list)
+
+    @property
+    def k_used(self) -> float:
+        """The largest Pareto k among the PSIS estimates kept (-inf if every cluster was refitted).
+
+        Exact refits replaced the other clusters' estimates, so their k no longer applies.
+        """
+        used = np.ones(self.pareto_k.size, dtype=bool)
+        exact = set(self.exact)
+        used[[i for i, g in enumerate(self.data.groups) if str(g) in exact]] = False
+        return float(np.max(self.pareto_k[used])) if used.any() else -math.inf
 
     @property
     def elpd(self) -> float:
@@ -68,20 +81,28 @@ class CompareResult:
         for m in self.models:
             diff = m.elpd_i - best.elpd_i
             dse = float(math.sqrt(diff.size * np.var(diff, ddof=1))) if m is not best else 0.0
+            k_used = m.k_used
             rows.append({"name": m.name, "formula": m.formula, "elpd": m.elpd, "se": m.se,
                          "elpd_diff": float(diff.sum()), "dse": dse,
-                         "pareto_k_max": float(np.max(m.pareto_k)),
+                         "pareto_k_max": k_used if math.isfinite(k_used) or k_used > 0
+                         else None,
+                         "n_high_k": len(m.exact) + len(m.unreliable),
                          "exact_clusters": list(m.exact),
+                         "unreliable_clusters": list(m.unreliable),
                          "pareto_k": dict(zip(self.clusters, map(float, m.pareto_k),
                                               strict=True)),
                          "family": m.fit.family.name,
                          "diagnostics_ok": bool(next(iter(m.fit.fits.values())).ok)})
         return {"models": rows, "ranking": [m.name for m in self.models],
                 "group": self.group, "n_clusters": len(self.clusters),
-                "k_threshold": K_THRESHOLD,
+                "k_threshold": K_THRESHOLD, "max_exact": MAX_EXACT,
                 "note": "elpd of leave-one-cluster-out (each cluster's rows predicted with its "
-                        "effects integrated out); entries listed in exact_clusters were "
-                        "refitted without that cluster"}
+                        "effects integrated out); clusters listed in exact_clusters were "
+                        "refitted without that cluster; clusters in unreliable_clusters had "
+                        f"Pareto k above {K_THRESHOLD} but were not refitted (at most "
+                        f"{MAX_EXACT} refits per model) and keep their unreliable PSIS "
+                        "estimate; pareto_k_max is the largest k among the PSIS estimates "
+                        "used (null when every cluster was refitted)"}
 
 
 def pooled_data(data: ClusteredData) -> ClusteredData:
@@ -168,7 +189,8 @@ def _without(data: ClusteredData, cluster: int) -> ClusteredData:
         factors = tuple(Factor(f.name, *refactor(f.codes, f.levels)) for f in d.factors)
         variables = tuple(Factor(v.name, *refactor(v.codes, v.levels)) for v in d.variables)
         design = Design(d.formula, d.X[keep], d.terms, factors, d.nested, variables)
-    return replace(data, y=data.y[keep], codes=codes, groups=groups, design=design)
+    rows = None if data.rows is None else data.rows[keep]
+    return replace(data, y=data.y[keep], codes=codes, groups=groups, design=design, rows=rows)
 
 
 def compare(spec: str, formulas: list[str], *, draws: int = 1000, tune: int = 1000,
@@ -180,26 +202,23 @@ def compare(spec: str, formulas: list[str], *, draws: int = 1000, tune: int = 10
     Crossed designs have no per-cluster density and are refused.
     """
     from varcomp.analyses.fit import fit as fit_model
-    from varcomp.models import load
+    from varcomp.analyses.source import resolve
 
     if not formulas:
         raise DataError("give at least one --formula to compare")
-    entries: list[ModelEntry] = []
-    ref = None
-    for i, formula in enumerate(formulas):
-        data = load(spec, formula=formula)
+    loaded = []
+    for formula in formulas:  # every model's data first: a mismatch is refused before sampling
+        data = resolve(spec, formula)  # a path, a shipped name or a frame
         if data.design is not None and not data.design.nested:
             raise DataError(f"{formula!r} has crossed factors: leave-one-cluster-out is not "
                             f"defined for them (a cluster shares the other factors' levels "
                             f"with other clusters); compare nested or one-factor models")
-        if ref is None:
-            ref = data
-        elif (data.n_obs != ref.n_obs or data.group_name != ref.group_name
-              or not np.array_equal(data.groups, ref.groups)):
-            raise DataError(f"{formula!r} is fitted to other rows or top-level clusters "
-                            f"({data.n_obs} rows by '{data.group_name}') than the first model "
-                            f"({ref.n_obs} rows by '{ref.group_name}'): compare models of the "
-                            f"same rows and clusters")
+        if loaded:
+            _same_rows(formulas[0], loaded[0], formula, data)
+        loaded.append(data)
+    ref = loaded[0]
+    entries: list[ModelEntry] = []
+    for i, (formula, data) in enumerate(zip(formulas, loaded, strict=True)):
         result = fit_model(data, draws=draws, tune=tune, chains=chains, seed=seed,
                            progress=progress)
         idata = next(iter(result.idata.values()))
@@ -221,6 +240,36 @@ def compare(spec: str, formulas: list[str], *, draws: int = 1000, tune: int = 10
     return CompareResult(entries, [str(g) for g in ref.groups], ref.group_name)
 
 
+def _response(formula: str) -> str:
+    """The left-hand side of a formula as written (spaces removed): column and transform."""
+    return "".join(formula.split("~", 1)[0].split())
+
+
+def _same_rows(first: str, ref: ClusteredData, formula: str, data: ClusteredData) -> None:
+    """Refuse (one line) a model whose response, rows or clusters differ from the first one's.
+
+    Their elpd would not be comparable.
+    """
+    if _response(formula) != _response(first):
+        raise DataError(f"{formula!r} predicts {_response(formula)!r} but the first model "
+                        f"predicts {_response(first)!r}: the elpd of different responses are "
+                        f"not comparable; compare models of one response")
+    if ref.rows is not None and data.rows is not None and not np.array_equal(ref.rows,
+                                                                             data.rows):
+        only_a = np.setdiff1d(ref.rows, data.rows)[:5] + 1
+        only_b = np.setdiff1d(data.rows, ref.rows)[:5] + 1
+        raise DataError(f"{formula!r} is fitted to other rows than the first model (data rows "
+                        f"{only_a.tolist()} only in the first, {only_b.tolist()} only in this "
+                        f"one: a missing value in a column one model uses): remove the rows "
+                        f"any model drops so every model sees the same rows")
+    if (data.n_obs != ref.n_obs or data.group_name != ref.group_name
+            or not np.array_equal(data.groups, ref.groups)):
+        raise DataError(f"{formula!r} is fitted to other rows or top-level clusters "
+                        f"({data.n_obs} rows by '{data.group_name}') than the first model "
+                        f"({ref.n_obs} rows by '{ref.group_name}'): compare models of the "
+                        f"same rows and clusters")
+
+
 def _replace_bad_clusters(entry: ModelEntry, pooled_priors, *, draws, tune, chains,
                           seed) -> None:
     """Exact refits without each cluster whose Pareto k exceeds :data:`K_THRESHOLD`.
@@ -232,7 +281,10 @@ def _replace_bad_clusters(entry: ModelEntry, pooled_priors, *, draws, tune, chai
     from varcomp.models.compiled import lmm
     from varcomp.models.sampling import sample_model
 
-    bad = [int(i) for i in np.flatnonzero(entry.pareto_k > K_THRESHOLD)][:MAX_EXACT]
+    high = np.flatnonzero(~(entry.pareto_k <= K_THRESHOLD))  # NaN k counts as unreliable
+    high = high[np.argsort(-np.nan_to_num(entry.pareto_k[high], nan=np.inf), kind="stable")]
+    bad = [int(i) for i in high[:MAX_EXACT]]  # the worst first
+    entry.unreliable = [str(entry.data.groups[i]) for i in sorted(high[MAX_EXACT:])]
     family = entry.fit.family
     priors = pooled_priors if entry.name == "pooled" else family.default_priors(entry.data)
     for i in bad:
@@ -248,7 +300,7 @@ def _replace_bad_clusters(entry: ModelEntry, pooled_priors, *, draws, tune, chai
                             priors=priors)
             ll = family.cluster_loglik(entry.data, next(iter(res.idata.values())).posterior)
         entry.elpd_i[i] = _logmeanexp(ll[:, i])
-        entry.exact.append(str(entry.data.groups[i]))
+    entry.exact = [str(entry.data.groups[i]) for i in sorted(bad)]
 
 
 def write_compare(result: CompareResult, out: Path) -> Path:

@@ -101,6 +101,20 @@ def check_memory(family: Family, data, names: Sequence[str], draws: int, chains:
                          f"fewer --draws or --chains")
 
 
+def check_data(data) -> None:
+    """Raise a one-line ``TypeError`` unless ``data`` is loaded data varcomp can fit."""
+    from varcomp.models.chunked import SufficientData
+    from varcomp.models.formula_stats import CellData
+
+    if not isinstance(data, (ClusteredData, SufficientData, CellData)):
+        hint = (" (a FitResult is a fit's output; pass its .data to fit again)"
+                if isinstance(data, FitResult) else
+                " (a DataFrame: models.load(df, formula=...) or group=/response=)"
+                if "pandas" in type(data).__module__ else "")
+        raise TypeError(f"fit takes data from models.load (ClusteredData), not "
+                        f"{type(data).__name__}{hint}")
+
+
 def fit(
     data: ClusteredData,
     model: str | Sequence[str] | None = None,
@@ -121,6 +135,7 @@ def fit(
     family's ML/REML estimates are added when it has them, and several fits get the posterior
     comparison of :func:`models.checks.compare_posteriors`.
     """
+    check_data(data)
     family = family_of(data)
     names = _models(family, model, data)
     _check_settings(draws, tune, chains, sampler)
@@ -381,6 +396,7 @@ def run(data: ClusteredData, *, out: Path, **kwargs) -> FitResult:
     ``out`` is checked first (:func:`analyses.outputs.resolve_out`): an existing folder that
     varcomp did not write is refused before any sampling.
     """
+    check_data(data)
     inputs = [data.source] if Path(data.source).is_file() else []
     resolve_out(out, inputs=inputs)
     with stop_on_signals():

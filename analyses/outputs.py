@@ -35,8 +35,8 @@ import numpy as np
 
 from varcomp.models.data import DataError
 
-__all__ = ["COMMITTED", "MARKER", "checkpoint", "dump_json", "resolve_out", "resolve_out_file",
-           "stop_on_signals", "write_atomically", "write_file_atomically"]
+__all__ = ["COMMITTED", "MARKER", "checkpoint", "dump_json", "json_text", "resolve_out",
+           "resolve_out_file", "stop_on_signals", "write_atomically", "write_file_atomically"]
 
 MARKER = ".varcomp-output"
 """The file every output folder of varcomp holds: JSON listing the files varcomp wrote there."""
@@ -327,7 +327,11 @@ def _clean(o):
     return o
 
 
+def json_text(obj) -> str:
+    """``obj`` as standard JSON text (NaN/inf as null, numpy scalars as numbers)."""
+    return json.dumps(_clean(obj), indent=2, default=_json_default) + "\n"
+
+
 def dump_json(obj, path: Path) -> None:
-    """Write ``obj`` as standard JSON (NaN/inf as null, numpy scalars as numbers)."""
-    Path(path).write_text(json.dumps(_clean(obj), indent=2, default=_json_default) + "\n",
-                          encoding="utf-8")
+    """Write ``obj`` as standard JSON (:func:`json_text`)."""
+    Path(path).write_text(json_text(obj), encoding="utf-8")

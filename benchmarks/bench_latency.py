@@ -26,6 +26,15 @@ Run ``make bench`` (or ``python benchmarks/bench_latency.py [--repeats 5]``). Wr
   speed drifts by +-20% over tens of minutes here, so a change is measured against its baseline
   in the same run. Writes ``results_latency_ab.md``/``.json``.
 
+- ``--api``: instead of the above, the Python API in a notebook-like process: ``import varcomp``
+  in a fresh interpreter (median of ``--repeats``), and a warm in-process refit of Dyestuff
+  (``varcomp.fit(df, group="Batch", response="Yield")`` on the shipped DataFrame, defaults:
+  4 chains x (1000 tune + 1000 draws), summary included, no files) after one untimed call,
+  median of ``--repeats`` (a fresh seed each call, as ``seed=None`` gives), with its CPU time
+  (all threads: on this shared machine the wall time grows with the load, the CPU time hardly
+  does). Writes
+  ``results_latency_api.md``/``.json``.
+
 No timing here is asserted anywhere; tests/test_latency.py checks what the route imports and
 that a warm run compiles nothing.
 """
@@ -163,6 +172,62 @@ def import_times(repeats: int) -> dict:
     return out
 
 
+API_IMPORT = ("import time; t = time.perf_counter(); import varcomp; "
+              "print(time.perf_counter() - t)")
+API_REFIT = """
+import json, statistics, sys, time
+t = time.perf_counter()
+import varcomp
+df = varcomp.load_dataset("dyestuff")
+varcomp.fit(df, group="Batch", response="Yield", progress=False)
+first = time.perf_counter() - t
+times, cpus, stages = [], [], []
+for _ in range(int(sys.argv[1])):
+    t, c = time.perf_counter(), time.process_time()
+    r = varcomp.fit(df, group="Batch", response="Yield", progress=False)
+    times.append(time.perf_counter() - t)
+    cpus.append(time.process_time() - c)
+    stages.append(r.summary_dict["fits"]["sufficient"]["seconds"])
+print(json.dumps({"first_s": first, "refit_s": statistics.median(times),
+                  "refit_cpu_s": statistics.median(cpus),
+                  "times": [round(x, 3) for x in times],
+                  "sample_s": statistics.median(s["sample"] for s in stages),
+                  "fit_total_s": statistics.median(s["total"] for s in stages)}))
+"""
+
+
+def api_times(repeats: int) -> dict:
+    """``import varcomp`` in fresh interpreters and a warm in-process refit (module docstring)."""
+    inner, walls = [], []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        res = subprocess.run([sys.executable, "-c", API_IMPORT], capture_output=True,
+                             text=True, cwd=ROOT, check=True)
+        walls.append(time.perf_counter() - t0)
+        inner.append(float(res.stdout.strip()))
+    res = subprocess.run([sys.executable, "-c", API_REFIT, str(repeats)], capture_output=True,
+                         text=True, cwd=ROOT, check=True)
+    return {"import_s": statistics.median(inner), "import_process_s": statistics.median(walls),
+            "imports": [round(x, 4) for x in inner],
+            **json.loads(res.stdout.strip().splitlines()[-1])}
+
+
+def markdown_api(res: dict) -> str:
+    m, a = res["meta"], res["api"]
+    return (f"Measured {m['when']} on {m['cores']} cores (load average {m['load_start']} at the "
+            f"start, {m['load_end']} at the end), median of {m['repeats']}:\n\n"
+            "| measurement | seconds | goal |\n|---|---:|---:|\n"
+            f"| `import varcomp` (in a fresh interpreter) | {a['import_s']:.3f} | 1 |\n"
+            f"| the same, whole process | {a['import_process_s']:.3f} | |\n"
+            f"| first `varcomp.fit` of Dyestuff in the process (imports included) | "
+            f"{a['first_s']:.2f} | |\n"
+            f"| warm refit of Dyestuff (`varcomp.fit`, summary included, no files) | "
+            f"{a['refit_s']:.3f} | 0.2 |\n"
+            f"| its CPU time (all threads) | {a['refit_cpu_s']:.3f} | |\n"
+            f"| of which sampling (nutpie, 4 x 2000 iterations) | {a['sample_s']:.3f} | |\n"
+            f"\nRefits: {', '.join(f'{x:.3f}' for x in a['times'])} s.\n")
+
+
 def baseline(rev: str, cases: dict, tmp: Path, repeats: int) -> dict:
     """Interleaved warm runs of ``rev`` and of this checkout (see the module docstring)."""
     base = tmp / "baseline"
@@ -245,10 +310,19 @@ def main() -> int:
     ap.add_argument("--cold-repeats", type=int, default=3)
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results_latency"))
     ap.add_argument("--baseline", metavar="REV", help="interleave warm runs of REV and this tree")
+    ap.add_argument("--api", action="store_true",
+                    help="only the Python API: import time and a warm in-process refit")
     args = ap.parse_args()
     meta = {"when": time.strftime("%Y-%m-%d %H:%M"), "cores": os.cpu_count(),
             "load_start": ", ".join(f"{x:.1f}" for x in os.getloadavg()),
             "repeats": args.repeats, "cold_repeats": args.cold_repeats}
+    if args.api:
+        res = {"meta": meta, "api": api_times(args.repeats)}
+        meta["load_end"] = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+        Path(args.out + "_api.json").write_text(json.dumps(res, indent=1))
+        Path(args.out + "_api.md").write_text(markdown_api(res))
+        print(markdown_api(res))
+        return 0
     res: dict = {"meta": meta, "fits": {}}
     with tempfile.TemporaryDirectory(prefix="varcomp-latency-") as t:
         tmp = Path(t)

@@ -230,12 +230,13 @@ def chunked_fit_main(path: str, out: str, draws: int, tune: int) -> None:
     warnings.filterwarnings("ignore")
     t0 = time.perf_counter()
     from varcomp.analyses.fit import fit, write_outputs
-    from varcomp.models.chunked import default_priors, read_stats
+    from varcomp.models.chunked import read_stats
+    from varcomp.models.priors import Priors
 
     t_import = time.perf_counter() - t0
     data = read_stats(path, group="school", response="score")
     t_stats = time.perf_counter() - t0 - t_import
-    result = fit(data, "sufficient", draws=draws, tune=tune, priors=default_priors(data))
+    result = fit(data, "sufficient", draws=draws, tune=tune, priors=Priors.default(data))
     t_fit = time.perf_counter() - t0 - t_import - t_stats
     write_outputs(result, Path(out))
     dg = result.fits["sufficient"].diagnostics

@@ -45,22 +45,48 @@ def __getattr__(name: str) -> Any:
 
 
 def load(spec, *, group=None, response=None, formula=None) -> ClusteredData:
-    """A shipped dataset by name, or a CSV/Parquet file.
+    """A shipped dataset by name, a CSV/Parquet file, or a pandas DataFrame.
 
     By ``group`` and ``response`` columns (:func:`models.data.load`), or by a mixed-model
     ``formula`` such as ``"y ~ x + C(z) + (1|g)"`` (:func:`models.design.load_formula`).
     """
+    import os
+
     from varcomp.models.errors import DataError
 
+    frame = _is_frame(spec)
+    if not (frame or isinstance(spec, (str, os.PathLike))):
+        raise TypeError(f"models.load takes a file path, a shipped dataset name or a pandas "
+                        f"DataFrame, not {type(spec).__name__}")
     if formula is not None:
         if group is not None or response:
             raise DataError("give either a formula or group/response columns, not both")
+        if frame:
+            from varcomp.models.design import from_formula
+
+            return from_formula(spec, formula)
         from varcomp.models.design import load_formula
 
         return load_formula(spec, formula)
+    if frame:
+        from varcomp.models.data import ClusteredData
+
+        if group is None or not response:
+            raise DataError("give group= and response= columns (or formula=) with a DataFrame; "
+                            f"columns present: {', '.join(map(str, spec.columns))}")
+        return ClusteredData.from_frame(spec, group=group, response=response)
     from varcomp.models.data import load as load_columns
 
     return load_columns(spec, group=group, response=response)
+
+
+def _is_frame(obj) -> bool:
+    """Whether ``obj`` is a pandas DataFrame (without importing pandas for a path)."""
+    if "pandas" not in type(obj).__module__:
+        return False
+    import pandas as pd
+
+    return isinstance(obj, pd.DataFrame)
 
 
 __all__ = [

@@ -28,8 +28,8 @@ import pandas as pd
 
 from varcomp.models.errors import DataError
 
-__all__ = ["CellStats", "cells_of_rows", "factor_codes", "level_sizes", "nested_of", "strata_of",
-           "unit_moments", "weighted_level_sizes"]
+__all__ = ["CellStats", "NestedStats", "StrataStats", "cells_of_rows", "factor_codes",
+           "level_sizes", "nested_of", "strata_of", "unit_moments", "weighted_level_sizes"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -88,6 +88,75 @@ class CellStats:
         """The cells where ``keep`` (e.g. all but one top-level unit's)."""
         return CellStats(self.variables, self.labels[keep], self.n[keep], self.mean[keep],
                          self.m2[keep], self.columns)
+
+
+@dataclass(frozen=True)
+class NestedStats:
+    """Sufficient statistics of a nested random-intercept regression (centred, offset-stable).
+
+    What :mod:`models.compiled.lmm_nested` packs and its kernels read.
+
+    ``parents[d]`` (d >= 1) maps each unit of level d to its unit at level d-1 (``parents[0]`` is
+    empty); the cells are the units of the bottom level. ``y_mean``, ``x_mean``: the centring;
+    every other sum is of ``y_c = y - y_mean`` and ``X_c = X - x_mean``.
+    """
+
+    names: tuple[str, ...]
+    n_obs: int
+    y_mean: float
+    x_mean: np.ndarray
+    yy: float
+    xy: np.ndarray
+    xx: np.ndarray
+    sum_y: float
+    sum_x: np.ndarray
+    level_sizes: tuple[int, ...]
+    parents: tuple[np.ndarray, ...]
+    cell_n: np.ndarray
+    cell_s: np.ndarray
+    cell_t: np.ndarray
+
+    @property
+    def k(self) -> int:
+        """Columns of X."""
+        return int(self.x_mean.size)
+
+    @property
+    def depth(self) -> int:
+        """Number of nested factors D."""
+        return len(self.level_sizes)
+
+
+@dataclass(frozen=True)
+class StrataStats:
+    """Per-stratum cross-products of a balanced crossed design (centred, offset-stable).
+
+    What :mod:`models.compiled.lmm_strata` packs and its kernel reads.
+
+    ``strata[s]``: the factor indices of S (``None`` for the within-cell stratum);
+    ``coef[s, t]``: n prod_{f not in T_t} m_f if S is contained in T_t, else 0.
+    """
+
+    names: tuple[str, ...]
+    levels: tuple[int, ...]
+    n_rep: int
+    terms: tuple[tuple[int, ...], ...]
+    n_obs: int
+    y_mean: float
+    x_mean: np.ndarray
+    ybar_c: float
+    xbar_c: np.ndarray
+    strata: tuple[tuple[int, ...] | None, ...]
+    dim: np.ndarray
+    coef: np.ndarray
+    yy: np.ndarray
+    xy: np.ndarray
+    xx: np.ndarray
+
+    @property
+    def k(self) -> int:
+        """Columns of X."""
+        return int(self.x_mean.size)
 
 
 def cells_of_rows(y, X, variables: dict[str, np.ndarray], terms) -> CellStats:
@@ -149,13 +218,11 @@ def _centred_sums(cells: CellStats):
 
 
 def nested_of(data):
-    """:class:`models.compiled.lmm_nested.NestedStats` of a nested (or one-factor) design.
+    """:class:`NestedStats` of a nested (or one-factor) design.
 
     The cells are the finest factor's units; each level's parent pointers come from the cells'
     level codes, checked to nest.
     """
-    from varcomp.models.compiled.lmm_nested import NestedStats
-
     cells, design = data.cells, data.design
     mean, m2, sums = _centred_sums(cells)
     k = len(design.terms)
@@ -183,12 +250,10 @@ def nested_of(data):
 
 
 def strata_of(data):
-    """:class:`models.compiled.lmm_strata.StrataStats` of a balanced crossed design.
+    """:class:`StrataStats` of a balanced crossed design.
 
     Raises :class:`DataError` (no closed form) when the design is not balanced.
     """
-    from varcomp.models.compiled.lmm_strata import StrataStats
-
     cells, design = data.cells, data.design
     V = len(cells.variables)
     levels, codes = [], []

@@ -28,7 +28,7 @@ import pandas as pd
 from varcomp.models.data import ClusteredData, DataError, GroupStats, group_stats
 from varcomp.models.io import EXTRA, labels_as_text, open_text, sniff
 
-__all__ = ["SufficientData", "default_priors", "from_stats", "read_stats"]
+__all__ = ["SufficientData", "from_stats", "read_stats"]
 
 CHUNK_ROWS = 1 << 20
 """Rows per Parquet record batch (about 1 M); CSV blocks are sized in bytes (:data:`CSV_BLOCK`)."""
@@ -120,13 +120,6 @@ def from_stats(
     return SufficientData(stats=stats, groups=groups, responses=(str(response),),
                           group_name=str(group_name), source=str(source),
                           dropped_rows=int(dropped_rows), warnings=warnings)
-
-
-def default_priors(data: SufficientData):
-    """:meth:`models.priors.Priors.default` (which reads only the statistics)."""
-    from varcomp.models.priors import Priors
-
-    return Priors.default(data)
 
 
 # ------------------------------------------------------------------------------ reading

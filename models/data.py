@@ -24,7 +24,6 @@ __all__ = [
     "data_dir",
     "load",
     "memory_budget",
-    "read_table",
     "write_table",
 ]
 
@@ -58,6 +57,9 @@ DATASETS: dict[str, ShippedDataset] = {
                        "lme4 Pastes: paste strength, 10 batches x 3 casks x 2 assays"),
         ShippedDataset("penicillin", "penicillin.csv", "plate", ("diameter",),
                        "lme4 Penicillin: inhibition diameters, 24 plates x 6 samples (crossed)"),
+        ShippedDataset("scotssec", "scotssec.csv", "primary", ("attain",),
+                       "mlmRev ScotsSec: attainment of 3,435 Scottish pupils, 148 primary x 19 "
+                       "secondary schools (crossed, unbalanced)"),
     ]
 }
 
@@ -69,13 +71,6 @@ def data_dir() -> Path:
     """
     env = os.environ.get("VARCOMP_DATA_DIR")
     return Path(env) if env else Path(__file__).resolve().parents[1] / "data"
-
-
-def read_table(path: str | os.PathLike, *, text_columns=()) -> pd.DataFrame:
-    """Read a CSV or Parquet file (:func:`models.io.read_frame`; dialect detected once)."""
-    from varcomp.models.io import read_frame
-
-    return read_frame(path, text_columns=text_columns)
 
 
 TABLE_SUFFIXES = (".csv", ".csv.gz", ".parquet")
@@ -157,6 +152,29 @@ class ClusteredData:
     dropped_rows: int = 0
     warnings: tuple[str, ...] = field(default=())
     design: object | None = None
+    rows: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        """Freeze the arrays: validated data cannot change under their cached statistics.
+
+        ``stats`` and ``cells`` are computed once; a write into ``y`` (or the codes, labels, X)
+        after that would leave them stale, so every array is read-only (an array this object
+        does not own is copied first, so the caller's array stays writable).
+        """
+        for name in ("y", "codes", "groups", "rows"):
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, _read_only(value))
+        d = self.design
+        if d is not None and hasattr(d, "X"):
+            from dataclasses import replace as _replace
+
+            def frozen(f):
+                return _replace(f, codes=_read_only(f.codes), levels=_read_only(f.levels))
+
+            object.__setattr__(self, "design", _replace(
+                d, X=_read_only(d.X), factors=tuple(map(frozen, d.factors)),
+                variables=tuple(map(frozen, d.variables))))
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -175,7 +193,11 @@ class ClusteredData:
         observed outcomes (NaN marks the missing ones) and only rows with no outcome at all are
         dropped and counted.
         """
-        responses = (response,) if isinstance(response, str) else tuple(response)
+        if not isinstance(df, pd.DataFrame):
+            raise TypeError(f"ClusteredData.from_frame takes a pandas DataFrame, not "
+                            f"{type(df).__name__}")
+        one = isinstance(response, (str, bytes)) or not isinstance(response, Sequence)
+        responses = (response,) if one else tuple(response)
         if not responses:
             raise DataError("no response column given: pass --response COLUMN")
         cols = [str(c) for c in df.columns]
@@ -183,9 +205,15 @@ class ClusteredData:
             dup = sorted({c for c in cols if cols.count(c) > 1})
             raise DataError(f"duplicate column names {dup}: rename them so each column is unique")
         present = ", ".join(cols)
+        keys = {}  # a column by its key, or by its name as text (pandas' default names are ints)
         for name, role in [(group, "group"), *[(r, "response") for r in responses]]:
-            if name not in df.columns:
+            found = [c for c in df.columns if c == name or str(c) == str(name)]
+            if not found:
                 raise DataError(f"{role} column '{name}' not found; columns present: {present}")
+            keys[str(name)] = found[0]
+        df = df.rename(columns={keys[str(n)]: str(n) for n in (group, *responses)})[
+            [str(group), *map(str, responses)]]
+        group, responses = str(group), tuple(map(str, responses))
         if group in responses:
             raise DataError(f"column '{group}' cannot be both the group and a response")
         if len(set(responses)) != len(responses):
@@ -201,7 +229,7 @@ class ClusteredData:
 
         y = np.empty((len(df), len(responses)))
         for k, r in enumerate(responses):
-            y[:, k] = _numeric_response(df[r], r)
+            y[:, k] = numeric_response(df[r], r)
         y[~np.isfinite(y)] = np.nan
 
         observed = np.isfinite(y)
@@ -210,7 +238,7 @@ class ClusteredData:
         if not keep.any():
             raise DataError(f"every value of {list(responses)} is missing or not finite")
         y = y[keep]
-        labels = _labels_text(g.to_numpy()[keep], str(group))
+        labels = _labels_text(_label_values(g)[keep], str(group))
         codes, uniques = pd.factorize(pd.Series(labels, dtype=object), sort=False)
         groups = np.asarray(uniques, dtype=object)
         warnings: list[str] = []
@@ -221,7 +249,7 @@ class ClusteredData:
                             f"its prior")
         return cls(y=y, codes=codes.astype(np.int64), groups=groups, responses=responses,
                    group_name=str(group), source=source, dropped_rows=dropped,
-                   warnings=tuple(warnings))
+                   warnings=tuple(warnings), rows=np.flatnonzero(keep))
 
     # ------------------------------------------------------------------ views
     @property
@@ -295,26 +323,17 @@ class ClusteredData:
             if n.sum() == 0:
                 raise DataError(f"response '{r}' has no observed value: drop it from --response")
             biggest = float(np.nanmax(np.abs(st.mean[n > 0, k])))
-            if not biggest <= MAX_ABS:
-                raise DataError(f"values of '{r}' reach {biggest:.3g}: beyond {MAX_ABS:.0e} their "
-                                f"sums overflow float64; rescale the column (e.g. divide by "
-                                f"1e100) and fit again")
+            if not biggest <= MAX_ABS:  # (the chunked and cell data borrow this method)
+                raise DataError(ClusteredData.scale_problem(self, k))
             if (n[n > 0] == 1).all():
                 raise DataError(f"every cluster has a single '{r}' observation: tau and sigma are "
                                 f"not separately identifiable; clusters need repeated measurements")
             spread = self._range(k)
             if spread == 0.0:
                 raise DataError(f"response '{r}' is constant: there is no variance to decompose")
-            if not spread <= MAX_SPREAD:
-                raise DataError(f"the values of '{r}' span {spread:.3g}, more than "
-                                f"{MAX_SPREAD:.0e}: their variances overflow float64; divide the "
-                                f"column by a power of ten (e.g. 1e{int(math.log10(spread))}) and "
-                                f"fit again")
-            if spread < MIN_SPREAD:
-                raise DataError(f"the values of '{r}' span only {spread:.3g}, less than "
-                                f"{MIN_SPREAD:.0e}: their variances underflow float64; multiply "
-                                f"the column by a power of ten (e.g. 1e{-int(math.log10(spread))})"
-                                f" and fit again")
+            problem = ClusteredData.scale_problem(self, k)
+            if problem:
+                raise DataError(problem)
             if np.nansum(st.ss[:, k]) == 0.0:
                 raise DataError(f"'{r}' is constant within every cluster: the within-cluster sd "
                                 f"sigma is 0 and the model needs within-cluster variation")
@@ -330,6 +349,31 @@ class ClusteredData:
                                     f"(within-cluster correlation {R[i, j]:+.6f}): the "
                                     f"within-cluster covariance Sigma would be singular; drop "
                                     f"one of them")
+
+    def scale_problem(self, k: int = 0) -> str | None:
+        """Why float64 cannot carry response ``k`` through the model, or None.
+
+        Magnitudes above :data:`MAX_ABS`, or a spread outside [:data:`MIN_SPREAD`,
+        :data:`MAX_SPREAD`].
+        """
+        r = self.responses[k]
+        n = self.stats.n[:, k]
+        if n.sum() == 0:
+            return None
+        biggest = float(np.nanmax(np.abs(self.stats.mean[n > 0, k])))
+        if not biggest <= MAX_ABS:
+            return (f"values of '{r}' reach {biggest:.3g}: beyond {MAX_ABS:.0e} their sums "
+                    f"overflow float64; rescale the column (e.g. divide by 1e100) and fit again")
+        spread = self._range(k)
+        if not spread <= MAX_SPREAD:
+            return (f"the values of '{r}' span {spread:.3g}, more than {MAX_SPREAD:.0e}: their "
+                    f"variances overflow float64; divide the column by a power of ten (e.g. "
+                    f"1e{int(math.log10(spread))}) and fit again")
+        if 0.0 < spread < MIN_SPREAD:
+            return (f"the values of '{r}' span only {spread:.3g}, less than {MIN_SPREAD:.0e}: "
+                    f"their variances underflow float64; multiply the column by a power of ten "
+                    f"(e.g. 1e{-int(math.log10(spread))}) and fit again")
+        return None
 
     def _range(self, k: int) -> float:
         """Max - min of response ``k`` (no squares: meaningful at any magnitude)."""
@@ -357,7 +401,12 @@ class ClusteredData:
         truncated at zero (``truncated`` is then True).
         """
         n, m, ss = self.stats.column(k)
+        seen = n > 0  # clusters where response k is observed (all of them when p = 1)
+        n, m, ss = n[seen], m[seen], ss[seen]
         N, L = float(n.sum()), int(n.size)
+        if N == 0:
+            raise DataError(f"response '{self.responses[k]}' has no observed value: drop it "
+                            f"from --response")
         grand = float(((n / N) * m).sum())
         grand += float(((n / N) * (m - grand)).sum())
         ssb = float((n * (m - grand) ** 2).sum())
@@ -378,7 +427,24 @@ class ClusteredData:
         }
 
 
-def _numeric_response(col: pd.Series, name: str) -> np.ndarray:
+def _read_only(a: np.ndarray) -> np.ndarray:
+    """``a`` as a read-only array: frozen in place when it owns its memory, else a frozen copy."""
+    a = np.asarray(a)
+    if a.flags.writeable:
+        if a.base is not None:
+            a = a.copy()
+        a.setflags(write=False)
+    return a
+
+
+def _label_values(col: pd.Series) -> np.ndarray:
+    """A label column's values (a categorical column: its categories' values, not codes)."""
+    if isinstance(col.dtype, pd.CategoricalDtype):
+        return np.asarray(col.astype(object).to_numpy(), dtype=object)
+    return col.to_numpy()
+
+
+def numeric_response(col: pd.Series, name: str) -> np.ndarray:
     """A response column as float64 (NaN for missing), refusing anything not a real number.
 
     Integers, floats and text that parses as numbers (CSV) are accepted; booleans, dates,
@@ -423,7 +489,7 @@ def _labels_text(values: np.ndarray, group: str) -> np.ndarray:
 
 
 def load(
-    spec: str | os.PathLike,
+    spec: str | os.PathLike | pd.DataFrame,
     *,
     group: str | None = None,
     response: str | Sequence[str] | None = None,
@@ -437,6 +503,11 @@ def load(
     """
     from varcomp.models.io import read_frame, sniff
 
+    if isinstance(spec, pd.DataFrame):
+        return ClusteredData.from_frame(spec, group=group, response=response)
+    if not isinstance(spec, (str, os.PathLike)):
+        raise TypeError(f"load takes a file path, a shipped dataset name or a pandas DataFrame, "
+                        f"not {type(spec).__name__}")
     key = str(spec)
     if key.lower() in DATASETS and not Path(key).exists():
         ds = DATASETS[key.lower()]

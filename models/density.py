@@ -22,7 +22,6 @@ from types import ModuleType
 import numpy as np
 
 __all__ = [
-    "cluster_logp",
     "compound_symmetry_chol",
     "group_effect_conditional",
     "marginal_logp",
@@ -49,15 +48,6 @@ def marginal_logp_terms(n, xbar, ss, mu, tau, sigma, xp: ModuleType = np):
 def marginal_logp(n, xbar, ss, mu, tau, sigma, xp: ModuleType = np):
     """Log marginal density of a whole data set: the sum over clusters, O(L)."""
     return xp.sum(marginal_logp_terms(n, xbar, ss, mu, tau, sigma, xp=xp))
-
-
-def cluster_logp(x, mu: float, tau: float, sigma: float) -> float:
-    """Log marginal density of one cluster's observations ``x`` (a 1-D array)."""
-    x = np.asarray(x, dtype=np.float64)
-    n = float(x.size)
-    xbar = float(x.mean())
-    ss = float(((x - xbar) ** 2).sum())
-    return float(marginal_logp_terms(n, xbar, ss, mu, tau, sigma))
 
 
 def group_effect_conditional(n, xbar, mu, tau, sigma):

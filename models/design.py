@@ -13,7 +13,7 @@ covariate are dropped and counted; a missing group label is an error.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -60,6 +60,9 @@ class Design:
     variables : tuple of Factor
         Each grouping column on its own (``a`` and ``b`` of ``(1|a:b)``), for crossed designs'
         strata.
+    offsets : tuple of str
+        The formula's ``offset(...)`` terms: subtracted from the response (coefficient 1), not
+        columns of X.
     """
 
     formula: str
@@ -68,6 +71,7 @@ class Design:
     factors: tuple[Factor, ...]
     nested: bool
     variables: tuple[Factor, ...] = ()
+    offsets: tuple[str, ...] = ()
 
     @property
     def k(self) -> int:
@@ -82,28 +86,35 @@ class Design:
 
 @dataclass(frozen=True)
 class Parsed:
-    """A formula's parts: response, fixed-effects formula, and each group term's variables."""
+    """A formula's parts (checked by :func:`models.formula_guard.check`; nothing evaluated).
+
+    ``response`` is the response as written (``y``, ``np.log(y)``) and ``response_expr`` its
+    lazy expression; ``offsets`` are (label, expression) of each ``offset(...)``, subtracted from
+    the response; ``fixed`` is the fixed part without group terms and offsets.
+    """
 
     response: str
     fixed: str
     groups: tuple[tuple[str, ...], ...]
     variables: tuple[str, ...]
+    response_vars: tuple[str, ...] = ()
+    response_expr: object = field(default=None, repr=False, compare=False)
+    offsets: tuple = field(default=(), repr=False, compare=False)
+
+    @property
+    def label(self) -> str:
+        """What is fitted: the response, minus its offsets (``y - offset(z)``)."""
+        return " - ".join([self.response, *(o for o, _ in self.offsets)])
 
 
 def parse(formula: str) -> Parsed:
     """Split ``formula`` into response, fixed part and random-intercept terms (one-line errors)."""
     import formulae
 
-    try:
-        md = formulae.model_description(formula)
-    except Exception as exc:  # formulae's ParseError / ScanError
-        raise DataError(f"cannot parse the formula {formula!r}: {exc} (e.g. "
-                        f"'y ~ x + C(group2) + (1|g)')") from None
-    if md.response is None:
-        raise DataError(f"the formula {formula!r} has no response: write 'y ~ ...'")
-    resp_vars = sorted(md.response.term.var_names)
-    if len(resp_vars) != 1:
-        raise DataError(f"the formula {formula!r} needs one response column on the left of ~")
+    from varcomp.models.formula_guard import check
+
+    checked = check(formula)
+    md = formulae.model_description(formula)  # parsing only: the guard accepted every part
     groups = []
     for t in md.group_terms:
         if type(t.expr).__name__ != "Intercept":
@@ -112,31 +123,48 @@ def parse(formula: str) -> Parsed:
     if not groups:
         raise DataError(f"the formula {formula!r} has no group term such as (1|g): a "
                         f"variance-components model needs at least one")
-    return Parsed(resp_vars[0], _fixed_formula(formula), tuple(groups),
-                  tuple(sorted(v for v in md.var_names if v)))
+    return Parsed(checked.response, checked.fixed, tuple(groups), checked.variables,
+                  checked.response_vars, checked.response_expr, checked.offsets)
 
 
-def _fixed_formula(formula: str) -> str:
-    """The formula without its group terms (what ``formulae`` builds X from)."""
-    out, i, rhs = [], 0, formula.split("~", 1)[1]
-    while i < len(rhs):
-        if rhs[i] == "(" and "|" in rhs[i:_close(rhs, i)]:
-            i = _close(rhs, i) + 1  # a group term: left out
-            continue
-        out.append(rhs[i])
-        i += 1
-    parts = [p.strip() for p in "".join(out).split("+")]
-    return " + ".join(p for p in parts if p) or "1"
+def response_values(df: pd.DataFrame, parsed: Parsed) -> np.ndarray:
+    """The fitted response of ``df``'s rows: its transform applied, its offsets subtracted.
+
+    NaN or infinite where a value is missing or the transform is not finite (log of 0): the
+    caller drops those rows.
+    """
+    from varcomp.models.data import numeric_response
+    from varcomp.models.formula_guard import evaluate
+
+    cols = {v: numeric_response(df[v], v) for v in parsed.response_vars}
+    y = evaluate(parsed.response_expr, cols)
+    for label, expr in parsed.offsets:
+        names = [v for v in parsed.variables if v in df.columns]
+        values = {}
+        for v in names:
+            col = df[v]
+            if not pd.api.types.is_numeric_dtype(col) or pd.api.types.is_bool_dtype(col):
+                continue  # not read by the offset (a grouping or categorical column)
+            values[v] = col.to_numpy(dtype=np.float64, na_value=np.nan)
+        try:
+            y = y - evaluate(expr, values)
+        except KeyError as exc:
+            raise DataError(f"{label}: column {exc} is not numeric; an offset is a number per "
+                            f"row") from None
+    return y
 
 
-def _close(text: str, start: int) -> int:
-    depth = 0
-    for j in range(start, len(text)):
-        depth += text[j] == "("
-        depth -= text[j] == ")"
-        if depth == 0:
-            return j
-    raise DataError(f"unbalanced parentheses in the formula near {text[start:]!r}")
+def _slash_terms(formula: str) -> set[tuple[str, ...]]:
+    """The nested terms a ``/`` wrote: ``(1|a/b)`` gives ``(a, b)`` (not ``(1|a:b)`` itself)."""
+    import re
+
+    out = set()
+    for rhs in re.findall(r"\|([^()|]*)\)", formula):
+        if "/" in rhs:
+            parts = [tuple(v.strip() for v in p.split(":")) for p in rhs.split("/")]
+            for i in range(2, len(parts) + 1):
+                out.add(tuple(v for p in parts[:i] for v in p))
+    return out
 
 
 def group_variables(formula: str) -> list[str]:
@@ -155,17 +183,17 @@ def _factor(df: pd.DataFrame, names: tuple[str, ...]) -> Factor:
     return Factor(":".join(names), codes.astype(np.int64), np.asarray(levels, dtype=object))
 
 
-def _nested_in(fine: Factor, coarse: Factor) -> bool:
+def nested_in(fine: Factor, coarse: Factor) -> bool:
     """Whether every level of ``fine`` lies in one level of ``coarse``."""
     pairs = np.unique(np.stack([fine.codes, coarse.codes]), axis=1)
     return pairs.shape[1] == fine.m
 
 
 def _same_partition(a: Factor, b: Factor) -> bool:
-    return a.m == b.m and _nested_in(a, b)
+    return a.m == b.m and nested_in(a, b)
 
 
-def _check_factors(factors: list[Factor], n_rows: int) -> None:
+def check_factors(factors: list[Factor], n_rows: int) -> None:
     for f in factors:
         if f.m < 2:
             raise DataError(f"(1|{f.name}) has one level: its variance is not identifiable; drop "
@@ -180,14 +208,14 @@ def _check_factors(factors: list[Factor], n_rows: int) -> None:
                                 f"variances are not separately identifiable; drop one")
 
 
-def _order(factors: list[Factor]) -> tuple[list[Factor], bool]:
+def order_factors(factors: list[Factor]) -> tuple[list[Factor], bool]:
     """Coarsest first when the factors nest; formula order (crossed) otherwise."""
     by_size = sorted(factors, key=lambda f: f.m)
-    nested = all(_nested_in(by_size[i + 1], by_size[i]) for i in range(len(by_size) - 1))
+    nested = all(nested_in(by_size[i + 1], by_size[i]) for i in range(len(by_size) - 1))
     return (by_size, True) if nested else (factors, False)
 
 
-def _numeric_covariates(df: pd.DataFrame, formula: str) -> None:
+def numeric_covariates(df: pd.DataFrame, formula: str) -> None:
     """A covariate outside C() must be numeric (text columns are categorical only in C())."""
     import formulae
 
@@ -208,21 +236,99 @@ def _numeric_covariates(df: pd.DataFrame, formula: str) -> None:
 
 
 def _rank_check(X: np.ndarray, terms: list[str]) -> None:
-    """Refuse collinear columns (incl. a covariate constant everywhere beside the intercept)."""
+    """Refuse collinear columns (incl. a covariate constant everywhere beside the intercept).
+
+    The first column in the span of those before it is named: the rank of the leading columns
+    only grows by one or stays, so the first deficient prefix is found by bisection (a few
+    SVDs, not one per column).
+    """
     scale = np.abs(X).max(axis=0)
     scale[scale == 0] = 1.0
     Xs = X / scale
-    kept: list[int] = []
-    for j in range(Xs.shape[1]):
-        trial = Xs[:, kept + [j]]
-        if np.linalg.matrix_rank(trial, tol=1e-9 * max(1.0, np.sqrt(X.shape[0]))) <= len(kept):
-            if not np.any(X[:, j]):
-                raise DataError(f"the fixed-effects column '{terms[j]}' is all zero (a level "
-                                f"absent from the data?): drop it")
-            others = ", ".join(terms[i] for i in kept) or "nothing"
-            raise DataError(f"the fixed-effects column '{terms[j]}' is a linear combination of "
-                            f"{others} (collinear or constant): drop it or recode")
-        kept.append(j)
+    tol = 1e-9 * max(1.0, np.sqrt(X.shape[0]))
+
+    def full(j: int) -> bool:  # the first j + 1 columns are independent
+        return np.linalg.matrix_rank(Xs[:, :j + 1], tol=tol) == j + 1
+
+    if X.shape[1] == 0 or full(X.shape[1] - 1):
+        return
+    lo, hi = 0, X.shape[1] - 1  # the first deficient prefix ends in [lo, hi]
+    while lo < hi:
+        mid = (lo + hi) // 2
+        lo, hi = (mid + 1, hi) if full(mid) else (lo, mid)
+    j = lo
+    if not np.any(X[:, j]):
+        raise DataError(f"the fixed-effects column '{terms[j]}' is all zero (a level "
+                        f"absent from the data?): drop it")
+    others = ", ".join(terms[:j]) or "nothing"
+    raise DataError(f"the fixed-effects column '{terms[j]}' is a linear combination of "
+                    f"{others} (collinear or constant): drop it or recode")
+
+
+def _spread_check(X: np.ndarray, terms: list[str]) -> None:
+    """A column whose values' squares under- or overflow float64 is named with that cause."""
+    from varcomp.models.data import MAX_ABS, MIN_SPREAD
+
+    for j, t in enumerate(terms):
+        top = float(np.abs(X[:, j]).max()) if X.shape[0] else 0.0
+        if top > MAX_ABS:
+            raise DataError(f"the fixed-effects column '{t}' reaches {top:.3g}: beyond "
+                            f"{MAX_ABS:.0e} its sums of squares overflow float64; rescale it")
+        if 0 < top < MIN_SPREAD:
+            raise DataError(f"the fixed-effects column '{t}' is at most {top:.3g} in size: its "
+                            f"squares underflow float64 (below {MIN_SPREAD:.0e}); multiply the "
+                            f"column by a power of ten (its coefficient scales inversely)")
+
+
+MAX_FIXED_COLUMNS = 1000
+"""Most fixed-effect columns a design may have. Beyond it the k x k cross-products (one per cell
+on the statistics path), the rank checks (O(N k^2)) and the sampler's k coefficients make a fit
+impractical; a factor with that many levels is a grouping: write ``(1|id)``."""
+
+
+def categorical_columns(fixed: str, sample: pd.DataFrame) -> list[str]:
+    """Columns the fixed part treats as categorical: inside C(), or text."""
+    import formulae
+
+    out = []
+    for t in formulae.model_description(fixed).common_terms:
+        for c in getattr(t, "components", []):
+            name = getattr(c, "name", "")
+            if type(c).__name__ == "Call" and name.startswith("C("):
+                out.append(name[2:-1].split(",")[0].strip().strip("`"))
+            elif type(c).__name__ == "Variable" and name in sample and not (
+                    pd.api.types.is_numeric_dtype(sample[name])):
+                out.append(name)
+    return sorted(set(out))
+
+
+def size_check(fixed: str, n_levels: dict[str, int], n_rows: int | None) -> None:
+    """Refuse a design of more than :data:`MAX_FIXED_COLUMNS` columns, or one beyond memory.
+
+    Counted before the design is built: each term has the product of its categorical columns'
+    level counts (an upper bound of formulae's coding) columns.
+    """
+    import formulae
+
+    from varcomp.models.data import memory_budget
+
+    cols, worst = 0, ("", 0)
+    for t in formulae.model_description(fixed).common_terms:
+        size = 1
+        for c in getattr(t, "components", []):
+            name = getattr(c, "name", "")
+            key = name[2:-1].split(",")[0].strip().strip("`") if name.startswith("C(") else name
+            size *= n_levels.get(key, 1)
+        cols += size
+        worst = max(worst, (str(t.name) if hasattr(t, "name") else str(t), size),
+                    key=lambda w: w[1])
+    need = (n_rows or 0) * cols * 8
+    if cols > MAX_FIXED_COLUMNS or need > memory_budget():
+        raise DataError(f"the fixed effects would have about {cols:,} columns ({worst[0]} "
+                        f"alone {worst[1]:,}){f', {need / 2**30:.1f} GiB' if n_rows else ''}: "
+                        f"more than {MAX_FIXED_COLUMNS:,} columns (or the memory budget) is "
+                        f"not a fixed effect; write a factor with many levels as a group term "
+                        f"(1|{worst[0].removeprefix('C(').split(')')[0].split(',')[0]})")
 
 
 def _between_rank_check(X: np.ndarray, top: Factor, terms: list[str]) -> None:
@@ -246,6 +352,18 @@ def _between_rank_check(X: np.ndarray, top: Factor, terms: list[str]) -> None:
                         f"(1|{top.name}); drop cluster-level covariates (e.g. C({top.name}))")
 
 
+def kept_columns(parsed: Parsed) -> list[str]:
+    """The columns besides the response and the grouping whose missing values drop a row."""
+    gvars = {v for g in parsed.groups for v in g}
+    return [v for v in parsed.variables if v not in gvars and v not in parsed.response_vars]
+
+
+def offset_notes(parsed: Parsed) -> list[str]:
+    """What a summary says of the offsets: fixed at 1, subtracted, and the scale of the fit."""
+    return [f"{o} is an offset (coefficient fixed at 1): the model is fitted to {parsed.label}; "
+            f"its estimates and predictions are on that scale" for o, _ in parsed.offsets[:1]]
+
+
 def from_formula(df: pd.DataFrame, formula: str, *, source: str = "<frame>"):
     """Validate ``df`` for ``formula``; a :class:`~models.data.ClusteredData`.
 
@@ -255,7 +373,8 @@ def from_formula(df: pd.DataFrame, formula: str, *, source: str = "<frame>"):
     """
     import formulae
 
-    from varcomp.models.data import ClusteredData, _numeric_response
+    from varcomp.models.data import ClusteredData
+    from varcomp.models.formula_guard import env
 
     parsed = parse(formula)
     missing = [v for v in parsed.variables if v not in df.columns]
@@ -268,20 +387,28 @@ def from_formula(df: pd.DataFrame, formula: str, *, source: str = "<frame>"):
             rows = np.flatnonzero(df[v].isna().to_numpy())[:5] + 1
             raise DataError(f"{int(df[v].isna().sum())} row(s) have no '{v}' label (first data "
                             f"rows {rows.tolist()}): fill them in or remove those rows")
-    y = _numeric_response(df[parsed.response], parsed.response)
-    _numeric_covariates(df, f"{parsed.response} ~ {parsed.fixed}")
-    used = [v for v in parsed.variables if v not in gvars and v != parsed.response]
+    numeric_covariates(df, parsed.fixed)
+    y = response_values(df, parsed)
+    if len(df) and not np.isfinite(y).any():
+        raise DataError(f"the response {parsed.label} has no finite value in any row")
     keep = np.isfinite(y)
-    for v in used:
+    for v in kept_columns(parsed):
         col = df[v]
         if pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col):
-            keep &= np.isfinite(col.to_numpy(dtype=np.float64, na_value=np.nan))
+            ok = np.isfinite(col.to_numpy(dtype=np.float64, na_value=np.nan))
         else:
-            keep &= col.notna().to_numpy()
+            ok = col.notna().to_numpy()
+        if len(df) and not ok.any():
+            raise DataError(f"covariate '{v}' has no observed value (every row is missing or "
+                            f"not finite): drop it from the formula or fill it in")
+        keep &= ok
     frame = df.loc[keep].reset_index(drop=True)
+    if len(frame) == 0:
+        raise DataError(f"no row has every value of {formula!r} observed")
+    cats = categorical_columns(parsed.fixed, frame)
+    size_check(parsed.fixed, {c: frame[c].nunique() for c in cats}, len(frame))
     try:
-        dm = formulae.design_matrices(f"{parsed.response} ~ {parsed.fixed}", frame,
-                                      na_action="pass")
+        dm = formulae.design_matrices(parsed.fixed, frame, na_action="pass", env=env())
     except DataError:
         raise
     except Exception as exc:
@@ -297,17 +424,18 @@ def from_formula(df: pd.DataFrame, formula: str, *, source: str = "<frame>"):
     if len(frame) == 0:
         raise DataError(f"no row has every value of {formula!r} observed")
     yk = y[keep]
-    factors, nested = _order([_factor(frame, g) for g in parsed.groups])
-    _check_factors(factors, len(frame))
+    factors, nested = order_factors([_factor(frame, g) for g in parsed.groups])
+    check_factors(factors, len(frame))
     warnings = []
     if dropped:
         warnings.append(f"{dropped} row(s) with a missing or non-finite response or covariate "
                         f"were dropped")
+    warnings += offset_notes(parsed)
     for g in parsed.groups:  # (1|a/b) with b's labels reused across a: fit as written, say so
-        if len(g) > 1:
+        if g in _slash_terms(formula):  # (1|a:b) as written: recurring labels are its point
             own = _factor(frame, g[-1:])
             parent = _factor(frame, g[:-1])
-            if not _nested_in(own, parent):
+            if not nested_in(own, parent):
                 warnings.append(f"labels of '{g[-1]}' recur under several levels of "
                                 f"'{':'.join(g[:-1])}': ({'|'.join(['1', ':'.join(g)])}) treats "
                                 f"them as different cells, as written")
@@ -315,16 +443,19 @@ def from_formula(df: pd.DataFrame, formula: str, *, source: str = "<frame>"):
     intercept_only = terms == ["Intercept"]
     design = None
     if not (intercept_only and len(factors) == 1):
+        _spread_check(X, terms)
         _rank_check(X, terms)
         _between_rank_check(X, top, terms)
         design = Design(formula, X, tuple(terms), tuple(factors), nested,
-                        tuple(_factor(frame, (v,)) for v in gvars))
+                        tuple(_factor(frame, (v,)) for v in gvars),
+                        tuple(o for o, _ in parsed.offsets))
     if 1 < top.m < 3:
         warnings.append(f"only {top.m} levels of '{top.name}': its variance is weakly identified "
                         f"and leans on its prior")
     return ClusteredData(y=yk[:, None], codes=top.codes, groups=top.levels,
-                         responses=(parsed.response,), group_name=top.name, source=source,
-                         dropped_rows=dropped, warnings=tuple(warnings), design=design)
+                         responses=(parsed.label,), group_name=top.name, source=source,
+                         dropped_rows=dropped, warnings=tuple(warnings), design=design,
+                         rows=np.flatnonzero(keep))
 
 
 def load_formula(spec, formula: str):

@@ -18,7 +18,8 @@ Dask's own ``groupby().var()`` is not used: it combines sums of squares (dask is
 #6306), which loses every digit of a variance when the mean is large against the spread.
 
 The same code runs on the local threaded scheduler, on :func:`local_client`'s cluster or on a
-remote scheduler (:func:`client_for`): the computation goes to whichever client is current.
+remote scheduler (:func:`client_for`; both in :mod:`models.dask_clients`, re-exported here): the
+computation goes to whichever client is current.
 Losing a worker mid-run costs only recomputation: the graph is pure, so Dask recomputes the lost
 partials and the result is the same to the bit.
 """
@@ -26,18 +27,17 @@ partials and the result is the same to the bit.
 from __future__ import annotations
 
 import glob
-import logging
 import os
 import sys
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from varcomp.models.dask_clients import client_for, local_client
 from varcomp.models.errors import DataError
 from varcomp.models.moments import GroupedMoments
 
@@ -259,7 +259,8 @@ def _prepare_partition(part: pd.DataFrame, spec: _Spec,
     for c in spec.keys:
         missing = part[c].isna()
         if missing.any():
-            raise DataError(f"{where}: {int(missing.sum())} row(s) have no '{c}' label")
+            raise DataError(f"{where}: {int(missing.sum())} row(s) have no '{c}' label: fill "
+                            f"them in or remove those rows")
         out[c] = part[c]  # turned into text by GroupedMoments (distinct values only)
     keep = np.ones(len(part), bool)
     for c in spec.columns:
@@ -338,6 +339,7 @@ def read_parquet_dask(
     pattern: str | os.PathLike | Sequence[str | os.PathLike],
     columns: Sequence[str],
     *,
+    labels: Sequence[str] = (),
     rows_per_partition: int = 1 << 20,
 ):
     """Read ``columns`` of Parquet files (a glob like ``data/part-*.parquet``) as Dask frame.
@@ -348,6 +350,13 @@ def read_parquet_dask(
     its task with the same kind of message. Partitions are runs of whole row groups of one file
     (at most ``rows_per_partition`` rows unless a single row group is larger), read with only
     ``columns``; each carries its file name (``DataFrame.attrs['source']``) for messages.
+
+    The footers also decide, before any work, what would otherwise surface in one task: a
+    column must hold one kind of value in every file (text in one file's numeric column, which
+    Parquet stores by turning that file's whole column into text, names both files); the
+    ``labels`` (grouping columns, turned into text per value) must be stored with one type,
+    integers and floating point counting as two (``1`` and ``1.0`` would be two clusters), and
+    with no missing value where the footer counts them.
 
     Built with ``dask.dataframe.from_map`` over the files rather than
     ``dask.dataframe.read_parquet``, whose errors do not name the file (pyarrow's "Parquet magic
@@ -367,6 +376,7 @@ def read_parquet_dask(
             raise DataError("no Parquet files given")
     pieces: list[tuple[str, tuple[int, ...], bool]] = []
     schema = None
+    first: dict[str, tuple[str, str]] = {}  # column -> (its kind, the first file that has it)
     for path in files:  # one footer per file (files, not rows)
         try:
             pf = pq.ParquetFile(path)
@@ -377,6 +387,7 @@ def read_parquet_dask(
         if absent:
             raise DataError(f"{path} has no column '{absent[0]}'; columns present: "
                              f"{', '.join(names)}")
+        _check_file(path, pf, columns, set(map(str, labels)), first)
         if schema is None:
             schema = pf.schema_arrow
         sizes = [pf.metadata.row_group(i).num_rows for i in range(pf.num_row_groups)]
@@ -386,6 +397,61 @@ def read_parquet_dask(
     meta = schema.empty_table().select(columns).to_pandas()
     return dd.from_map(_read_piece, pieces, args=[columns], meta=meta, label="read-parquet",
                        enforce_metadata=False)
+
+
+def _kind(arrow_type, label: bool) -> str | None:
+    """What a stored column holds, as compared across files (None: only nulls, fits any)."""
+    import pyarrow.types as pt
+
+    t = arrow_type.value_type if pt.is_dictionary(arrow_type) else arrow_type
+    if pt.is_null(t):
+        return None
+    if pt.is_string(t) or pt.is_large_string(t) or str(t) == "string_view":
+        return "text"
+    if pt.is_boolean(t):
+        return "true/false"
+    if pt.is_integer(t) or pt.is_floating(t) or pt.is_decimal(t):
+        if not label:
+            return "numbers"
+        return "integers" if pt.is_integer(t) else "floating point"
+    return str(t)
+
+
+def _check_file(path: str, pf, columns: list[str], labels: set[str],
+                first: dict[str, tuple[str, str]]) -> None:
+    """One file's footer against the files before it (see :func:`read_parquet_dask`)."""
+    schema = pf.schema_arrow
+    for c in columns:
+        label = c in labels
+        if label:
+            nulls = _null_count(pf, c)
+            if nulls:
+                raise DataError(f"{path}: {nulls} row(s) have no '{c}' label: fill them in or "
+                                f"remove those rows")
+        kind = _kind(schema.field(c).type, label)
+        if kind is None:
+            continue
+        seen = first.setdefault(c, (kind, path))
+        if seen[0] != kind:
+            why = ("grouping labels must be stored with one type in every file: they are "
+                   "compared as text, so 1 and 1.0 would be two clusters" if label else
+                   "a column must hold one kind of value in every file (a text value turns "
+                   "the file's whole column into text)")
+            raise DataError(f"column '{c}' holds {kind} in {path} but {seen[0]} in {seen[1]}: "
+                            f"{why}")
+
+
+def _null_count(pf, name: str) -> int:
+    """Missing values of a flat column by the footer's statistics (0 where it has none)."""
+    total = 0
+    for i in range(pf.num_row_groups):
+        group = pf.metadata.row_group(i)
+        for j in range(group.num_columns):
+            chunk = group.column(j)
+            if chunk.path_in_schema == name and chunk.is_stats_set and \
+                    chunk.statistics.has_null_count:
+                total += chunk.statistics.null_count
+    return total
 
 
 def _runs(sizes: list[int], limit: int) -> list[list[int]]:
@@ -416,68 +482,6 @@ def _read_piece(piece: tuple[str, tuple[int, ...], bool], names: list[str]) -> p
     frame.attrs["source"] = (f"{path} (row groups {row_groups[0]}-{row_groups[-1]})"
                              if partial else path)
     return frame
-
-
-# ------------------------------------------------------------------------------ clients
-@contextmanager
-def local_client(
-    n_workers: int | None = None,
-    memory_limit: int | str | None = None,
-    *,
-    threads_per_worker: int = 1,
-    processes: bool = True,
-    dashboard: bool = False,
-    memory_fraction: float = 0.8,
-) -> Iterator[Any]:
-    """Yield a ``distributed.Client`` on a ``LocalCluster``, both closed on exit.
-
-    One worker per core (process-based by default), each limited to ``memory_fraction`` of
-    physical memory divided by the number of workers. The dashboard is off unless
-    ``dashboard=True`` (then on a free port, its link printed on stderr; it needs bokeh).
-    While the block runs the client is the current one, so :func:`grouped_moments_dask`
-    computes on it.
-    """
-    from distributed import Client, LocalCluster
-
-    workers = int(n_workers) if n_workers else _cores()
-    if memory_limit is None:
-        memory_limit = int(memory_fraction * _physical_memory() / workers)
-    with LocalCluster(n_workers=workers, threads_per_worker=threads_per_worker,
-                      processes=processes, memory_limit=memory_limit,
-                      dashboard_address=":0" if dashboard else None,
-                      silence_logs=logging.ERROR) as cluster, Client(cluster) as client:
-        if dashboard and client.dashboard_link:
-            print(f"dask dashboard: {client.dashboard_link}", file=sys.stderr)
-        yield client
-
-
-def client_for(address: str, *, timeout: float = 10.0):
-    """Connect a ``distributed.Client`` to a running scheduler (e.g. ``tcp://host:8786``).
-
-    Use it as a context manager (``with client_for(addr): ...``); the computation is the same as
-    on :func:`local_client`'s cluster. An unreachable scheduler is a one-line ``ValueError``.
-    """
-    from distributed import Client
-
-    try:
-        return Client(address, timeout=timeout)
-    except (OSError, TimeoutError, ValueError) as exc:
-        raise DataError(f"cannot reach the Dask scheduler at {address}: "
-                         f"{_first_line(exc)}") from None
-
-
-def _cores() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - non-Linux
-        return max(1, os.cpu_count() or 1)
-
-
-def _physical_memory() -> int:
-    try:
-        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
-    except (ValueError, OSError, AttributeError):  # pragma: no cover - non-POSIX
-        return 16 << 30
 
 
 # ------------------------------------------------------------------------------ the families
@@ -512,7 +516,15 @@ def formula_stats_dask(ddf, formula: str, *, source: str, progress: bool = False
     the partials merge in a tree (:func:`grouped_moments_dask`).
     """
     from varcomp.models.design import parse
-    from varcomp.models.formula_stats import _categorical_columns, cell_data, design_spec
+    from varcomp.models.formula_stats import (
+        STATEFUL_META,
+        categorical_columns,
+        cell_data,
+        design_spec,
+        set_stateful,
+        stateful_calls,
+        stateful_partials,
+    )
 
     parsed = parse(formula)
     missing = [v for v in parsed.variables if v not in ddf.columns]
@@ -522,10 +534,14 @@ def formula_stats_dask(ddf, formula: str, *, source: str, progress: bool = False
     ddf = ddf[list(parsed.variables)]
     gvars = sorted({v for g in parsed.groups for v in g})
     sample = ddf.head(1000, npartitions=-1)
-    cats = _categorical_columns(formula, sample, gvars)
+    cats = categorical_columns(parsed.fixed, sample, gvars)
     levels = {c: sorted(_compute(ddf[c].dropna().unique(), progress=False).tolist(), key=str)
               for c in cats}
     spec = design_spec(formula, sample, levels)
+    if stateful_calls(spec):
+        # one more pass: centring/scaling from the whole data's mean and sd, not a partition's
+        set_stateful(spec, _compute(ddf.map_partitions(stateful_partials, spec,
+                                                       meta=STATEFUL_META), progress=False))
     meta = pd.DataFrame({**{v: pd.Series(dtype=object) for v in spec.variables},
                          RESPONSE_COLUMN: pd.Series(dtype=np.float64),
                          **{t: pd.Series(dtype=np.float64) for t in spec.terms}})
@@ -542,17 +558,13 @@ def _design_frame(part: pd.DataFrame, spec) -> pd.DataFrame:
     A row with a missing or non-finite value has a NaN response (dropped and counted by the
     reduction).
     """
-    from varcomp.models.data import _numeric_response
+    from varcomp.models.formula_stats import kept_rows
     from varcomp.models.io import labels_as_text
 
-    for v in spec.variables:
-        if part[v].isna().any():
-            raise DataError(f"row(s) have no '{v}' label: fill them in or remove those rows")
-    y = _numeric_response(part[spec.response], spec.response)
-    keep = np.isfinite(y)
-    for v in spec.numeric:
-        keep &= np.isfinite(pd.to_numeric(part[v], errors="coerce").to_numpy(
-            dtype=np.float64, na_value=np.nan))
+    try:
+        keep, y = kept_rows(part, spec)
+    except DataError as exc:  # name the file the partition came from
+        raise DataError(f"{_where(part, None)}: {exc}") from None
     kept = part.loc[keep].reset_index(drop=True)
     X = np.full((len(part), len(spec.terms)), np.nan)
     if len(kept):

@@ -19,7 +19,9 @@ import pandas as pd
 
 from varcomp.models.errors import DataError
 
-__all__ = ["CellData", "DesignSpec", "cell_data", "partition_moments", "read_formula_stats"]
+__all__ = ["CellData", "DesignSpec", "categorical_columns", "cell_data", "design_spec", "kept_rows",
+           "partition_moments", "read_formula_stats", "set_stateful", "stateful_calls",
+           "stateful_partials"]
 
 CHUNK_ROWS = 1 << 20
 
@@ -28,7 +30,8 @@ CHUNK_ROWS = 1 << 20
 class DesignSpec:
     """What every part needs to summarise its rows the same way.
 
-    The parsed formula, the formulae design to evaluate new rows with, and the grouping columns.
+    The parsed formula, the formulae design to evaluate new rows with (its centring and scaling
+    set from the whole data by :func:`set_stateful`), and the grouping columns.
     """
 
     formula: str
@@ -39,19 +42,21 @@ class DesignSpec:
     numeric: tuple[str, ...]
     terms: tuple[str, ...]
     design: object = field(repr=False, compare=False)
+    parsed: object = field(default=None, repr=False, compare=False)
 
 
 def design_spec(formula: str, sample: pd.DataFrame, levels: dict[str, list]) -> DesignSpec:
     """A :class:`DesignSpec` from a sample of rows and every level of the categorical columns."""
     import formulae
 
-    from varcomp.models.design import _numeric_covariates, parse
+    from varcomp.models.design import kept_columns, numeric_covariates, parse, size_check
+    from varcomp.models.formula_guard import env
 
     parsed = parse(formula)
     gvars = tuple(sorted({v for g in parsed.groups for v in g}))
-    used = [v for v in parsed.variables if v not in gvars and v != parsed.response]
-    _numeric_covariates(sample, f"{parsed.response} ~ {parsed.fixed}")
-    numeric = tuple(v for v in used if v not in levels)
+    numeric_covariates(sample, parsed.fixed)
+    size_check(parsed.fixed, {c: len(v) for c, v in levels.items()}, None)
+    numeric = tuple(v for v in kept_columns(parsed) if v not in levels)
     template = sample[list(parsed.variables)].dropna().head(1)
     if template.empty:
         raise DataError(f"no row of the first part has every value of {formula!r}")
@@ -61,10 +66,92 @@ def design_spec(formula: str, sample: pd.DataFrame, levels: dict[str, list]) -> 
         extra[col] = values
         rows.append(extra)
     frame = pd.concat(rows, ignore_index=True)
-    dm = formulae.design_matrices(f"{parsed.response} ~ {parsed.fixed}", frame, na_action="pass")
+    dm = formulae.design_matrices(parsed.fixed, frame, na_action="pass", env=env())
     terms = tuple(str(c) for c in dm.common.as_dataframe().columns)
-    return DesignSpec(formula, parsed.response, parsed.fixed, parsed.groups, gvars, numeric,
-                      terms, dm.common)
+    return DesignSpec(formula, parsed.label, parsed.fixed, parsed.groups, gvars, numeric,
+                      terms, dm.common, parsed)
+
+
+def kept_rows(df: pd.DataFrame, spec: DesignSpec) -> tuple[np.ndarray, np.ndarray]:
+    """Which rows of a part are kept (a finite response and covariates), and the response.
+
+    A missing grouping label is an error, as in memory.
+    """
+    from varcomp.models.design import response_values
+
+    for v in spec.variables:
+        if missing := int(df[v].isna().sum()):
+            raise DataError(f"{missing} row(s) have no '{v}' label: fill them in or remove those "
+                            f"rows")
+    y = response_values(df, spec.parsed)
+    keep = np.isfinite(y)
+    for v in spec.numeric:
+        col = pd.to_numeric(df[v], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+        keep &= np.isfinite(col)
+    return keep, y
+
+
+def stateful_calls(spec: DesignSpec) -> dict[str, list]:
+    """The design's centring/scaling calls by their text (one transform may recur in terms)."""
+    from formulae.terms.call_resolver import LazyCall, LazyOperator
+
+    found: dict[str, list] = {}
+
+    def walk(node) -> None:
+        if isinstance(node, LazyCall) and node.stateful_transform is not None:
+            found.setdefault(str(node), []).append(node)
+        if isinstance(node, LazyCall | LazyOperator):
+            for a in node.args:
+                walk(a)
+
+    for term in spec.design.terms.values():
+        for c in getattr(term, "components", []):
+            walk(getattr(c, "call", None))
+    return found
+
+
+STATEFUL_META = pd.DataFrame({"call": pd.Series(dtype=object), "n": pd.Series(dtype=np.float64),
+                              "mean": pd.Series(dtype=np.float64),
+                              "m2": pd.Series(dtype=np.float64)})
+
+
+def stateful_partials(df: pd.DataFrame, spec: DesignSpec) -> pd.DataFrame:
+    """Count, mean and sum of squared deviations of each centring/scaling transform's argument.
+
+    Over the part's kept rows (those the in-memory design computes them on); merged across
+    parts by :func:`set_stateful`.
+    """
+    from varcomp.models.formula_guard import env
+
+    keep, _ = kept_rows(df, spec)
+    part = df.loc[keep].reset_index(drop=True)
+    rows = []
+    for key, calls in stateful_calls(spec).items():
+        with np.errstate(all="ignore"):
+            v = np.asarray(calls[0].args[0].eval(part, env()), dtype=np.float64).reshape(-1)
+        if v.size:
+            mean = float(v.mean())
+            rows.append((key, float(v.size), mean, float(((v - mean) ** 2).sum())))
+    return pd.DataFrame(rows, columns=list(STATEFUL_META.columns)).astype(STATEFUL_META.dtypes)
+
+
+def set_stateful(spec: DesignSpec, partials: pd.DataFrame) -> None:
+    """Set the design's centring/scaling from the merged partials (Chan's rule).
+
+    The whole data's mean and sd (``np.std``'s, as ``formulae`` computes in memory), not a part's.
+    """
+    for key, calls in stateful_calls(spec).items():
+        p = partials[partials["call"] == key]
+        n = float(p["n"].sum())
+        if n == 0:
+            raise DataError(f"{key}: no row has every value of {spec.formula!r} observed")
+        mean = float((p["n"] * p["mean"]).sum() / n)
+        m2 = float(p["m2"].sum() + (p["n"] * (p["mean"] - mean) ** 2).sum())
+        for c in calls:
+            t = c.stateful_transform
+            t.mean, t.params_set = mean, True
+            if hasattr(t, "std"):
+                t.std = np.sqrt(m2 / n)
 
 
 def partition_moments(df: pd.DataFrame, spec: DesignSpec):
@@ -73,18 +160,10 @@ def partition_moments(df: pd.DataFrame, spec: DesignSpec):
     Rows with a missing or non-finite response or covariate are dropped (counted); a missing
     grouping label is an error, as in memory. Labels are text (:func:`models.io.labels_as_text`).
     """
-    from varcomp.models.data import _numeric_response
     from varcomp.models.io import labels_as_text
     from varcomp.models.moments import GroupedMoments
 
-    for v in spec.variables:
-        if df[v].isna().any():
-            raise DataError(f"row(s) have no '{v}' label: fill them in or remove those rows")
-    y = _numeric_response(df[spec.response], spec.response)
-    keep = np.isfinite(y)
-    for v in spec.numeric:
-        col = pd.to_numeric(df[v], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
-        keep &= np.isfinite(col)
+    keep, y = kept_rows(df, spec)
     part = df.loc[keep].reset_index(drop=True)
     X = np.asarray(spec.design.evaluate_new_data(part).design_matrix, dtype=np.float64) \
         if len(part) else \
@@ -193,7 +272,14 @@ def cell_data(gm, spec: DesignSpec, *, source: str, dropped: int = 0) -> CellDat
     rows).
     """
     from varcomp.models.cells import from_moments
-    from varcomp.models.design import Design, Factor, _check_factors, _nested_in, _order
+    from varcomp.models.design import (
+        Design,
+        Factor,
+        check_factors,
+        nested_in,
+        offset_notes,
+        order_factors,
+    )
 
     if gm.n_groups == 0:
         raise DataError(f"no row has every value of {spec.formula!r} observed")
@@ -210,19 +296,21 @@ def cell_data(gm, spec: DesignSpec, *, source: str, dropped: int = 0) -> CellDat
 
     # factors on the cells (codes per cell) decide nesting and duplicates; rows are the cells'
     per_cell = [factor(g) for g in spec.groups]
-    ordered, nested = _order(per_cell)
-    _check_factors(ordered, n_rows)
+    ordered, nested = order_factors(per_cell)
+    check_factors(ordered, n_rows)
     mean, m2 = cells.pooled
     gram = m2[1:, 1:]
     _rank_check_gram(gram, spec.terms, n_rows)
     factors = tuple(Factor(f.name, None, f.levels) for f in ordered)
     variables = tuple(Factor(v, None, np.unique(cells.labels[:, i].astype(str)).astype(object))
                       for i, v in enumerate(spec.variables))
-    design = Design(spec.formula, None, spec.terms, factors, nested, variables)
+    design = Design(spec.formula, None, spec.terms, factors, nested, variables,
+                    tuple(o for o, _ in spec.parsed.offsets))
     warnings = [f"{dropped} row(s) with a missing or non-finite response or covariate were "
                 f"dropped"] if dropped else []
+    warnings += offset_notes(spec.parsed)
     for g in spec.groups:
-        if len(g) > 1 and not _nested_in(factor(g[-1:]), factor(g[:-1])):
+        if len(g) > 1 and not nested_in(factor(g[-1:]), factor(g[:-1])):
             warnings.append(f"labels of '{g[-1]}' recur under several levels of "
                             f"'{':'.join(g[:-1])}': treated as different cells, as written")
     return CellData(cells, design, (spec.response,), source, dropped, tuple(warnings))
@@ -245,7 +333,9 @@ def read_formula_stats(path, formula: str, *, chunk_rows: int = CHUNK_ROWS) -> C
     """Reduce a CSV or Parquet file to :class:`CellData` chunk by chunk (O(chunk + cells) memory).
 
     A first pass collects the levels of the categorical columns (``C(x)`` and text columns),
-    the second evaluates the fixed effects and summarises each chunk (:func:`partition_moments`).
+    another (only for ``center``/``scale``/``standardize``) the whole file's means and sds of
+    their arguments, the last evaluates the fixed effects and summarises each chunk
+    (:func:`partition_moments`).
     """
     from varcomp.models.design import group_variables, parse
     from varcomp.models.moments import GroupedMoments
@@ -254,13 +344,16 @@ def read_formula_stats(path, formula: str, *, chunk_rows: int = CHUNK_ROWS) -> C
     gvars = group_variables(formula)
     columns = list(parsed.variables)
     first = next(_chunks(path, columns, gvars, chunk_rows))
-    cats = _categorical_columns(formula, first, gvars)
+    cats = categorical_columns(parsed.fixed, first, gvars)
     levels: dict[str, set] = {c: set() for c in cats}
     if cats:
         for chunk in _chunks(path, columns, gvars, chunk_rows):
             for c in cats:
                 levels[c].update(chunk[c].dropna().unique().tolist())
     spec = design_spec(formula, first, {c: sorted(v, key=str) for c, v in levels.items()})
+    if stateful_calls(spec):  # one more pass: center/scale use the whole file's mean and sd
+        set_stateful(spec, pd.concat([stateful_partials(chunk, spec) for chunk in
+                                      _chunks(path, columns, gvars, chunk_rows)]))
     total, dropped = None, 0
     for chunk in _chunks(path, columns, gvars, chunk_rows):
         gm, d = partition_moments(chunk, spec)
@@ -269,20 +362,11 @@ def read_formula_stats(path, formula: str, *, chunk_rows: int = CHUNK_ROWS) -> C
     return cell_data(total, spec, source=str(path), dropped=dropped)
 
 
-def _categorical_columns(formula: str, sample: pd.DataFrame, gvars) -> list[str]:
-    """Columns the fixed part treats as categorical: inside C(), or text."""
-    import formulae
+def categorical_columns(fixed: str, sample: pd.DataFrame, gvars) -> list[str]:
+    """Columns the fixed part treats as categorical (inside C(), or text), grouping ones aside."""
+    from varcomp.models.design import categorical_columns as categorical
 
-    out = []
-    for t in formulae.model_description(formula).common_terms:
-        for c in getattr(t, "components", []):
-            name = getattr(c, "name", "")
-            if type(c).__name__ == "Call" and name.startswith("C("):
-                out.append(name[2:-1].split(",")[0].strip())
-            elif type(c).__name__ == "Variable" and name in sample and not (
-                    pd.api.types.is_numeric_dtype(sample[name])):
-                out.append(name)
-    return sorted(set(out) - set(gvars))
+    return sorted(set(categorical(fixed, sample)) - set(gvars))
 
 
 def _chunks(path, columns, text_columns, chunk_rows: int):

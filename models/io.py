@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import gzip
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +24,8 @@ import pandas as pd
 
 from varcomp.models.errors import DataError
 
-__all__ = ["EXTRA", "Dialect", "labels_as_text", "open_text", "read_frame", "sniff"]
+__all__ = ["EXTRA", "Dialect", "labels_as_text", "open_text", "read_frame", "regular",
+           "sniff"]
 
 SAMPLE_BYTES = 64 << 10
 DELIMITERS = ",;\t|"
@@ -81,17 +83,54 @@ def _is_parquet(path: Path) -> bool:
     return head == b"PAR1" or path.suffix.lower() in PARQUET_SUFFIXES
 
 
+_SPOOLED: dict[str, tuple[object, Path]] = {}
+
+
+def regular(path: str | os.PathLike) -> Path:
+    """``path``, or for a pipe or device (``<(cat x.csv)``, ``/dev/stdin``) a file of its bytes.
+
+    A pipe can be read once, but a file is read twice (its dialect, then its rows): its bytes
+    are copied once into an anonymous temporary file, which every later read of the same path
+    reuses (the file disappears with the process).
+    """
+    p = Path(path)
+    if not p.exists() or p.is_file() or p.is_dir():
+        return p
+    if str(p) not in _SPOOLED:
+        import shutil
+        import tempfile
+
+        tmp = tempfile.TemporaryFile()
+        try:
+            with open(p, "rb") as src:
+                shutil.copyfileobj(src, tmp)
+        except OSError as exc:
+            tmp.close()
+            raise DataError(f"cannot read {p}: {_first_line(exc)}") from None
+        tmp.flush()
+        fd_path = Path(f"/proc/self/fd/{tmp.fileno()}")
+        if not fd_path.exists():  # pragma: no cover - no /proc: a named copy
+            named = tempfile.NamedTemporaryFile(delete=False, suffix=p.suffix)
+            tmp.seek(0)
+            shutil.copyfileobj(tmp, named)
+            named.close()
+            fd_path = Path(named.name)
+        _SPOOLED[str(p)] = (tmp, fd_path)
+    return _SPOOLED[str(p)][1]
+
+
 def sniff(path: str | os.PathLike) -> Dialect:
     """Detect a file's dialect from its first 64 KiB (see the module docstring)."""
-    p = Path(path)
-    _check_path(p)
+    shown = Path(path)
+    _check_path(shown)
+    p = regular(shown)
     if _is_parquet(p):
         import pyarrow.parquet as pq
 
         try:
             schema = pq.read_schema(p)
         except Exception as exc:  # pyarrow's own error types for corrupt files
-            raise DataError(f"cannot read {p}: {_first_line(exc)}") from None
+            raise DataError(f"cannot read {shown}: {_first_line(exc)}") from None
         return Dialect("parquet", tuple(_parquet_columns(schema)))
     with open(p, "rb") as fh:
         magic = fh.read(2)
@@ -101,14 +140,14 @@ def sniff(path: str | os.PathLike) -> Dialect:
         with opener(p, "rb") as fh:
             sample = fh.read(SAMPLE_BYTES)
     except OSError as exc:
-        raise DataError(f"cannot read {p}: {_first_line(exc)}") from None
+        raise DataError(f"cannot read {shown}: {_first_line(exc)}") from None
     if not sample.strip():
-        raise DataError(f"{p} is empty: it has no header and no rows")
+        raise DataError(f"{shown} is empty: it has no header and no rows")
     bom = sample.startswith(b"\xef\xbb\xbf")
     if bom:
         sample = sample[3:]
     if b"\x00" in sample:
-        raise DataError(f"cannot read {p}: it is not a text (CSV) or Parquet file")
+        raise DataError(f"cannot read {shown}: it is not a text (CSV) or Parquet file")
     text = sample.decode("utf-8", errors="replace")
     lines = text.splitlines()
     if len(sample) == SAMPLE_BYTES and len(lines) > 1:
@@ -121,6 +160,13 @@ def sniff(path: str | os.PathLike) -> Dialect:
     header = [h.strip() for h in rows[0]] if rows else []
     widths = {len(r) for r in rows[1:] if r}
     extra = bool(widths) and widths == {len(header) + 1}
+    if not extra:  # a row longer than the header: pandas would drop or shift its fields
+        for i, r in enumerate(rows[1:], start=2):
+            if len(r) > len(header) and any(f.strip() for f in r[len(header):]):
+                raise DataError(f"{shown}: line {i} has {len(r)} fields but the header names "
+                                f"{len(header)}: the extra field would be dropped or shift the "
+                                f"columns; fix that line or the header ({delimiter!r} "
+                                f"delimited)")
     # a trailing delimiter on the header line makes an unnamed last column (dropped if empty)
     columns = header[:-1] if len(header) > 1 and header[-1] == "" else header
     return Dialect("csv", tuple(columns), compression, bom, delimiter, extra, tuple(header))
@@ -152,12 +198,13 @@ def read_frame(path: str | os.PathLike, *, text_columns=(), dialect: Dialect | N
 
     Every reading problem is one :class:`DataError`; an empty field of a text column is missing.
     """
-    p = Path(path)
-    d = dialect or sniff(p)
+    shown = Path(path)
+    d = dialect or sniff(path)
+    p = regular(path)
     dupes = sorted({c for c in d.columns if d.columns.count(c) > 1})
     if dupes:
-        raise DataError(f"{p} has duplicate column names {dupes}: rename them so each column is "
-                        f"unique")
+        raise DataError(f"{shown} has duplicate column names {dupes}: rename them so each "
+                        f"column is unique")
     try:
         if d.kind == "parquet":
             df = pd.read_parquet(p)
@@ -170,25 +217,27 @@ def read_frame(path: str | os.PathLike, *, text_columns=(), dialect: Dialect | N
                                       index=df.index, dtype=object)
         else:
             names = list(d.raw_columns) + ([EXTRA] if d.extra_field else [])
-            df = pd.read_csv(p, sep=d.delimiter, encoding=d.encoding, compression=d.compression,
-                             header=0, names=names, index_col=False,
-                             dtype={c: str for c in text_columns if c in names},
-                             keep_default_na=True)
+            with warnings.catch_warnings():  # a long row beyond the sniffed lines: refuse it
+                warnings.simplefilter("error", pd.errors.ParserWarning)
+                df = pd.read_csv(p, sep=d.delimiter, encoding=d.encoding,
+                                 compression=d.compression, header=0, names=names,
+                                 index_col=False, keep_default_na=True,
+                                 dtype={c: str for c in text_columns if c in names})
             extra = [c for c in df.columns if c == EXTRA or c == ""]
             for c in extra:
                 if df[c].notna().any():
-                    raise DataError(f"{p}: rows have one field more than the header names "
+                    raise DataError(f"{shown}: rows have one field more than the header names "
                                     f"({len(d.columns)}), and it holds values: the columns "
                                     f"would shift; fix the header ({d.describe()})")
             df = df.drop(columns=extra)
     except DataError:
         raise
     except pd.errors.EmptyDataError:
-        raise DataError(f"{p} is empty: it has no header and no rows") from None
+        raise DataError(f"{shown} is empty: it has no header and no rows") from None
     except Exception as exc:  # parser, decoding, OS and pyarrow's own errors
-        raise DataError(f"cannot read {p}: {_first_line(exc)} ({d.describe()})") from None
+        raise DataError(f"cannot read {shown}: {_first_line(exc)} ({d.describe()})") from None
     if df.shape[0] == 0:
-        raise DataError(f"{p} has a header but no rows")
+        raise DataError(f"{shown} has a header but no rows")
     return df
 
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from varcomp.models.errors import DataError
-from varcomp.models.priors import FAMILIES, NormalPrior, ScalePrior, _check_relative_scale
+from varcomp.models.priors import NormalPrior, ScalePrior, check_relative_scale
 
 __all__ = ["LmmPriors", "add_derived", "fixed_variance", "parse_lmm_priors"]
 
@@ -183,59 +183,44 @@ class LmmPriors:
 
 
 def parse_lmm_priors(priors: LmmPriors, specs: Sequence[str] | None) -> LmmPriors:
-    """Apply ``--prior`` overrides.
+    """Apply ``--prior`` overrides (the grammar of :mod:`models.prior_grammar`).
 
     ``beta=normal:SCALE`` (every slope), ``beta[x]=normal:SCALE`` or ``normal:LOC:SCALE``,
     ``intercept=normal:LOC:SCALE``, ``tau=FAMILY:SCALE[:NU]`` (every factor),
     ``tau[f]=FAMILY:SCALE[:NU]``, ``sigma=FAMILY:SCALE[:NU]``.
     """
-    for spec in specs or []:
-        try:
-            name, rhs = spec.split("=", 1)
-            parts = rhs.split(":")
-            family = parts[0].strip().lower()
-            nums = [float(x) for x in parts[1:]]
-            base, _, label = name.strip().partition("[")
-            label = label.rstrip("]")
-            if base in ("beta", "intercept"):
-                if family != "normal" or len(nums) not in (1, 2):
-                    raise ValueError
-                new = NormalPrior(*(nums if len(nums) == 2 else [0.0, nums[0]]))
-                if base == "intercept":
-                    if priors.intercept is None or len(nums) != 2:
-                        raise DataError("the formula has no intercept" if priors.intercept
-                                         is None else "give intercept=normal:LOC:SCALE")
-                    priors = replace(priors, intercept=new)
-                    continue
-                names = [priors.terms[j] for j in priors.slope_index]
-                if label and label not in names:
-                    raise DataError(f"no fixed-effects column {label!r}; columns: {names}")
-                priors = replace(priors, slopes=tuple(
-                    new if (not label or n == label) else p
-                    for n, p in zip(names, priors.slopes, strict=True)))
-            elif base in ("tau", "sigma"):
-                if family not in FAMILIES or len(nums) not in (1, 2) or (
-                        family != "halfstudentt" and len(nums) == 2):
-                    raise ValueError
-                new = ScalePrior(family, nums[0], *(nums[1:] or []))
-                if base == "sigma":
-                    priors = replace(priors, sigma=new)
-                    continue
-                if label and label not in priors.factors:
-                    raise DataError(f"no factor {label!r}; factors: {list(priors.factors)}")
-                priors = replace(priors, tau=tuple(
-                    new if (not label or f == label) else p
-                    for f, p in zip(priors.factors, priors.tau, strict=True)))
-            else:
-                raise ValueError
-        except ValueError as exc:
-            detail = f" ({exc})" if str(exc) else ""
-            raise DataError(
-                f"bad prior '{spec}'{detail}: use beta[=|[term]=]normal:SCALE or normal:LOC:SCALE, "
-                f"intercept=normal:LOC:SCALE, tau[|[factor]]=FAMILY:SCALE[:NU] or "
-                f"sigma=FAMILY:SCALE[:NU] with FAMILY in {', '.join(FAMILIES)}") from None
+    from varcomp.models.prior_grammar import SD_HINTS, PriorSpec, apply_priors
+
+    def intercept(p: LmmPriors, spec: PriorSpec) -> LmmPriors:
+        if p.intercept is None:
+            raise DataError(f"bad prior '{spec.text}': the formula has no intercept")
+        return replace(p, intercept=spec.prior)
+
+    def slopes(p: LmmPriors, spec: PriorSpec) -> LmmPriors:
+        names = [p.terms[j] for j in p.slope_index]
+        if spec.label is not None and spec.label not in names:
+            raise DataError(f"bad prior '{spec.text}': no fixed-effects column "
+                            f"{spec.label!r}; columns: {names}")
+        return replace(p, slopes=tuple(spec.prior if spec.label in (None, n) else old
+                                       for n, old in zip(names, p.slopes, strict=True)))
+
+    def tau(p: LmmPriors, spec: PriorSpec) -> LmmPriors:
+        if spec.label is not None and spec.label not in p.factors:
+            raise DataError(f"bad prior '{spec.text}': no factor {spec.label!r}; factors: "
+                            f"{list(p.factors)}")
+        return replace(p, tau=tuple(spec.prior if spec.label in (None, f) else old
+                                    for f, old in zip(p.factors, p.tau, strict=True)))
+
+    def sigma(p: LmmPriors, spec: PriorSpec) -> LmmPriors:
+        return replace(p, sigma=spec.prior)
+
+    priors = apply_priors(priors, specs, {"intercept": (NormalPrior, intercept),
+                                          "beta": (NormalPrior, slopes),
+                                          "tau": (ScalePrior, tau),
+                                          "sigma": (ScalePrior, sigma)},
+                          {**SD_HINTS, "mu": "a formula's mean is intercept=normal:LOC:SCALE"})
     for p in (*priors.tau, priors.sigma):
-        _check_relative_scale(p.scale, priors.scale, "tau/sigma scale")
+        check_relative_scale(p.scale, priors.scale, "tau/sigma scale")
     if len({(p.family, p.nu) for p in priors.tau}) != 1:
         raise DataError("the tau priors of the factors must share one family (and nu); give "
                          "tau=FAMILY:SCALE for all, then tau[f]=FAMILY:SCALE per factor")

@@ -7,7 +7,9 @@ predictive density is the leave-one-*cluster*-out elpd, what ``arviz.loo`` compu
 predicts a held-out row of a cluster whose effect the other rows have pinned down. The log
 prior (group ``log_prior``) is the density of the priors as specified (the model's own
 parameters), which ``arviz.psens`` power-scales. Crossed designs have no per-cluster density
-(the clusters share the other factors' levels): they get neither group.
+(the clusters share the other factors' levels): their ``log_likelihood`` holds each draw's
+log density of all rows, the effects integrated out (:func:`crossed_loglik`), which is all
+power-scaling needs.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ import numpy as np
 
 from varcomp.models.effects import draw_blocks
 
-__all__ = ["MAX_POINTWISE", "add_pointwise", "mixed_loglik", "mixed_prior", "mv_loglik",
+__all__ = ["MAX_CROSSED_FLOPS", "MAX_POINTWISE", "add_pointwise", "crossed_loglik",
+           "crossed_stats", "mixed_loglik", "mixed_prior", "mv_loglik",
            "mv_prior", "oneway_loglik", "oneway_prior"]
 
 MAX_POINTWISE = 10_000_000
@@ -67,6 +70,92 @@ def mixed_loglik(data, post, chunk: int = 200) -> np.ndarray | None:
                            for a in range(0, len(beta), chunk)])
 
 
+MAX_CROSSED_FLOPS = 20_000_000
+"""Largest cost per draw, R^2 (m + R), of :func:`crossed_loglik` (m levels of the largest factor,
+R of the others): a few seconds for 4,000 draws. ScotsSec costs 6e4, InstEval's shape 5e9."""
+
+
+def crossed_stats(data):
+    """The sums :func:`crossed_loglik` reads, from the per-cell statistics (any data source).
+
+    ``G`` = sum over rows of w w' with w = [y, x]; ``zw`` (q, 1 + k) = Z'w; ``zz`` (q, q) = Z'Z;
+    ``sizes`` rows per level; ``owner`` each level's factor; ``big`` the factor eliminated
+    first (most levels: its block of Z'Z is diagonal). None above :data:`MAX_CROSSED_FLOPS`.
+    """
+    from varcomp.models.cells import factor_codes
+
+    cells, factors = data.cells, data.design.factors
+    m = [len(f.levels) for f in factors]
+    big = int(np.argmax(m))
+    rest = sum(m) - m[big]
+    if rest * rest * (m[big] + rest) > MAX_CROSSED_FLOPS:
+        return None
+    order = [big] + [i for i in range(len(factors)) if i != big]
+    codes = [factor_codes(cells, factors[i]) for i in order]
+    offset = np.cumsum([0] + [m[i] for i in order])
+    cols = np.stack([c + o for c, o in zip(codes, offset[:-1], strict=True)], axis=1)  # (C, F)
+    sums = cells.n[:, None] * cells.mean  # (C, 1 + k)
+    G = cells.m2.sum(axis=0) + np.einsum("ci,cj->ij", sums, cells.mean)
+    q = int(offset[-1])
+    zw = np.zeros((q, sums.shape[1]))
+    zz = np.zeros((q, q))
+    for a in range(cols.shape[1]):
+        np.add.at(zw, cols[:, a], sums)
+        for b in range(cols.shape[1]):
+            np.add.at(zz, (cols[:, a], cols[:, b]), cells.n)
+    owner = np.repeat(order, [m[i] for i in order])
+    return {"G": G, "zw": zw, "zz": zz, "owner": owner, "m_big": m[big], "n": cells.n.sum()}
+
+
+def crossed_loglik(data, post, *, _broken: bool = False) -> np.ndarray | None:
+    r"""(S,) log density of all rows per draw, every factor's effects integrated out.
+
+    With :math:`D = \mathrm{diag}(\tau_f^2)` over the q levels and
+    :math:`K = \sigma^2 I + D^{1/2} Z^\top Z D^{1/2}` (Woodbury, exact at tau = 0):
+
+    .. math::
+        \log p(y\mid\beta,\tau,\sigma) = -\tfrac12\big[N\log 2\pi + (N - q)\log\sigma^2
+        + \log|K| + (r^\top r - c^\top K^{-1} c)/\sigma^2\big],\quad
+        r = y - X\beta,\ c = D^{1/2} Z^\top r
+
+    K's block of the factor with most levels is diagonal: it is eliminated in closed form and
+    the Schur complement of the other R levels is factored densely, O(R^2 (m + R)) per draw.
+    None above :data:`MAX_CROSSED_FLOPS`. ``_broken`` (log|K| without the eliminated
+    block) is for the tests' deliberately wrong sum only.
+    """
+    st = crossed_stats(data)
+    if st is None:
+        return None
+    beta, tau, sigma = (_draws(post, v) for v in ("beta", "tau", "sigma"))
+    G, zw, zz, owner, mb, N = st["G"], st["zw"], st["zz"], st["owner"], st["m_big"], st["n"]
+    q = owner.size
+    na, C, B0 = np.diag(zz)[:mb], zz[:mb, mb:], zz[mb:, mb:]
+    out = np.empty(len(beta))
+    chunk = max(1, 2_000_000 // max(C.size, 1))
+    for a in range(0, len(beta), chunk):
+        sl = slice(a, a + chunk)
+        b1 = np.concatenate([np.ones((len(beta[sl]), 1)), -beta[sl]], axis=1)
+        t = tau[sl][:, owner]  # (s, q): each level's tau; t[:, :mb] is the big factor's
+        s2 = sigma[sl] ** 2
+        rr = np.einsum("si,ij,sj->s", b1, G, b1)
+        c = t * (b1 @ zw.T)  # (s, q)
+        kaa = s2[:, None] + t[:, :mb] ** 2 * na  # (s, m) the diagonal block
+        ta, tb = t[:, 0], t[:, mb:]
+        w = np.einsum("lr,sl,lp->srp", C, 1.0 / kaa, C, optimize=True)  # C' Kaa^-1 C
+        S = (s2[:, None, None] * np.eye(q - mb) + tb[:, :, None] * tb[:, None, :]
+             * (B0 - (ta**2)[:, None, None] * w))
+        ca = c[:, :mb]
+        cb = c[:, mb:] - ta[:, None] * tb * ((ca / kaa) @ C)
+        L = np.linalg.cholesky(S)
+        v = np.linalg.solve(L, cb[..., None])[..., 0]
+        logdet = 2.0 * np.log(np.diagonal(L, axis1=1, axis2=2)).sum(axis=1)
+        if not _broken:
+            logdet = logdet + np.log(kaa).sum(axis=1)
+        quad = (rr - (ca * ca / kaa).sum(axis=1) - (v * v).sum(axis=1)) / s2
+        out[sl] = -0.5 * (N * np.log(2.0 * np.pi) + (N - q) * np.log(s2) + logdet + quad)
+    return out
+
+
 def oneway_prior(data, post, priors) -> np.ndarray:
     """(S,) log prior of (mu, tau, sigma)."""
     return priors.logpdf_free(*(_draws(post, v) for v in ("mu", "tau", "sigma")))
@@ -82,7 +171,7 @@ def mv_prior(data, post, priors) -> np.ndarray:
     """The density of (mu, sds, R) per draw: mu normal, sds HalfNormal, correlations LKJ(eta)."""
     from scipy import stats
 
-    from varcomp.models.checks.oracles import _lkj_log_norm
+    from varcomp.models.priors import lkj_log_norm
 
     mu = _draws(post, "mu")
     out = stats.norm(priors.mu_loc, priors.mu_scale).logpdf(mu).sum(axis=-1)
@@ -92,15 +181,17 @@ def mv_prior(data, post, priors) -> np.ndarray:
         sd = np.sqrt(np.diagonal(M, axis1=-2, axis2=-1))
         R = M / (sd[..., :, None] * sd[..., None, :])
         out = out + stats.halfnorm(scale=np.asarray(sds)).logpdf(sd).sum(axis=-1)
-        out = out + (eta - 1.0) * np.linalg.slogdet(R)[1] - _lkj_log_norm(priors.p, eta)
+        out = out + (eta - 1.0) * np.linalg.slogdet(R)[1] - lkj_log_norm(priors.p, eta)
     return out
 
 
 def add_pointwise(idata, family, data, priors) -> bool:
-    """Add ``log_likelihood`` (dim ``group``) and ``log_prior`` to ``idata``; False if skipped.
+    """Add ``log_likelihood`` and ``log_prior`` to ``idata``; False if skipped.
 
-    ``family``'s ``cluster_loglik`` and ``log_prior`` compute them; skipped where the family has
-    no per-cluster density (crossed designs) and above :data:`MAX_POINTWISE` values.
+    ``log_likelihood`` holds ``y``: each top-level cluster's log density (dim ``group``, from
+    ``family.cluster_loglik``), or where the family has none (crossed designs) each draw's
+    density of all rows (``family.total_loglik``; no ``group`` dim). Skipped where neither
+    applies and above :data:`MAX_POINTWISE` values.
     """
     import warnings
 
@@ -111,11 +202,17 @@ def add_pointwise(idata, family, data, priors) -> bool:
     if shape[0] * shape[1] * data.n_groups > MAX_POINTWISE:
         return False
     ll = family.cluster_loglik(data, post) if family.cluster_loglik else None
-    if ll is None:
-        return False
-    coords = {"chain": post.chain, "draw": post.draw, "group": [str(g) for g in data.groups]}
-    loglik = xr.Dataset({"y": (("chain", "draw", "group"), ll.reshape(*shape, -1))},
-                        coords=coords)
+    if ll is not None:
+        coords = {"chain": post.chain, "draw": post.draw,
+                  "group": [str(g) for g in data.groups]}
+        loglik = xr.Dataset({"y": (("chain", "draw", "group"), ll.reshape(*shape, -1))},
+                            coords=coords)
+    else:
+        total = family.total_loglik(data, post) if family.total_loglik else None
+        if total is None:
+            return False
+        loglik = xr.Dataset({"y": (("chain", "draw"), total.reshape(shape))},
+                            coords={"chain": post.chain, "draw": post.draw})
     prior = xr.Dataset({"prior": (("chain", "draw"), family.log_prior(data, post,
                                                                       priors).reshape(shape))},
                        coords={"chain": post.chain, "draw": post.draw})

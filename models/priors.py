@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -13,7 +13,8 @@ from varcomp.models.errors import DataError
 if TYPE_CHECKING:  # pragma: no cover
     from varcomp.models.data import ClusteredData
 
-__all__ = ["FAMILIES", "NormalPrior", "Priors", "ScalePrior", "parse_prior_overrides"]
+__all__ = ["FAMILIES", "NormalPrior", "Priors", "ScalePrior", "check_relative",
+           "check_relative_scale", "lkj_log_norm"]
 
 FAMILIES = ("halfnormal", "halfstudentt", "halfcauchy", "exponential")
 NU_MAX = 1000.0
@@ -158,7 +159,8 @@ class Priors:
     they set the sampler's unconstrained coordinates, (mu - center) / scale and
     log(tau / scale), log(sigma / scale), so a response measured in 1e-6 or offset by 1e9
     samples exactly like a standardised one ("standardise internally, report on the original
-    scale"). Override any part with :func:`dataclasses.replace` or :func:`parse_prior_overrides`.
+    scale"). Override any part with :func:`dataclasses.replace` or
+    :func:`models.prior_grammar.parse_prior_overrides`.
     """
 
     mu: NormalPrior = NormalPrior()
@@ -219,41 +221,7 @@ class Priors:
                 "sigma": self.sigma.describe()}
 
 
-def parse_prior_overrides(priors: Priors, specs: list[str] | None) -> Priors:
-    """Apply ``NAME=FAMILY:SCALE[:NU]`` or ``mu=normal:LOC:SCALE`` overrides.
-
-    Examples: ``tau=halfnormal:10``, ``sigma=exponential:2``, ``tau=halfstudentt:5:4``,
-    ``mu=normal:1500:200``.
-    """
-    for spec in specs or []:
-        try:
-            name, rhs = spec.split("=", 1)
-            parts = rhs.split(":")
-            family = parts[0].strip().lower()
-            nums = [float(x) for x in parts[1:]]
-            if name == "mu":
-                if family != "normal" or len(nums) != 2:
-                    raise ValueError
-                priors = replace(priors, mu=NormalPrior(nums[0], nums[1]))
-            elif name in ("tau", "sigma"):
-                if family not in FAMILIES or len(nums) not in (1, 2):
-                    raise ValueError
-                if family != "halfstudentt" and len(nums) == 2:
-                    raise ValueError
-                new = ScalePrior(family, nums[0], *(nums[1:] or []))
-                priors = replace(priors, **{name: new})
-            else:
-                raise ValueError
-        except ValueError as exc:
-            detail = f" ({exc})" if str(exc) else ""
-            raise DataError(
-                f"bad prior '{spec}'{detail}: use mu=normal:LOC:SCALE or "
-                f"tau|sigma=FAMILY:SCALE[:NU] with FAMILY in {', '.join(FAMILIES)}") from None
-    _check_relative(priors)
-    return priors
-
-
-def _check_relative_scale(value: float, sd: float, name: str) -> None:
+def check_relative_scale(value: float, sd: float, name: str) -> None:
     """A prior scale within :data:`RELATIVE_SCALE` of the data's sd (one-line error)."""
     lo, hi = sd / RELATIVE_SCALE, sd * RELATIVE_SCALE
     if not lo <= value <= hi:
@@ -262,16 +230,27 @@ def _check_relative_scale(value: float, sd: float, name: str) -> None:
                          f"scale")
 
 
-def _check_relative(priors: Priors) -> None:
+def check_relative(priors: Priors) -> None:
     """Scales within :data:`RELATIVE_SCALE` of the data's sd, the mean's location too."""
     sd = priors.scale
     hi = sd * RELATIVE_SCALE
     for name, value in (("mu scale", priors.mu.scale), ("tau scale", priors.tau.scale),
                         ("sigma scale", priors.sigma.scale)):
-        _check_relative_scale(value, sd, name)
+        check_relative_scale(value, sd, name)
     if not abs(priors.mu.loc - priors.center) <= hi:
         raise DataError(f"prior mu location {priors.mu.loc:g} is more than 10^6 sd(y) from the "
                          f"data's mean {priors.center:.6g}: choose a location near the data")
+
+
+def lkj_log_norm(p: int, eta: float) -> float:
+    """Log c_p of the LKJ(eta) density det(R)^(eta - 1) / c_p (Lewandowski et al. 2009)."""
+    from scipy.special import betaln
+
+    out = 0.0
+    for k in range(1, p):
+        b = eta + (p - k - 1) / 2.0
+        out += (2.0 * eta - 2.0 + p - k) * (p - k) * math.log(2.0) + (p - k) * betaln(b, b)
+    return out
 
 
 @dataclass(frozen=True)
@@ -539,30 +518,3 @@ class PartitionPriors:
 
 
 __all__ += ["PartitionPriors"]
-
-
-def parse_partition_overrides(priors: PartitionPriors, specs: list[str] | None) -> PartitionPriors:
-    """``mu=normal:LOC:SCALE``, ``total=FAMILY:SCALE[:NU]``, ``icc=beta:A:B`` overrides."""
-    for spec in specs or []:
-        try:
-            name, rhs = spec.split("=", 1)
-            parts = rhs.split(":")
-            family, nums = parts[0].strip().lower(), [float(x) for x in parts[1:]]
-            if name == "mu" and family == "normal" and len(nums) == 2:
-                priors = replace(priors, mu=NormalPrior(*nums))
-            elif name == "total" and family in FAMILIES and len(nums) in (1, 2):
-                priors = replace(priors, total=ScalePrior(family, *nums))
-            elif name == "icc" and family == "beta" and len(nums) == 2:
-                priors = replace(priors, a=nums[0], b=nums[1])
-            else:
-                raise ValueError
-        except ValueError as exc:
-            detail = f" ({exc})" if str(exc) else ""
-            raise DataError(f"bad prior '{spec}'{detail}: with --variance-prior partition use "
-                            f"mu=normal:LOC:SCALE, total=FAMILY:SCALE[:NU] or "
-                            f"icc=beta:A:B") from None
-    _check_relative_scale(priors.total.scale, priors.scale, "total scale")
-    return priors
-
-
-__all__ += ["parse_partition_overrides"]

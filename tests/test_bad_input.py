@@ -204,3 +204,74 @@ def test_an_internal_error_is_one_line_with_a_log(tmp_path, capsys, monkeypatch)
     assert code == 1 and len(err.strip().splitlines()) == 1 and "Traceback" not in err
     log = next((tmp_path / "cache" / "varcomp" / "logs").glob("*.log"))
     assert "RuntimeError: injected" in log.read_text()
+
+
+# ---------------------------------------------------------------- issue 24: the adversarial battery
+def _two_responses(tmp_path) -> Path:
+    df = _frame()
+    df["y2"] = df.y * 2.0 + np.random.default_rng(3).normal(size=len(df))
+    df["x"] = np.arange(len(df), dtype=float)
+    df["x2"] = df.x.copy()
+    df.loc[3, "x"] = np.nan  # a missing covariate in one model's column ...
+    df.loc[7, "x2"] = np.nan  # ... and in the other's elsewhere: the row counts match
+    return _csv(tmp_path, df)
+
+
+@pytest.mark.parametrize(("formulas", "words"), [
+    (["y ~ 1 + (1|g)", "y2 ~ 1 + (1|g)"], "predicts 'y2' but the first model predicts 'y'"),
+    (["y ~ 1 + (1|g)", "np.log(y) ~ 1 + (1|g)"], "predicts 'np.log(y)'"),
+    (["y ~ x + (1|g)", "y ~ x2 + (1|g)"], "data rows [8] only in the first, [4] only in this"),
+])
+def test_compare_refuses_other_responses_and_other_rows(tmp_path, capsys, formulas, words):
+    path = _two_responses(tmp_path)
+    refused(tmp_path, capsys, ["compare", path, *[a for f in formulas for a in ("--formula", f)],
+                               *SMALL], words)
+
+
+@pytest.mark.parametrize(("body", "words"), [
+    ("g,y\na,1,9\nb,2\na,3\nb,4\nc,5\nc,6\n", "line 2 has 3 fields but the header names 2"),
+    ("g,y\na,1\nb,2\na,3,9\nb,4\nc,5\nc,6\n", "line 4 has 3 fields"),
+    ("g,y\n" + "".join(f"g{i % 3},{i}\n" for i in range(300)) + "g1,1,2\n", "line 302"),
+])
+def test_a_row_longer_than_the_header_is_refused_naming_its_line(tmp_path, capsys, body, words):
+    path = tmp_path / "long.csv"
+    path.write_text(body)
+    refused(tmp_path, capsys, ["describe", path, "--group", "g", "--response", "y"], words)
+
+
+@pytest.mark.parametrize(("prior", "words"), [
+    ("icc=beta:2:2", "total and icc are priors of --variance-prior partition"),
+    ("tau=gamma:2", "unknown family 'gamma'"),
+    ("tau=halfnormal:abc", "arguments must be numbers"),
+    ("tau=halfnormal:1:2", "halfnormal takes 1 number(s), got 2"),
+    ("mu=halfnormal:3", "mu takes a normal prior"),
+    ("tau[batch]=halfnormal:3", "tau takes no [label]"),
+    ("nu=normal:0:1", "this model has no parameter 'nu'"),
+    ("tau", "no NAME="),
+])
+def test_bad_priors_one_grammar_one_message(tmp_path, capsys, prior, words):
+    out = tmp_path / "out"
+    code, err = run(["fit", "dyestuff", "--prior", prior, *SMALL, "--out", out], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert words in err and "use NAME=FAMILY:ARGS" in err and "beta:A:B" in err, err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(("extra", "prior", "words"), [
+    (["--variance-prior", "partition"], "tau=halfnormal:10", "tau is derived: set total and icc"),
+    (["--variance-prior", "partition"], "icc=halfnormal:2", "icc takes a beta prior"),
+    (["--variance-prior", "partition"], "icc=beta:0:2", "0 < a <= 1000"),
+    (["--formula", "Yield ~ 1 + (1|Batch)"], "total=halfnormal:3", "partition"),
+])
+def test_bad_priors_of_the_partition(tmp_path, capsys, extra, prior, words):
+    refused(tmp_path, capsys, ["fit", "dyestuff", *extra, "--prior", prior, *SMALL], words)
+
+
+@pytest.mark.parametrize(("prior", "words"), [
+    ("tau[zz]=halfnormal:3", "no factor 'zz'; factors: ['batch', 'batch:cask']"),
+    ("mu=normal:0:1", "a formula's mean is intercept=normal:LOC:SCALE"),
+    ("beta[nope]=normal:1", "no fixed-effects column 'nope'"),
+])
+def test_bad_priors_of_mixed_models(tmp_path, capsys, prior, words):
+    refused(tmp_path, capsys, ["fit", "pastes", "--formula", "strength ~ 1 + (1|batch/cask)",
+                               "--prior", prior, *SMALL], words)

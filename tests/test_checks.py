@@ -13,10 +13,10 @@ from scipy import special, stats
 from varcomp.models import checks, load
 from varcomp.models.checks.broken import BROKEN
 from varcomp.models.checks.oracles import scipy_loglik
-from varcomp.models.checks.reference import STATS
 from varcomp.models.checks.sbc import _loglik_draws
 from varcomp.models.forms import family_named
 from varcomp.models.priors import NormalPrior, Priors, ScalePrior
+from varcomp.models.reference import STATS
 from varcomp.models.simulate import simulate_univariate
 
 ONEWAY = family_named("oneway")

@@ -85,6 +85,24 @@ def test_pymc_lkj_normalising_constant_has_the_wrong_sign():
     assert oracles.pymc_lkj_constant_offset(pri) == pytest.approx(want, rel=1e-6)
 
 
+
+def test_lkj_constant_of_the_production_code_is_the_known_volume():
+    """``models.priors.lkj_log_norm`` (the compiled multivariate form's constant and the log
+    prior of the pointwise densities): c_p(1) is the volume of the p x p correlation matrices,
+    2 for p = 2 and pi^2 / 2 for p = 3; c_2(eta) = 2^(2 eta - 1) B(eta, eta); and it equals
+    the oracle's own copy for p up to 5."""
+    from scipy.special import betaln
+
+    from varcomp.models.priors import lkj_log_norm
+
+    assert lkj_log_norm(2, 1.0) == pytest.approx(math.log(2.0), rel=1e-14)
+    assert lkj_log_norm(3, 1.0) == pytest.approx(math.log(math.pi ** 2 / 2), rel=1e-14)
+    assert lkj_log_norm(2, 3.5) == pytest.approx(6.0 * math.log(2.0) + betaln(3.5, 3.5),
+                                                 rel=1e-14)
+    for p in range(2, 6):
+        for eta in (0.5, 1.0, 2.0, 7.5):
+            assert lkj_log_norm(p, eta) == pytest.approx(oracles._lkj_log_norm(p, eta), rel=1e-14)
+
 # ------------------------------------------------------------------------ prior draws, loglik
 def test_lkj_and_prior_draws_have_the_right_marginals():
     """C-vine LKJ draws: for p = 2, (r + 1) / 2 ~ Beta(eta, eta); for p = 3 every r_ij (incl.

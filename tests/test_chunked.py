@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from varcomp.models.chunked import default_priors, read_stats
+from varcomp.models.chunked import read_stats
 from varcomp.models.data import DataError, load
 from varcomp.models.density import marginal_logp
 from varcomp.models.priors import Priors
@@ -55,7 +55,7 @@ def test_chunked_stats_equal_in_memory(tmp_path, rng, kind):
     args = (1e6, 2.0, 1.5)
     assert marginal_logp(*chunked.stats.column(0), *args) == pytest.approx(
         marginal_logp(*mem.stats.column(0), *args), rel=1e-12)
-    a, b = default_priors(chunked), Priors.default(mem)
+    a, b = Priors.default(chunked), Priors.default(mem)
     assert a.center == pytest.approx(b.center, rel=1e-14)
     assert (a.scale, a.mu.scale, a.tau.scale) == pytest.approx((b.scale, b.mu.scale, b.tau.scale),
                                                               rel=1e-9)

@@ -48,7 +48,8 @@ def test_datasets_lists_every_shipped_dataset(capsys):
     code, out, _ = run(["datasets"], capsys)
     assert code == 0
     assert [line.split()[0] for line in out.splitlines()] == [
-        "dyestuff", "dyestuff2", "rail", "radon", "gcsemv", "pastes", "penicillin"]
+        "dyestuff", "dyestuff2", "rail", "radon", "gcsemv", "pastes", "penicillin",
+        "scotssec"]
 
 
 def test_describe_dyestuff_prints_box_and_tiao_anova(capsys):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import threading
 import time
 
@@ -13,7 +14,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from varcomp.models.distributed import grouped_moments_dask, local_client, read_parquet_dask
+from varcomp.models import load
+from varcomp.models.dask_clients import client_for
+from varcomp.models.distributed import (
+    group_stats_dask,
+    grouped_moments_dask,
+    local_client,
+    read_parquet_dask,
+)
+from varcomp.models.errors import DataError
 from varcomp.models.moments import GroupedMoments
 
 COLUMNS = ["y", "x"]
@@ -162,24 +171,34 @@ def test_unreadable_parquet_files_are_one_line_errors(tmp_path, rng):
 
 
 def test_text_in_a_numeric_column_names_file_column_and_dtype(tmp_path, rng):
-    """A file whose value column holds text ("three") cannot be cast to float64: ValueError
-    naming the file, the column and its dtype; a key column stored as integers in one file
-    (which would turn "07" into "7") is caught by the declared dtypes."""
+    """A file whose value column holds text ("three") while the others hold numbers is refused
+    from the footers, naming both files and the column; when every file holds text, the
+    partition that cannot be cast to float64 raises, naming the file, the column and its dtype;
+    a key column stored as integers in a partition (which would turn "07" into "7") is caught by
+    the declared dtypes."""
     df = _frame(rng, n_groups=30)
     paths = _write_parts(df, tmp_path)
     bad = df.iloc[:5].assign(y=["1.5", "2", "three", "4", "5"])  # a string column in this file
     bad.to_parquet(paths[1], index=False)
+    with pytest.raises(ValueError, match="column 'y' holds text in") as info:
+        read_parquet_dask(str(tmp_path / "part-*.parquet"), ["g", *COLUMNS])
+    assert f"in {paths[1]} but numbers in {paths[0]}" in str(info.value)
+    assert "\n" not in str(info.value)
+
+    for i, path in enumerate(paths):
+        if i != 1:
+            df.iloc[5 * i:5 * i + 5].assign(y=lambda d: d.y.astype(str)).to_parquet(path,
+                                                                                   index=False)
     ddf = read_parquet_dask(str(tmp_path / "part-*.parquet"), ["g", *COLUMNS])
     with pytest.raises(ValueError, match="column 'y' of dtype") as info:
         grouped_moments_dask(ddf, keys="g", columns=COLUMNS, n_groups=30)
     assert str(paths[1]) in str(info.value) and "\n" not in str(info.value)
 
-    df.iloc[:5].assign(g=7).to_parquet(paths[1], index=False)
-    ddf = read_parquet_dask(str(tmp_path / "part-*.parquet"), ["g", *COLUMNS])
-    with pytest.raises(ValueError, match="column 'g' has dtype int64, expected") as info:
+    pieces = [df.iloc[:5], df.iloc[5:10].assign(g=7)]
+    ddf = dd.from_map(_identity, pieces, meta=df.iloc[:0], enforce_metadata=False)
+    with pytest.raises(ValueError, match="partition 1: column 'g' has dtype int64, expected"):
         grouped_moments_dask(ddf, keys="g", columns=COLUMNS, n_groups=30,
                              dtypes={"g": "string", "y": "float64"})
-    assert str(paths[1]) in str(info.value)
 
 
 def test_missing_values_are_refused_with_the_partition():
@@ -266,3 +285,123 @@ def test_killing_a_worker_mid_run_gives_the_same_result(rng):
     np.testing.assert_array_equal(disturbed.mean, reference.mean)
     np.testing.assert_array_equal(disturbed.m2, reference.m2)
     assert max(_rel_errors(disturbed, _in_memory(df))) < 1e-12
+
+
+# ------------------------------------------------------------------- labels across files
+def _labelled(rng, storage: str) -> pd.DataFrame:
+    """Six clusters labelled 1..6 stored as ``storage`` (int64, float64 or text), 40 rows."""
+    g = np.repeat(np.arange(1, 7), [3, 9, 5, 8, 1, 14])
+    y = 1e6 + g + rng.normal(0.0, 1.0, g.size)
+    labels = {"int64": g, "float64": g.astype(np.float64), "text": g.astype(str)}[storage]
+    return pd.DataFrame({"g": labels, "y": y})
+
+
+@pytest.mark.parametrize("storage", ["int64", "float64", "text"])
+def test_labels_read_the_same_on_dask_and_in_memory(tmp_path, rng, storage):
+    """Labels stored with one type in every file: the Dask pass over three files (clusters cut
+    across them) gives the in-memory reader's labels and statistics for the same rows in one
+    file (labels are text: 1, 1.0 or "1" as stored, the same on both paths)."""
+    df = _labelled(rng, storage)
+    df.to_parquet(tmp_path / "all.parquet", index=False)
+    for i in range(3):
+        df.iloc[i::3].to_parquet(tmp_path / f"part-{i}.parquet", index=False)
+    ddf = read_parquet_dask(str(tmp_path / "part-*.parquet"), ["g", "y"], labels=["g"])
+    got = group_stats_dask(ddf, group="g", response="y", source="parts")
+    mem = load(str(tmp_path / "all.parquet"), group="g", response="y")
+    order = np.argsort(mem.groups.astype(str))
+    np.testing.assert_array_equal(got.groups, mem.groups[order])
+    assert got.groups[0] == {"int64": "1", "float64": "1.0", "text": "1"}[storage]
+    np.testing.assert_array_equal(got.stats.n, mem.stats.n[order])
+    np.testing.assert_allclose(got.stats.mean, mem.stats.mean[order], rtol=1e-14)
+    np.testing.assert_allclose(got.stats.ss, mem.stats.ss[order], rtol=1e-9)
+
+
+@pytest.mark.parametrize(("first", "second", "words"), [
+    ("int64", "float64", "holds floating point in {b} but integers in {a}"),
+    ("text", "int64", "holds integers in {b} but text in {a}"),
+])
+def test_label_types_that_differ_across_files_are_refused(tmp_path, rng, first, second, words):
+    """A label column stored as integers in one file and floating point (or text) in another
+    would split clusters ("1" and "1.0"): refused from the footers, naming both files; a value
+    column mixing integers and floating point is fine."""
+    a, b = tmp_path / "part-0.parquet", tmp_path / "part-1.parquet"
+    _labelled(rng, first).to_parquet(a, index=False)
+    _labelled(rng, second).assign(y=lambda d: d.y.round().astype(np.int64)).to_parquet(b,
+                                                                                     index=False)
+    with pytest.raises(DataError) as info:
+        read_parquet_dask(str(tmp_path / "part-*.parquet"), ["g", "y"], labels=["g"])
+    message = str(info.value)
+    assert words.format(a=a, b=b) in message and "\n" not in message
+    ddf = read_parquet_dask(str(tmp_path / "part-*.parquet"), ["y"], labels=[])
+    assert list(ddf.columns) == ["y"]
+
+
+# ------------------------------------------------------------------- the scheduler's address
+@pytest.fixture
+def listener():
+    """A TCP socket on 127.0.0.1 that the test opened; closed afterwards."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(8)
+    yield sock
+    sock.close()
+
+
+def _answer_http(sock: socket.socket) -> None:
+    while True:
+        try:
+            conn, _ = sock.accept()
+        except OSError:  # closed by the fixture
+            return
+        with conn:
+            conn.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+
+
+@pytest.mark.parametrize(("peer", "words"), [
+    ("silent", "no Dask scheduler answered at"),
+    ("http", "does not speak Dask's protocol (it sent b'HTTP/1.1"),
+    ("closed", "cannot reach the Dask scheduler at"),
+])
+def test_an_address_where_no_scheduler_answers_is_refused(listener, peer, words):
+    """A port that accepts and never answers, one that answers HTTP, and one nobody listens
+    on: each a one-line ValueError within the timeout (not a 3 EiB allocation, not a hang)."""
+    port = listener.getsockname()[1]
+    if peer == "http":
+        threading.Thread(target=_answer_http, args=(listener,), daemon=True).start()
+    elif peer == "closed":
+        listener.close()
+    with pytest.raises(DataError) as info:
+        client_for(f"tcp://127.0.0.1:{port}", timeout=1.0)
+    assert words in str(info.value) and "\n" not in str(info.value)
+
+
+def test_a_real_scheduler_is_accepted(rng):
+    """The greeting check lets a Dask scheduler through: the moments computed on it equal the
+    in-memory ones."""
+    from distributed import LocalCluster
+
+    df = _frame(rng, n_groups=20)
+    ddf = dd.from_pandas(df, npartitions=3, sort=False)
+    with LocalCluster(n_workers=1, processes=False, protocol="tcp", host="127.0.0.1",
+                      dashboard_address=None) as cluster:
+        with client_for(cluster.scheduler_address, timeout=5.0):
+            got = grouped_moments_dask(ddf, keys="g", columns=COLUMNS, n_groups=20)
+    assert max(_rel_errors(got, _in_memory(df))) < 1e-12
+
+
+def test_a_second_local_cluster_does_not_warn_about_a_taken_port(recwarn):
+    """With port 8787 taken (by this test, or by whatever holds it), the local cluster's HTTP
+    routes go to a free port without distributed's "Port 8787 is already in use" warning, which
+    a second varcomp run on the machine would print on stderr."""
+    taken = socket.socket()
+    try:
+        taken.bind(("", 8787))
+        taken.listen(1)
+    except OSError:  # already taken by someone else: the same condition
+        pass
+    try:
+        with local_client(n_workers=1, processes=False) as client:
+            assert client.submit(sum, [1, 2]).result() == 3
+    finally:
+        taken.close()
+    assert not [w for w in recwarn if "8787" in str(w.message)]

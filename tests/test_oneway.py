@@ -41,10 +41,10 @@ def test_logp_machinery_matches_pymc_compile_logp(unbalanced):
     same number as PyMC's own compile_logp at the transformed point."""
     import pytensor.tensor as pt
 
-    from varcomp.models.checks.base import _constrained_logp
+    from varcomp.models.checks.base import constrained_logp
 
     model = ONEWAY.form("centred").build(unbalanced)
-    fn, names = _constrained_logp(model)
+    fn, names = constrained_logp(model)
     point = {"mu": 3.1, "tau": 0.8, "sigma": 1.7, "group_effect": np.array([0.3, -0.2, 1.1])}
     trans = {}
     for rv in model.free_RVs:

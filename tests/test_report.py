@@ -543,16 +543,6 @@ def test_regression_variance_box_matches_its_definitions(radon_result):
     assert [r["term"] for r in fixed["plotted"]] == ["basement", "uranium"]
 
 
-def test_regression_baseline_icc_is_shown_beside(radon_result):
-    """With result.baseline (the intercept-only fit's ICC summary) the box shows it."""
-    radon_result.baseline = {"mean": 0.1234, "hdi_low": 0.05, "hdi_high": 0.2}
-    try:
-        page = render_report(radon_result)
-    finally:
-        del radon_result.baseline
-    assert "ICC without covariates" in page and "<td>0.123</td>" in page
-
-
 def test_nested_report_has_components_vpc_and_correlations(pastes_page):
     """Nested (batch/cask): components table with REML beside, the VPC figure in place of the
     ICC figure, the correlations with their meaning, the design in the data section; the

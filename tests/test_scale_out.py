@@ -163,3 +163,91 @@ def test_multivariate_simulate_round_trip(tmp_path):
                                   np.array([[1, 0.2], [0.2, 1.0]]), rng=0).frame
     data = load(path, group="group", response=["y1", "y2"])
     np.testing.assert_array_equal(data.y, truth[["y1", "y2"]].to_numpy())
+
+
+def _bad_parts(folder, case: str) -> str:
+    """Two Parquet files (clusters "1".."6" cut across them) spoiled as ``case`` says."""
+    g = np.repeat(np.arange(1, 7), 4)
+    df = pd.DataFrame({"g": g.astype(str), "y": np.arange(g.size) * 0.5})
+    a, b = df.iloc[0::2].copy(), df.iloc[1::2].copy()
+    opts = {}
+    if case == "label types":
+        a["g"], b["g"] = a["g"].astype(np.int64), b["g"].astype(np.float64)
+    elif case == "text in one file":
+        b["y"] = b["y"].astype(str).where(b.index != 3, "three")
+    elif case == "text in every file":
+        a["y"] = a["y"].astype(str)
+        b["y"] = b["y"].astype(str).where(b.index != 3, "three")
+    elif case.startswith("missing label"):
+        b["g"] = b["g"].where(b.index != 3)
+        opts = {"write_statistics": "footer" in case}
+    a.to_parquet(folder / "part-0.parquet", index=False)
+    b.to_parquet(folder / "part-1.parquet", index=False, **opts)
+    return str(folder / "part-*.parquet")
+
+
+ONE_WAY = ["--group", "g", "--response", "y"]
+BAD_DASK = [  # case, extra arguments, the words of the one line, whether it names part-1
+    ("label types", ONE_WAY, "column 'g' holds floating point in", True),
+    ("text in one file", ONE_WAY, "column 'y' holds text in", True),
+    ("text in every file", ONE_WAY, "column 'y' of dtype", True),
+    ("text in every file", ["--formula", "y ~ 1 + (1|g)"], "response 'y' is not numeric", True),
+    ("missing label (footer)", ONE_WAY, "1 row(s) have no 'g' label", True),
+    ("missing label (task)", ONE_WAY, "1 row(s) have no 'g' label", True),
+    ("missing label (task)", ["--formula", "y ~ 1 + (1|g)"], "1 row(s) have no 'g' label", True),
+    ("scheduler without dask", ONE_WAY, "--scheduler names a Dask scheduler", False),
+    ("scheduler silent", ONE_WAY, "no Dask scheduler answered at tcp://127.0.0.1:", False),
+    ("scheduler http", ONE_WAY, "does not speak Dask's protocol", False),
+    ("scheduler closed", ONE_WAY, "cannot reach the Dask scheduler at", False),
+]
+
+
+@pytest.mark.parametrize(("case", "extra", "words", "names_file"), BAD_DASK)
+def test_dask_engine_refuses_bad_files_and_schedulers(tmp_path, capfd, monkeypatch, case, extra,
+                                                      words, names_file):
+    """Files that disagree, a bad value or a missing label in one file, and a --scheduler that
+    is no Dask scheduler (ports this test opens on 127.0.0.1), or given without --engine dask:
+    exit 2, one line on stderr (no worker traceback), nothing written."""
+    import socket
+    import threading
+    from functools import partial
+
+    from varcomp.models import dask_clients
+
+    monkeypatch.setattr(dask_clients, "CONNECT_TIMEOUT", 1.0)
+    # one worker; for one case a worker process, whose log lines would reach stderr unsilenced
+    process = case == "text in every file" and extra is ONE_WAY
+    monkeypatch.setattr(dask_clients, "local_client",
+                        partial(dask_clients.local_client, n_workers=1, processes=process))
+    pattern = _bad_parts(tmp_path, case)
+    engine = ["--engine", "dask"]
+    peer = socket.socket()
+    peer.bind(("127.0.0.1", 0))
+    peer.listen(8)
+    address = f"tcp://127.0.0.1:{peer.getsockname()[1]}"
+    if case == "scheduler without dask":
+        engine = ["--scheduler", address]
+    elif case.startswith("scheduler"):
+        engine += ["--scheduler", address]
+    if case == "scheduler http":
+        def answer() -> None:
+            while True:
+                try:
+                    conn, _ = peer.accept()
+                except OSError:
+                    return
+                with conn:
+                    conn.sendall(b"HTTP/1.1 400 Bad Request\r\n\r\n")
+
+        threading.Thread(target=answer, daemon=True).start()
+    elif case == "scheduler closed":
+        peer.close()
+    capfd.readouterr()
+    try:
+        code = main(["fit", pattern, *extra, *engine, *SMALL, "--out", str(tmp_path / "x")])
+    finally:
+        peer.close()
+    err = capfd.readouterr().err
+    assert code == 2 and words in err and len(err.strip().splitlines()) == 1, err
+    assert ("part-1.parquet" in err) == names_file, err
+    assert not (tmp_path / "x").exists()

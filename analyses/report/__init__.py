@@ -2,7 +2,8 @@
 
 :mod:`~analyses.report.compute` computes the page's numbers (plain data; the predictive checks
 and group effects in :mod:`~analyses.report.effects`, the mixed families' sections in
-:mod:`~analyses.report.mixed`), :mod:`~analyses.report.figures` draws the figures (matplotlib,
+:mod:`~analyses.report.mixed`; :mod:`~analyses.report.page` assembles them into the page's
+data), :mod:`~analyses.report.figures` draws the figures (matplotlib,
 base64 PNG) and :mod:`~analyses.report.render` fills the jinja2 templates in ``templates/``
 (autoescaped, with ``static/style.css`` inlined). What is shown is asked of the family's summary
 variables and the posterior, never of the kind of data. Sections: at a glance; the data (cluster

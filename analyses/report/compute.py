@@ -14,9 +14,7 @@ from itertools import islice
 
 import numpy as np
 
-from varcomp.models.sampling import GATE
-
-__all__ = ["BOUNDARY_ICC", "BOUNDARY_MASS", "HDI_PROB", "icc_panels", "report"]
+__all__ = ["BOUNDARY_ICC", "BOUNDARY_MASS", "HDI_PROB", "icc_panels"]
 
 HDI_PROB = 0.94  # the parameter table's (analyses.fit.HDI_PROB; tests keep the two equal)
 BOUNDARY_ICC = 0.01  # report P(icc < BOUNDARY_ICC) when posterior mass piles up at tau = 0
@@ -126,7 +124,7 @@ def hdi(x) -> tuple[float, float]:
     return float(lo), float(hi)
 
 
-def _hdi_array(da, dim: str = "hdi") -> np.ndarray:
+def hdi_array(da, dim: str = "hdi") -> np.ndarray:
     """``az.hdi`` of a DataArray over (chain, draw): array (..., 2) of lower and upper ends."""
     import arviz as az
 
@@ -266,7 +264,7 @@ def matrices(post, names: tuple[str, ...]) -> list[dict]:
         da = post[var]
         a, b = [d for d in da.dims if d not in ("chain", "draw")]
         mean = da.mean(("chain", "draw")).transpose(a, b).values
-        ends = _hdi_array(da.transpose("chain", "draw", a, b))
+        ends = hdi_array(da.transpose("chain", "draw", a, b))
         rows = [{"label": str(ra),
                  "cells": [(float(mean[i, j]), (float(ends[i, j, 0]), float(ends[i, j, 1])))
                            for j in range(mean.shape[1])]}
@@ -442,92 +440,3 @@ def overlay(views: list[dict]) -> list[dict]:
                        "icc": first["label"] == "icc",
                        "top": min(1.0, max(top * 1.05, 0.02))})
     return panels
-
-
-# ---------------------------------------------------------------------------- page
-GLANCE = (("icc", "ICC", ""), ("vpc", "VPC", " (share of variance)"),
-          ("tau", "tau", " (between sd)"), ("sigma", "sigma", " (within sd)"))
-
-
-def glance(result, name: str | None) -> dict | None:
-    """Headline numbers of fit ``name`` from its parameter table, and the REML ICC."""
-    if name is None:
-        return None
-    params = params_of(result, name)
-    cards = []
-    for var, title, words in GLANCE:
-        if var not in result.family.summary_vars:
-            continue
-        for row_name, row in params.items():
-            if row_name == var or row_name.startswith(var + "["):
-                if var == "icc" and "icc_unadjusted" in result.family.summary_vars:
-                    words = " (adjusted for the fixed effects)"
-                cards.append({"title": title + row_name[len(var):] + words,
-                              "mean": row["mean"], "hdi": (row["hdi_low"], row["hdi_high"])})
-    reml = estimate_dicts(result.estimates).get("reml") or {}
-    card = None
-    if reml.get("icc") is not None:
-        card = {"icc": float(reml["icc"]), "boundary": on_boundary(reml)}
-    return {"name": name, "ok": result.fits[name].ok, "cards": cards, "reml": card}
-
-
-def fit_view(result, name: str, outcomes: list, *, open_: bool, seed: int = 0) -> dict:
-    """Everything one fit's section shows, its figures' data included.
-
-    What is shown follows the family's summary variables: the ICC figure and boundary paragraph
-    where it reports ``icc``; the fixed effects, variance shares and correlations of the mixed
-    families (:mod:`analyses.report.mixed`) where it reports ``beta``, ``vpc``, ``corr``.
-    """
-    from varcomp.analyses.report import effects, mixed
-
-    fit, family = result.fits[name], result.family
-    post = fit.idata.posterior
-    params = params_of(result, name)
-    estimates = result.estimates or {}
-    has_icc = "icc" in family.summary_vars
-    icc = icc_panels(post, outcomes, params) if has_icc else []
-    for p in icc:
-        p["boundary"] = boundary(p, estimates if p["outcome"] is None else {})
-    scalars = [v for v in family.summary_vars if v not in family.matrices]
-    fixed = "beta" in family.summary_vars
-    return {
-        "name": name, "ok": fit.ok, "open": open_, "diagnostics": dict(fit.diagnostics or {}),
-        "seconds": dict(fit.seconds or {}), "settings": dict(fit.settings or {}),
-        "params": list(params.items()), "icc": icc,
-        "headline": headline(post, family, icc),
-        "design": design_effects(post, result.data, outcomes) if has_icc else None,
-        "matrices": matrices(post, family.matrices),
-        "mixed": mixed.sections(result, post, params),
-        "ranks": ranks(post, scalars),
-        "sampler": sampler(fit.idata, post),
-        "ppc": (effects.ppc_design(post, result.data, seed) if fixed
-                else effects.ppc(post, result.data, outcomes, seed)),
-        "caterpillars": effects.caterpillars(fit.idata, result.data, outcomes),
-        "latent": bool(family.form(name).latent) if name in family.forms else True,
-    }
-
-
-def report(result) -> dict:
-    """The whole page's data: data summary, estimates, comparison, glance and one view per fit."""
-    family, fits = result.family, result.fits
-    outcomes = list(family.outcomes(result.data))
-    comparison = comparison_view(result) if len(fits) > 1 else None
-    if comparison is not None:
-        best = comparison["recommendation"]["best"]
-    else:
-        only = next(iter(fits), None)
-        best = only if only is not None and fits[only].ok else None
-    open_name = best or next(iter(fits), None)
-    with np.errstate(all="ignore"):
-        views = [fit_view(result, n, outcomes, open_=(n == open_name)) for n in fits]
-        if comparison is not None:
-            comparison["overlay"] = overlay(views)
-        return {
-            "family": family, "outcomes": outcomes, "data": data_summary(result.data, family),
-            "estimates": dict(result.estimates or {}),
-            "estimates_table": estimates_table(result.estimates),
-            "marks": icc_marks(result.estimates), "comparison": comparison,
-            "glance": glance(result, best or next(iter(fits), None)),
-            "fits": views, "skipped": dict(result.skipped or {}), "gate": dict(GATE),
-            "hdi_prob": HDI_PROB, "hdi_pct": f"{HDI_PROB:.0%}", "boundary_icc": BOUNDARY_ICC,
-        }

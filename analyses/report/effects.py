@@ -19,8 +19,8 @@ from varcomp.analyses.report.compute import (
     PPC_MIN_DRAWS,
     PPC_SHOWN,
     PPC_VALUES,
-    _hdi_array,
     flat,
+    hdi_array,
     pick,
     thin_index,
 )
@@ -221,7 +221,7 @@ def caterpillars(idata, data, outcomes: list) -> list[dict]:
                 dim = next(d for d in da.dims if d not in ("chain", "draw"))
                 da = da.transpose("chain", "draw", dim)
                 mean = da.mean(("chain", "draw")).values
-                ends = _hdi_array(da)
+                ends = hdi_array(da)
                 lo, hi = ends[:, 0], ends[:, 1]
             else:
                 dim = "group"

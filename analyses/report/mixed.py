@@ -77,8 +77,7 @@ def fixed_effects(post, params: Mapping, ests: Mapping[str, dict]) -> dict:
 def variance_box(result, post, params: Mapping, ests: Mapping[str, dict]) -> dict:
     """Adjusted/unadjusted ICC and marginal/conditional R^2 with intervals and REML values.
 
-    REML's come from its beta, tau, sigma and Var(X beta) over the rows; the intercept-only ICC
-    of ``result.baseline`` is added when there is one.
+    REML's come from its beta, tau, sigma and Var(X beta) over the rows.
     """
     from varcomp.models.lmm import fixed_variance
 
@@ -95,11 +94,7 @@ def variance_box(result, post, params: Mapping, ests: Mapping[str, dict]) -> dic
     rows = [{"var": var, "title": title, "meaning": meaning,
              **_row(params, var, flat(post[var])), "reml": at_reml.get(var)}
             for var, title, meaning in VARIANCE_BOX if var in result.family.summary_vars]
-    base = getattr(result, "baseline", None)
-    baseline = None
-    if isinstance(base, Mapping) and base.get("mean") is not None:
-        baseline = {"mean": base["mean"], "hdi": (base.get("hdi_low"), base.get("hdi_high"))}
-    return {"rows": rows, "baseline": baseline}
+    return {"rows": rows}
 
 
 # ---------------------------------------------------------------------------- several factors

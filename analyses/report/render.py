@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["render_compare", "render_report", "write_report"]
+__all__ = ["render_card", "render_compare", "render_report", "write_report"]
 
 
 # ---------------------------------------------------------------------------- number formats
@@ -113,10 +113,10 @@ def render_report(result) -> str:
     str
         The HTML page. Nothing in it refers to an external resource.
     """
-    from varcomp.analyses.report import compute, figures
+    from varcomp.analyses.report import figures, page
 
     t0 = time.perf_counter()
-    view = compute.report(result)
+    view = page.report(result)
     images = figures.draw(view)
     data = result.data
     design = view["data"]["design"]
@@ -126,6 +126,21 @@ def render_report(result) -> str:
         v=view, img=images, title=title, css=style_sheet(),
         stamp=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         seconds=time.perf_counter() - t0) + "\n"
+
+
+def render_card(result, name: str | None, *, title: str, sub: str) -> str:
+    """A fit at a glance as an HTML fragment (a notebook's rich display of a result).
+
+    The report's at-a-glance cards of fit ``name`` (:func:`compute.glance`, the same template)
+    and every fit's diagnostics verdict.
+    """
+    from varcomp.analyses.report import compute
+
+    verdicts = [{"name": n, "ok": f.ok, "problems": list(f.diagnostics.get("problems", []))}
+                for n, f in result.fits.items()]
+    return environment().get_template("card.html.j2").render(
+        title=title, sub=sub, gl=compute.glance(result, name), verdicts=verdicts,
+        hdi_pct=f"{compute.HDI_PROB:.0%}")
 
 
 def write_report(path: str | Path, result) -> Path:

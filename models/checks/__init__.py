@@ -4,7 +4,7 @@
   (:mod:`~models.checks.oracles`: scipy's MvNormal of each cluster's stacked vector, an
   independent LKJ prior), and the compiled forms against the PyMC ones.
 - :mod:`~models.checks.posteriors`: posterior agreement of fits within Monte Carlo error, and
-  against the quadrature posterior of :mod:`~models.checks.reference`.
+  against the quadrature posterior of :mod:`~models.reference`.
 - :mod:`~models.checks.sbc`: simulation-based calibration of the families' own builders.
 - :mod:`~models.checks.broken`: a deliberately wrong form per family, which these must fail.
 
@@ -18,8 +18,8 @@ from varcomp.models.checks.base import AGREES, DISAGREES, UNRELIABLE, CheckResul
 from varcomp.models.checks.broken import BROKEN
 from varcomp.models.checks.logp import compare_compiled, compare_logp, compare_logp_mv
 from varcomp.models.checks.posteriors import compare_posteriors
-from varcomp.models.checks.reference import ReferencePosterior, reference_posterior
 from varcomp.models.checks.sbc import SBCResult, plot_sbc, rank_uniformity, sbc, sbc_mv
+from varcomp.models.reference import ReferencePosterior, reference_posterior
 
 __all__ = ["AGREES", "BROKEN", "DISAGREES", "UNRELIABLE", "CheckResult", "ReferencePosterior",
            "SBCResult", "compare_compiled", "compare_logp", "compare_logp_mv",

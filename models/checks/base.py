@@ -38,7 +38,7 @@ class CheckResult:
                 for k, v in status.items()}
 
 
-def _constrained_logp(model, mode: str | None = None, *,
+def constrained_logp(model, mode: str | None = None, *,
                       prior_names: Sequence[str] = ("mu", "tau", "sigma"),
                       ) -> tuple[Callable[[dict], tuple], list[str]]:
     """Compile ``model``'s log density (no Jacobian) as a function of constrained values.

@@ -51,8 +51,24 @@ def build_broken_V_not_scaled_by_n(data: ClusteredData, *, priors: MvPriors | No
     """
     from varcomp.models.forms import multivariate
 
-    n_bar = float(data.sizes.mean())
-    return multivariate.build_sufficient(data, priors=priors, _scale_V=1.0 / math.sqrt(n_bar))
+    model = multivariate.build_sufficient(data, priors=priors)
+    packed = model["chol_V_std"]  # chol_V is linear in it: scaling it scales chol_V alike
+    return _likelihood_with(model, {packed: packed / math.sqrt(float(data.sizes.mean()))})
+
+
+def _likelihood_with(model, replace: dict):
+    """``model`` plus a potential turning its ``loglik`` into ``loglik`` under ``replace``.
+
+    Priors, Deterministics and data containers stay: the production form's log density with one
+    substitution in its likelihood (PyMC's models do not let a potential be replaced).
+    """
+    import pymc as pm
+    from pytensor.graph.replace import graph_replace
+
+    right = model["loglik"]
+    with model:
+        pm.Potential("loglik_error", graph_replace(right, replace, strict=True) - right)
+    return model
 
 
 def _oneway_values(data: ClusteredData) -> dict[str, np.ndarray]:
@@ -71,13 +87,18 @@ def build_broken_mixed(data: ClusteredData, *, priors=None):
     """A mixed model's ``sufficient`` form with tau where tau^2 belongs (WRONG on purpose).
 
     The nested closed form, or the crossed strata, with g = 1 + tau A (lambda = sigma^2 +
-    sum c tau).
+    sum c tau): the production form's likelihood with sqrt(tau) in place of tau (tau > 0).
     """
+    import pytensor.tensor as pt
+
     from varcomp.models.forms import crossed, mixed
 
     if data.design.nested:
-        return mixed.build_sufficient_nested(data, priors=priors, _broken=True)
-    return crossed.build_sufficient_strata(data, priors=priors, _broken=True)
+        model = mixed.build_sufficient_nested(data, priors=priors)
+    else:
+        model = crossed.build_sufficient_strata(data, priors=priors)
+    tau = model["tau"]
+    return _likelihood_with(model, {tau: pt.sqrt(tau)})
 
 
 def _mixed_values(data: ClusteredData) -> dict[str, np.ndarray]:

@@ -65,12 +65,12 @@ def _effects_conditional(data: ClusteredData, beta, tau, sigma):
 
 def integrated_loglik_lmm(model, data: ClusteredData, mode: str | None = None) -> Callable:
     """``f(beta, tau, sigma) -> (log p(y | beta, tau, sigma), prior terms)`` from the model."""
-    from varcomp.models.checks.base import _constrained_logp
+    from varcomp.models.checks.base import constrained_logp
     from varcomp.models.forms.mixed import effect_names
 
     names_in = [rv.name for rv in model.free_RVs]
     prior_names = [v for v in PRIOR_VARS if v in names_in]
-    fn, names = _constrained_logp(model, mode, prior_names=prior_names)
+    fn, names = constrained_logp(model, mode, prior_names=prior_names)
     effects = effect_names(data)
     priors: LmmPriors = LmmPriors.default(data)
     n_f = len(data.design.factors)
@@ -248,7 +248,7 @@ def sbc_mixed(template: ClusteredData, n_sims: int, *, priors: LmmPriors | None 
     from threadpoolctl import threadpool_limits
 
     from varcomp.models.cells import nested_of, strata_of
-    from varcomp.models.checks.sbc import SBCResult, _sbc_fit, rank_table
+    from varcomp.models.checks.sbc import SBCResult, rank_table, sbc_fit
     from varcomp.models.compiled import lmm
     from varcomp.models.compiled.lmm_nested import nested_loglik, pack_nested
     from varcomp.models.compiled.lmm_strata import pack_strata, strata_loglik
@@ -284,7 +284,7 @@ def sbc_mixed(template: ClusteredData, n_sims: int, *, priors: LmmPriors | None 
                                                     theta["sigma"], rng))
             lik, kind = block_of(data)
             model = lmm._model(priors, lik, kind, n_f)
-            post, fit_stats = _sbc_fit(model, rng, ("beta", "tau", "sigma"), draws=draws,
+            post, fit_stats = sbc_fit(model, rng, ("beta", "tau", "sigma"), draws=draws,
                                        tune=tune, chains=chains, cores=None,
                                        target_accept=target_accept)
             kept = {v: post[v].values[:, ::thin].reshape(n_ranks, -1)

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from varcomp.models import mvstats as mv
-from varcomp.models.checks.base import CheckResult, _constrained_logp
+from varcomp.models.checks.base import CheckResult, constrained_logp
 from varcomp.models.checks.oracles import (
     lkj_corr_draw,
     mv_prior_logpdf,
@@ -52,7 +52,7 @@ def integrated_loglik(model, data: ClusteredData, mode: str | None = None,
     compare densities in the M space. Models without latents need no correction.
     """
     priors = priors or Priors.default(data)
-    fn, names = _constrained_logp(model, mode, prior_names=priors.free_names)
+    fn, names = constrained_logp(model, mode, prior_names=priors.free_names)
     n = data.stats.n[:, 0].astype(np.float64)
     xbar = data.stats.mean[:, 0]
     if (n < 1).any():
@@ -102,7 +102,7 @@ def _integrated_loglik_mv(model, data: ClusteredData, priors: MvPriors,
     Hessian -C^-1). The non-centred latent o_l = L_V^-1 M_l has density |L_V| p_M(L_V o_l),
     so its joint is corrected by -L log|L_V|.
     """
-    fn, names = _constrained_logp(model, mode, prior_names=MV_PRIOR_VARS)
+    fn, names = constrained_logp(model, mode, prior_names=MV_PRIOR_VARS)
     stats_ = mv.pattern_stats(data)
     latent = next((v for v in ("group_mean", "group_effect_offset") if v in names), None)
 

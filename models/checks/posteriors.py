@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from varcomp.models.checks.base import AGREES, DISAGREES, UNRELIABLE, CheckResult
-from varcomp.models.checks.reference import PROBS, STATS, ReferencePosterior
+from varcomp.models.reference import PROBS, STATS, ReferencePosterior
 from varcomp.models.sampling import Fit, diagnose
 
 __all__ = ["compare_posteriors"]

@@ -142,7 +142,7 @@ def _form(family: str, name: str):
     return family_named(family).form(name)
 
 
-def _sbc_fit(compiled, rng, names, *, draws, tune, chains, cores, target_accept):
+def sbc_fit(compiled, rng, names, *, draws, tune, chains, cores, target_accept):
     """One SBC fit of a data-swapped compiled model.
 
     The posterior, total divergences and the smallest bulk ESS over ``names`` (every element);
@@ -216,7 +216,7 @@ def sbc(
             theta = priors.draw(rng)
             data = simulate_univariate(L, sizes, rng=rng, **theta).data()
             nn, xbar, ss = data.stats.column(0)
-            post, fit_stats = _sbc_fit(swap(data), rng, ("mu", "tau", "sigma"), draws=draws,
+            post, fit_stats = sbc_fit(swap(data), rng, ("mu", "tau", "sigma"), draws=draws,
                                        tune=tune, chains=chains, cores=cores,
                                        target_accept=target_accept)
             kept = {v: post[v].values[:, ::thin].ravel() for v in ("mu", "tau", "sigma", "icc")}
@@ -377,7 +377,7 @@ def sbc_mv(
             sim = simulate_multivariate(L, sizes, theta["mu"], theta["V"], theta["Sigma"], rng)
             data = Simulated(_fixed_mask(sim.frame, frame0), sim.effects, sim.params).data()
             st = mv.pattern_stats(data)
-            post, fit_stats = _sbc_fit(swap(data), rng, ("mu", "V", "Sigma"), draws=draws,
+            post, fit_stats = sbc_fit(swap(data), rng, ("mu", "V", "Sigma"), draws=draws,
                                        tune=tune, chains=chains, cores=cores,
                                        target_accept=target_accept)
             kept = {v: post[v].values[:, ::thin].reshape(-1, *post[v].shape[2:])

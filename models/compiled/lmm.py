@@ -29,7 +29,7 @@ from varcomp.models.compiled.lmm_nested import (
     pack_nested,
 )
 from varcomp.models.compiled.lmm_strata import pack_strata, strata_loglik_grad
-from varcomp.models.compiled.oneway import FAMILY_CODE, _prior_const
+from varcomp.models.compiled.oneway import FAMILY_CODE, prior_const
 from varcomp.models.density import LOG_2PI
 
 __all__ = ["LAYOUT", "compile_nested", "compile_strata", "logp_and_grad", "parameter_block",
@@ -72,7 +72,7 @@ def parameter_block(priors, likelihood: np.ndarray, kernel: float) -> np.ndarray
     if i0 is not None:
         jac_beta += log_scale
     const = (-0.5 * k * LOG_2PI - float(np.sum(np.log(pscale))) + jac_beta
-             + sum(_prior_const(p) for p in priors.tau) + _prior_const(priors.sigma)
+             + sum(prior_const(p) for p in priors.tau) + prior_const(priors.sigma)
              + (F + 1) * log_scale)
     one = priors.tau[0] if F else priors.sigma  # F = 0: the pooled model (no tau)
     scalars = {"k": k, "F": F, "kernel": kernel, "center": priors.center, "scale": priors.scale,
@@ -89,7 +89,7 @@ def parameter_block(priors, likelihood: np.ndarray, kernel: float) -> np.ndarray
 # ------------------------------------------------------------------------ compiled code
 # A copy of models.compiled.oneway._scale_prior on purpose: numba's cache does not invalidate a
 # cached function when a helper it calls from another module changes.
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def _scale_prior(code, s, nu, x):
     """Log density (without its constant) of a scale prior at x, and its x-derivative."""
     if code == 0.0:
@@ -102,7 +102,7 @@ def _scale_prior(code, s, nu, x):
     return -x / s, -1.0 / s
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def _beta(z, b, beta):
     """Fill beta (in X's column order) from the sampler's coordinates; returns alpha (or 0)."""
     k, i0 = int(b[_K]), int(b[_I0])
@@ -120,7 +120,7 @@ def _beta(z, b, beta):
     return alpha
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def _logp_grad(z, b, grad):
     k, F, i0 = int(b[_K]), int(b[_F]), int(b[_I0])
     scale, log_scale = b[_SCALE], b[_LOGSCALE]
@@ -167,7 +167,7 @@ def _logp_grad(z, b, grad):
     return value + b[_CONST]
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def _expand(z, b, out):
     k, F = int(b[_K]), int(b[_F])
     beta = np.empty(k)
@@ -179,7 +179,7 @@ def _expand(z, b, out):
     out[k + F] = math.exp(z[k + F] + b[_LOGSCALE])
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def _block(user_data):
     head = numba.carray(user_data, (HEADER,), dtype=np.float64)
     return numba.carray(user_data, (int(head[_SIZE]),), dtype=np.float64)

@@ -35,11 +35,11 @@ from __future__ import annotations
 import math
 import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numba
 import numpy as np
 
+from varcomp.models.cells import NestedStats
 from varcomp.models.compiled.layout import Layout
 
 __all__ = ["NESTED_LAYOUT", "NestedStats", "nested_loglik", "nested_loglik_grad",
@@ -81,41 +81,6 @@ _SIZE_SLOT = NESTED_LAYOUT.size_slot
 NESTED_FINGERPRINT = float(zlib.crc32(repr(
     ("nested", NESTED_LAYOUT.scalars, NESTED_LAYOUT.arrays, NESTED_LAYOUT.constants(),
      _SIZE_SLOT)).encode()))
-
-
-@dataclass(frozen=True)
-class NestedStats:
-    """Sufficient statistics of a nested random-intercept regression (centred, offset-stable).
-
-    ``parents[d]`` (d >= 1) maps each unit of level d to its unit at level d-1 (``parents[0]`` is
-    empty); the cells are the units of the bottom level. ``y_mean``, ``x_mean``: the centring;
-    every other sum is of ``y_c = y - y_mean`` and ``X_c = X - x_mean``.
-    """
-
-    names: tuple[str, ...]
-    n_obs: int
-    y_mean: float
-    x_mean: np.ndarray
-    yy: float
-    xy: np.ndarray
-    xx: np.ndarray
-    sum_y: float
-    sum_x: np.ndarray
-    level_sizes: tuple[int, ...]
-    parents: tuple[np.ndarray, ...]
-    cell_n: np.ndarray
-    cell_s: np.ndarray
-    cell_t: np.ndarray
-
-    @property
-    def k(self) -> int:
-        """Columns of X."""
-        return int(self.x_mean.size)
-
-    @property
-    def depth(self) -> int:
-        """Number of nested factors D."""
-        return len(self.level_sizes)
 
 
 def centred(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

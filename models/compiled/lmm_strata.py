@@ -34,11 +34,11 @@ from __future__ import annotations
 import math
 import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numba
 import numpy as np
 
+from varcomp.models.cells import StrataStats
 from varcomp.models.compiled.layout import Layout
 from varcomp.models.compiled.lmm_nested import centred, check_codes, check_response
 
@@ -66,36 +66,6 @@ _SIZE_SLOT = STRATA_LAYOUT.size_slot
 STRATA_FINGERPRINT = float(zlib.crc32(repr(
     ("strata", STRATA_LAYOUT.scalars, STRATA_LAYOUT.arrays, STRATA_LAYOUT.constants(),
      _SIZE_SLOT)).encode()))
-
-
-@dataclass(frozen=True)
-class StrataStats:
-    """Per-stratum cross-products of a balanced crossed design (centred, offset-stable).
-
-    ``strata[s]``: the factor indices of S (``None`` for the within-cell stratum);
-    ``coef[s, t]``: n prod_{f not in T_t} m_f if S is contained in T_t, else 0.
-    """
-
-    names: tuple[str, ...]
-    levels: tuple[int, ...]
-    n_rep: int
-    terms: tuple[tuple[int, ...], ...]
-    n_obs: int
-    y_mean: float
-    x_mean: np.ndarray
-    ybar_c: float
-    xbar_c: np.ndarray
-    strata: tuple[tuple[int, ...] | None, ...]
-    dim: np.ndarray
-    coef: np.ndarray
-    yy: np.ndarray
-    xy: np.ndarray
-    xx: np.ndarray
-
-    @property
-    def k(self) -> int:
-        """Columns of X."""
-        return int(self.x_mean.size)
 
 
 def _term_indices(terms, names: tuple[str, ...]) -> tuple[tuple[int, ...], ...]:

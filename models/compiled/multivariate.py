@@ -28,11 +28,10 @@ import math
 import numba
 import numpy as np
 from numba import types
-from scipy.special import betaln
 
 from varcomp.models.compiled.layout import Layout
 from varcomp.models.density import LOG_2PI
-from varcomp.models.priors import MvPriors
+from varcomp.models.priors import MvPriors, lkj_log_norm
 
 __all__ = ["compile_sufficient_mv", "expanded_names", "logp_and_grad", "parameter_block"]
 
@@ -49,15 +48,6 @@ LAYOUT = Layout(
  _O_MUSCALE, _O_SDV, _O_SDS, _O_PAT, _O_NQ, _O_W, _O_N, _O_MEAN, _O_GROUPS) = LAYOUT.constants()
 HEADER = LAYOUT.header
 _SIZE = LAYOUT.size_slot
-
-
-def _lkj_log_norm(p: int, eta: float) -> float:
-    """Log c_p of the LKJ(eta) density det(R)^(eta - 1) / c_p (Lewandowski et al. 2009)."""
-    out = 0.0
-    for k in range(1, p):
-        b = eta + (p - k - 1) / 2.0
-        out += (2.0 * eta - 2.0 + p - k) * (p - k) * math.log(2.0) + (p - k) * betaln(b, b)
-    return out
 
 
 def expanded_names(p: int) -> list[tuple[str, tuple[int, ...]]]:
@@ -102,7 +92,7 @@ def parameter_block(data, priors: MvPriors | None = None) -> np.ndarray:
     const = (-0.5 * float(np.sum(N_q * obs)) * LOG_2PI
              + float(np.sum(-0.5 * LOG_2PI - np.log(priors.mu_scale)))  # mu priors
              + float(np.sum(np.log(scale)))  # mu's log Jacobian
-             - _lkj_log_norm(p, priors.eta_between) - _lkj_log_norm(p, priors.eta_within)
+             - lkj_log_norm(p, priors.eta_between) - lkj_log_norm(p, priors.eta_within)
              + float(np.sum(0.5 * math.log(2.0 / math.pi) - np.log(sd_v)))  # HalfNormal sds
              + float(np.sum(0.5 * math.log(2.0 / math.pi) - np.log(sd_s))))
     scalars = {"p": p, "n_patterns": P, "L": L, "n_dim": p + 2 * T,
@@ -122,24 +112,24 @@ def parameter_block(data, priors: MvPriors | None = None) -> np.ndarray:
 # whose imaginary part is a complex-step perturbation (real part > 0 for log and sqrt, which
 # holds for the variances and determinants they are applied to), at the cost of real
 # functions, where ``cmath``'s general complex functions are several times slower.
-@numba.njit(cache=True, inline="always")
+@numba.njit(cache=True, inline="always", error_model="numpy")
 def _clog(z):
     return complex(math.log(z.real), z.imag / z.real)
 
 
-@numba.njit(cache=True, inline="always")
+@numba.njit(cache=True, inline="always", error_model="numpy")
 def _csqrt(z):
     r = math.sqrt(z.real)
     return complex(r, 0.5 * z.imag / r)
 
 
-@numba.njit(cache=True, inline="always")
+@numba.njit(cache=True, inline="always", error_model="numpy")
 def _cexp(z):
     e = math.exp(z.real)
     return complex(e, e * z.imag)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def _chol(A, m, out):
     """Lower Cholesky factor of the leading m x m block of complex A into ``out``."""
     for j in range(m):
@@ -154,7 +144,7 @@ def _chol(A, m, out):
             out[i, j] = s / out[j, j]
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def _factors(x, b, p, lp_in):
     """(mu, L_V, L_Sigma, log density of priors and Jacobians) at complex x."""
     T = p * (p + 1) // 2
@@ -196,7 +186,7 @@ def _factors(x, b, p, lp_in):
     return mu, chols, lp
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def _logp_complex(x, b):
     p, P, L = int(b[_P]), int(b[_NPAT]), int(b[_L])
     o_pat, o_N, o_W = int(b[_O_PAT]), int(b[_O_NQ]), int(b[_O_W])
@@ -304,7 +294,7 @@ def _logp_complex(x, b):
     return lp
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def _spd_inverse(A, p, R, Ai):
     """Inverse of a real symmetric positive-definite A into ``Ai`` (R: scratch); log|A|."""
     logdet = 0.0
@@ -333,7 +323,7 @@ def _spd_inverse(A, p, R, Ai):
     return logdet
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def _complete_part(x, b, gx):
     r"""Complete-only clusters, grouped by size, with an analytic gradient (added to ``gx``).
 
@@ -429,7 +419,7 @@ def _complete_part(x, b, gx):
     return value
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def _logp_grad(x, b, grad):
     n = x.shape[0]
     z = np.empty(n, np.complex128)
@@ -443,7 +433,7 @@ def _logp_grad(x, b, grad):
     return value + _complete_part(x, b, grad)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def _expand(x, b, out):
     p = int(b[_P])
     n = x.shape[0]
@@ -493,7 +483,7 @@ def _expand(x, b, out):
     return o
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def _block(user_data):
     head = numba.carray(user_data, (HEADER,), dtype=np.float64)
     return numba.carray(user_data, (int(head[_SIZE]),), dtype=np.float64)

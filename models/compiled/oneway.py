@@ -74,7 +74,7 @@ def size_groups(n: np.ndarray, xbar: np.ndarray) -> tuple[np.ndarray, ...]:
     return sizes.astype(np.float64), count.astype(np.float64), mean, scatter
 
 
-def _prior_const(prior: ScalePrior) -> float:
+def prior_const(prior: ScalePrior) -> float:
     """The normalising constant of a scale prior's log density (exact, in float64)."""
     s = prior.scale
     if prior.family == "halfnormal":
@@ -103,7 +103,7 @@ def parameter_block(stats: GroupStats, priors: Priors, k: int = 0) -> np.ndarray
         "scale": priors.scale, "log_scale": log_scale,
         # every constant of the log density: likelihood, three priors, the three log Jacobians
         "const": (-0.5 * N * LOG_2PI - 0.5 * LOG_2PI - math.log(priors.mu.scale)
-                  + _prior_const(priors.tau) + _prior_const(priors.sigma)
+                  + prior_const(priors.tau) + prior_const(priors.sigma)
                   + math.log(priors.scale) + 2.0 * log_scale)}
     for name, prior in (("tau", priors.tau), ("sigma", priors.sigma)):
         scalars |= {f"{name}_family": FAMILY_CODE[prior.family], f"{name}_scale": prior.scale,
@@ -115,7 +115,7 @@ def parameter_block(stats: GroupStats, priors: Priors, k: int = 0) -> np.ndarray
 # ------------------------------------------------------------------------ compiled code
 # Module-level functions so numba's on-disk cache (``cache=True``) applies: the first import
 # compiles (~1-2 s), every later process loads the machine code.
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def _scale_prior(code, s, nu, x):
     """Log density (without its constant) of a scale prior at x, and its x-derivative."""
     if code == 0.0:
@@ -128,7 +128,7 @@ def _scale_prior(code, s, nu, x):
     return -x / s, -1.0 / s
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def _logp_grad(z, p, grad):
     """Log density at unconstrained z; writes the gradient into ``grad``."""
     K = int(p[_K])
@@ -165,7 +165,7 @@ def _logp_grad(z, p, grad):
     return ll - 0.5 * e * e + lp_tau + lp_sig + z[1] + z[2] + p[_CONST]
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def _expand(z, p, out):
     tau = math.exp(z[1] + p[_LOGSCALE])
     sigma = math.exp(z[2] + p[_LOGSCALE])
@@ -175,7 +175,7 @@ def _expand(z, p, out):
     out[6] = tau * tau / (tau * tau + sigma * sigma)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def _block(user_data):
     head = numba.carray(user_data, (HEADER,), dtype=np.float64)
     return numba.carray(user_data, (int(head[_SIZE]),), dtype=np.float64)

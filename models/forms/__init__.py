@@ -15,7 +15,10 @@ from varcomp.models.forms.base import Family, Form
 
 __all__ = ["FAMILY_MODULES", "FORM_NAMES", "Family", "Form", "family_named", "family_of"]
 
-FORM_NAMES = ("centred", "noncentred", "marginal", "sufficient")
+FORM_NAMES = ("centred", "noncentred", "partial", "marginal", "sufficient")
+"""Every form name, in display order. A family has the forms that apply to it (a subset, in this
+order): ``partial`` (each factor centred or not by how well its rows pin its levels down) exists
+only where that choice differs by factor (crossed designs)."""
 """The parameterisations, in display order: the same four names in every family."""
 
 FAMILY_MODULES = {

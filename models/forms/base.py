@@ -98,6 +98,9 @@ class Family:
     cluster_loglik : callable or None
         ``cluster_loglik(data, posterior) -> (S, L)``: each top-level cluster's log density,
         its effects integrated out (leave-one-cluster-out; :mod:`models.pointwise`), or None.
+    total_loglik : callable or None
+        ``total_loglik(data, posterior) -> (S,) or None``: each draw's log density of all rows,
+        for families without a per-cluster one (crossed), so power-scaling still has its sum.
     log_prior : callable or None
         ``log_prior(data, posterior, priors) -> (S,)``: the log prior per draw (power-scaling).
     new_cluster : callable or None
@@ -127,6 +130,7 @@ class Family:
     derive: Callable[..., Any] | None = None
     fallback_form: str | Callable[[Any], str] | None = None
     cluster_loglik: Callable[..., Any] | None = None
+    total_loglik: Callable[..., Any] | None = None
     log_prior: Callable[..., Any] | None = None
     new_cluster: Callable[..., Any] | None = None
     partition_priors: Callable[..., Any] | None = None

@@ -6,8 +6,9 @@ The model (parts x operators, students x lecturers):
     y = X\beta + \sum_f Z_f u_f + e,\qquad u_f \sim N(0, \tau_f^2 I)
 
 with factors that do not nest. The covariance does not split into independent blocks, so:
-latent ``centred`` and ``noncentred`` for every design (the default for unbalanced data:
-``noncentred``); ``marginal``, one MvNormal of all rows while N is small
+latent ``centred`` and ``noncentred`` for every design, and ``partial`` between them (it centres
+the factors whose levels the rows pin down and non-centres the others, :func:`centring`: the
+default for unbalanced data); ``marginal``, one MvNormal of all rows while N is small
 (:data:`MARGINAL_MAX_ROWS`); ``sufficient`` for balanced designs only (every combination of the
 grouping variables equally often), whose covariance has parameter-free eigenspaces, the ANOVA
 strata: the closed form costs O(2^|F| k^2) per gradient (:mod:`models.compiled.lmm_strata`).
@@ -25,17 +26,17 @@ from varcomp.models.density import LOG_2PI
 from varcomp.models.forms import mixed
 from varcomp.models.forms.base import Family, Form
 from varcomp.models.lmm import LmmPriors, add_derived, estimates, parse_lmm_priors
-from varcomp.models.pointwise import mixed_prior
+from varcomp.models.pointwise import crossed_loglik, mixed_prior
 from varcomp.models.predictive import mixed_new_cluster
 
-__all__ = ["FAMILY", "build_sufficient_strata"]
+__all__ = ["FAMILY", "build_centred_where_identified", "build_sufficient_strata", "centring",
+           "level_information"]
 
 MARGINAL_MAX_ROWS = 300
 """``--model all`` runs the all-rows MvNormal (O(N^3) per gradient) up to this many rows."""
 
 
-def build_sufficient_strata(data: ClusteredData, *, priors: LmmPriors | None = None,
-                            _broken: bool = False):
+def build_sufficient_strata(data: ClusteredData, *, priors: LmmPriors | None = None):
     r"""Closed form of a balanced crossed design through its ANOVA strata.
 
     .. math::
@@ -44,7 +45,7 @@ def build_sufficient_strata(data: ClusteredData, *, priors: LmmPriors | None = N
         \lambda_S = \sigma^2 + \textstyle\sum_{T \supseteq S} \tau_T^2\, n \prod_{f \notin T} m_f
 
     from per-stratum cross-products (``pm.Data`` ``strata_yy``, ``strata_xy``, ``y_mean``,
-    ``ybar_c``). ``_broken`` (tau for tau^2) is for the checks' deliberately wrong model only.
+    ``ybar_c``).
     """
     import pymc as pm
     import pytensor.tensor as pt
@@ -59,8 +60,7 @@ def build_sufficient_strata(data: ClusteredData, *, priors: LmmPriors | None = N
         ybar_c = pm.Data("ybar_c", np.asarray(st.ybar_c))
         beta, tau, sigma = priors.create()
         t = pt.stack([tau if n_f == 1 else tau[d] for d in range(n_f)])
-        t2 = t if _broken else t**2
-        lam = sigma**2 + pt.dot(pt.as_tensor(st.coef), t2)
+        lam = sigma**2 + pt.dot(pt.as_tensor(st.coef), t**2)
         e = y_mean + ybar_c - pt.dot(st.x_mean + st.xbar_c, beta)
         quad = yy - 2.0 * pt.dot(xy, beta) + pt.sum(pt.dot(pt.as_tensor(st.xx), beta) * beta,
                                                      axis=-1)
@@ -100,23 +100,48 @@ def _compiled(data: ClusteredData, priors: LmmPriors | None):
     return lmm.compile_strata(data, priors) if lmm.supported(priors) else None
 
 
-CENTRED_MIN_ROWS = 10
-"""Median rows per level, in every factor, from which unbalanced crossed fits default to centred."""
+CENTRED_MIN_INFO = 1.0
+"""Information about a level's effect, from which a factor's effects are centred (see
+:func:`centring`): n tau^2 / sigma^2 = 1 is where a level's rows and the prior weigh the same."""
 
 
-def _latent_default(data) -> str:
-    """The default form where the closed form does not apply (unbalanced designs).
+def level_information(data) -> np.ndarray:
+    r"""Each factor's information about its median level's effect, relative to the prior's.
 
-    ``centred`` when the median level of every factor holds at least :data:`CENTRED_MIN_ROWS`
-    rows (the effects are then pinned down by their rows, where the non-centred funnel mixes
-    slowly), else ``noncentred``. Measured on InstEval's shape (73,421 rows, 2,972 students x
-    1,128 lecturers; medians about 25 and 65 rows): centred 64.5 s end to end, min ESS_bulk
-    541, gate passed; noncentred 82.7 s, r_hat 1.018, gate failed (benchmarks/bench_mixed.py).
+    :math:`I_f = \tilde n_f\,\hat\tau_f^2/\hat\sigma^2`, with :math:`\tilde n_f` the median
+    rows per level and :math:`\hat\tau, \hat\sigma` the REML estimate
+    (:func:`models.lmm.estimates`' optimiser). Given tau and sigma, a level's effect has posterior
+    variance :math:`\tau^2/(1 + I)`: for I >> 1 its rows pin it down (centred geometry is
+    nearly Gaussian), for I << 1 the prior does (the centred funnel; non-centred offsets are
+    nearly independent of tau).
     """
-    from varcomp.models.cells import level_sizes
+    from varcomp.models.cells import factor_codes, level_sizes
+    from varcomp.models.lmm_estimate import fit_lmm_cells
 
-    medians = [np.median(n) for n in level_sizes(data)]
-    return "centred" if min(medians) >= CENTRED_MIN_ROWS else "noncentred"
+    d, cells = data.design, data.cells
+    reml = fit_lmm_cells(cells.n, cells.mean, cells.m2,
+                         [factor_codes(cells, f) for f in d.factors], reml=True,
+                         terms=list(d.terms), names=[f.name for f in d.factors])
+    tau = np.array([reml.tau[f.name] for f in d.factors], dtype=np.float64)
+    medians = np.array([np.median(n) for n in level_sizes(data)])
+    return medians * tau**2 / max(float(reml.sigma) ** 2, 1e-300)
+
+
+def centring(data) -> tuple[bool, ...]:
+    """Per factor: centre its effects (True) where :func:`level_information` >= 1.
+
+    The ``partial`` form of the crossed family (partially non-centred), the default for
+    unbalanced designs. One rule
+    for the whole model cannot serve ScotsSec (primary schools I = 1.3, secondary schools
+    I = 0.6): fully centred fails the gate there and fully non-centred mixes slowly on
+    InstEval's shape (both I > 1); README "Crossed designs' default form" has the numbers.
+    """
+    return tuple(bool(i >= CENTRED_MIN_INFO) for i in level_information(data))
+
+
+def build_centred_where_identified(data: ClusteredData, *, priors: LmmPriors | None = None):
+    """The latent model, each factor centred or not by :func:`centring`."""
+    return mixed.build_latent(data, priors=priors, centred=centring(data))
 
 
 def _no_effects(idata, data, seed) -> None:
@@ -133,6 +158,10 @@ FAMILY = Family(
     forms={
         "centred": Form("centred", "u_f ~ N(0, tau_f) per factor, y ~ N(X beta + sum_f u_f, "
                         "sigma)", mixed.build_centred, mixed.latent_values, latent=True),
+        "partial": Form("partial", "u_f ~ N(0, tau_f) for each factor whose levels the rows pin "
+                        "down (n tau^2 / sigma^2 >= 1 at REML), u_f = tau_f * u_f_offset for the "
+                        "others", build_centred_where_identified, mixed.latent_values,
+                        latent=True),
         "noncentred": Form("noncentred", "u_f = tau_f * u_f_offset", mixed.build_noncentred,
                            mixed.latent_values, latent=True),
         "marginal": Form("marginal", "literal MvNormal of all rows (small data)",
@@ -143,7 +172,7 @@ FAMILY = Family(
                            compiled=_compiled, skip=_skip_sufficient),
     },
     default_form="sufficient",
-    fallback_form=_latent_default,
+    fallback_form="partial",
     default_priors=LmmPriors.default,
     parse_priors=lambda data, specs: parse_lmm_priors(LmmPriors.default(data), specs),
     headline="vpc",
@@ -152,6 +181,7 @@ FAMILY = Family(
     add_effects=_no_effects,
     estimates=estimates,
     derive=add_derived,
+    total_loglik=crossed_loglik,
     log_prior=mixed_prior,
     new_cluster=mixed_new_cluster,
 )

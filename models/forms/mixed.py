@@ -15,6 +15,8 @@ the forms that apply.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from varcomp.models.cells import nested_of
@@ -22,7 +24,8 @@ from varcomp.models.data import ClusteredData, DataError
 from varcomp.models.density import LOG_2PI
 from varcomp.models.lmm import LmmPriors
 
-__all__ = ["build_centred", "build_noncentred", "effect_names", "latent_values", "start"]
+__all__ = ["build_centred", "build_latent", "build_noncentred", "effect_names", "latent_values",
+           "start"]
 
 
 def safe(name: str) -> str:
@@ -57,7 +60,16 @@ def _tau(tau, d: int, n_factors: int):
     return tau if n_factors == 1 else tau[d]
 
 
-def _latent(data: ClusteredData, priors: LmmPriors | None, centred: bool):
+def build_latent(data: ClusteredData, *, priors: LmmPriors | None = None,
+                 centred: bool | Sequence[bool] = True):
+    """The latent model with each factor's effects centred or not.
+
+    ``centred``: one flag, or one per factor in the design's order; a centred factor has
+    ``u_f ~ N(0, tau_f)``, a non-centred one ``u_f = tau_f * u_f_offset``, offsets ~ N(0, 1).
+
+    Every choice is the same posterior of (beta, tau, sigma, u); only the geometry NUTS meets
+    differs.
+    """
     import pymc as pm
     import pytensor.tensor as pt
 
@@ -66,6 +78,9 @@ def _latent(data: ClusteredData, priors: LmmPriors | None, centred: bool):
     model, priors = start(data, priors)
     design = data.design
     n_f = len(design.factors)
+    flags = [centred] * n_f if isinstance(centred, bool) else list(centred)
+    if len(flags) != n_f:
+        raise ValueError(f"{len(flags)} centring flags for {n_f} factors")
     with model:
         y = pm.Data("y_obs", data.y[:, 0])
         beta, tau, sigma = priors.create()
@@ -73,7 +88,7 @@ def _latent(data: ClusteredData, priors: LmmPriors | None, centred: bool):
         for d, (f, (name, dim)) in enumerate(zip(design.factors, effect_names(data),
                                                  strict=True)):
             t = _tau(tau, d, n_f)
-            if centred:
+            if flags[d]:
                 u = pm.Normal(name, 0.0, t, dims=dim, default_transform=Affine(0.0, priors.scale))
             else:
                 z = pm.Normal(f"{name}_offset", 0.0, 1.0, dims=dim)
@@ -89,12 +104,12 @@ def build_centred(data: ClusteredData, *, priors: LmmPriors | None = None):
     Same posterior for beta, tau, sigma as the sufficient form, which integrates the effects
     out; struggles when a tau is near 0 (funnel).
     """
-    return _latent(data, priors, centred=True)
+    return build_latent(data, priors=priors, centred=True)
 
 
 def build_noncentred(data: ClusteredData, *, priors: LmmPriors | None = None):
     """Non-centred form: ``u_f = tau_f * u_f_offset``, offsets ~ N(0, 1): the same model."""
-    return _latent(data, priors, centred=False)
+    return build_latent(data, priors=priors, centred=False)
 
 
 def latent_values(data: ClusteredData) -> dict[str, np.ndarray]:
@@ -230,13 +245,11 @@ def nested_loglik_pt(st, beta, tau2, s2, cell_s, xy, yy, y_mean):
     return logl
 
 
-def build_sufficient_nested(data: ClusteredData, *, priors: LmmPriors | None = None,
-                            _broken: bool = False):
+def build_sufficient_nested(data: ClusteredData, *, priors: LmmPriors | None = None):
     r"""Closed form from per-cell statistics (nested factors of any depth, one included).
 
     ``pm.Potential("loglik", ...)`` adds :func:`nested_loglik_pt`, normalising constants
-    included: O(cells x k) per gradient whatever the number of rows. ``_broken`` (tau for tau^2)
-    exists for the checks' deliberately wrong model only.
+    included: O(cells x k) per gradient whatever the number of rows.
     """
     import pymc as pm
     import pytensor.tensor as pt
@@ -251,8 +264,8 @@ def build_sufficient_nested(data: ClusteredData, *, priors: LmmPriors | None = N
         y_mean = pm.Data("y_mean", np.asarray(st.y_mean))
         beta, tau, sigma = priors.create()
         tau_vec = pt.stack([_tau(tau, d, n_f) for d in range(n_f)])
-        tau2 = tau_vec if _broken else tau_vec**2
-        pm.Potential("loglik", nested_loglik_pt(st, beta, tau2, sigma**2, cell_s, xy, yy, y_mean))
+        pm.Potential("loglik", nested_loglik_pt(st, beta, tau_vec**2, sigma**2, cell_s, xy, yy,
+                                                y_mean))
     return model
 
 

@@ -408,7 +408,7 @@ def _marginal_values(data: ClusteredData) -> dict[str, np.ndarray]:
 
 
 def build_sufficient(data: ClusteredData, *, priors: MvPriors | None = None,
-                     complete: str = "auto", _scale_V: float = 1.0):
+                     complete: str = "auto"):
     r"""Closed-form marginal from cluster means and pooled scatter matrices, by row pattern.
 
     ``pm.Potential("loglik", ...)`` adds :func:`sufficient_loglik`, normalising constants
@@ -425,7 +425,7 @@ def build_sufficient(data: ClusteredData, *, priors: MvPriors | None = None,
     :func:`sufficient_loglik`). The per-pattern cluster means and pooled scatters are ``pm.Data``
     (``pattern_mean``, ``pattern_scatter``): one compiled model serves every data set of the
     same design (clusters, sizes, rows missing the same outcomes). Same posterior as
-    :func:`build_centred`. ``_scale_V`` exists for the checks' deliberately broken model only.
+    :func:`build_centred`.
     """
     import pymc as pm
 
@@ -435,7 +435,7 @@ def build_sufficient(data: ClusteredData, *, priors: MvPriors | None = None,
         stats = PatternStats(st.patterns, st.row_pattern, st.n, pm.Data("pattern_mean", st.mean),
                              pm.Data("pattern_scatter", st.scatter))
         mu, chol_V, chol_Sigma = priors.create()
-        pm.Potential("loglik", sufficient_loglik(stats, mu, _scale_V * chol_V, chol_Sigma,
+        pm.Potential("loglik", sufficient_loglik(stats, mu, chol_V, chol_Sigma,
                                                  complete=complete))
     # distinct generalised eigenvalues at the (unjittered) initial point: eigh's gradient is
     # singular where they coincide, and V_std = Sigma_std = I there by default

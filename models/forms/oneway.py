@@ -22,12 +22,8 @@ from varcomp.models.effects import add_group_effects
 from varcomp.models.forms.base import Family, Form
 from varcomp.models.pointwise import oneway_loglik, oneway_prior
 from varcomp.models.predictive import oneway_new_cluster
-from varcomp.models.priors import (
-    PartitionPriors,
-    Priors,
-    parse_partition_overrides,
-    parse_prior_overrides,
-)
+from varcomp.models.prior_grammar import parse_partition_overrides, parse_prior_overrides
+from varcomp.models.priors import PartitionPriors, Priors
 
 __all__ = [
     "FAMILY",
@@ -286,7 +282,7 @@ def _estimates(data: ClusteredData) -> dict:
 
 
 def _reference(data: ClusteredData, priors: Priors | None):
-    from varcomp.models.checks.reference import reference_posterior
+    from varcomp.models.reference import reference_posterior
 
     return reference_posterior(data, priors or Priors.default(data))
 
