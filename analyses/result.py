@@ -178,7 +178,7 @@ class Result:
         import numpy as np
         from matplotlib import rc_context
 
-        from varcomp.analyses.report import compute, figures
+        from varcomp.analyses.report import compute, figures, page
 
         if kind not in PLOT_KINDS:
             raise DataError(f"unknown plot kind {kind!r}: choose one of {', '.join(PLOT_KINDS)}")
@@ -193,7 +193,7 @@ class Result:
                     raise DataError(f"the {r.family.name} family reports no ICC: plot 'vpc'")
                 fig = figures.icc_figure(r.fits[name], r.estimates, outcomes=outcomes)
             else:
-                view = compute.fit_view(r, name, outcomes, open_=True)
+                view = page.fit_view(r, name, outcomes, open_=True)
                 mixed = view["mixed"] or {}
                 made = {"vpc": lambda: mixed.get("components") and figures.vpc_figure(
                             mixed["components"]),

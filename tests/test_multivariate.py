@@ -13,7 +13,7 @@ from scipy import stats
 from varcomp.models import mvstats
 from varcomp.models.checks.oracles import scipy_loglik_mv as scipy_loglik
 from varcomp.models.data import DataError, load
-from varcomp.models.forms import FORM_NAMES, family_named
+from varcomp.models.forms import family_named
 from varcomp.models.forms import multivariate as mv
 from varcomp.models.priors import MvPriors
 from varcomp.models.simulate import Simulated
@@ -312,7 +312,7 @@ def test_standardised_coordinates_make_the_sampler_scale_free(make_partly_missin
 
 
 # ------------------------------------------------------------------------------ structure
-@pytest.mark.parametrize("name", FORM_NAMES)
+@pytest.mark.parametrize("name", list(family_named("multivariate").forms))
 def test_structure_names_and_dims(name, bivariate_missing):
     """Shared names and dims: outcome labels are the response names; matrices are
     (outcome, outcome_bis); Deterministics evaluate to V, Sigma and their derived quantities."""

@@ -131,15 +131,15 @@ def render_report(result) -> str:
 def render_card(result, name: str | None, *, title: str, sub: str) -> str:
     """A fit at a glance as an HTML fragment (a notebook's rich display of a result).
 
-    The report's at-a-glance cards of fit ``name`` (:func:`compute.glance`, the same template)
+    The report's at-a-glance cards of fit ``name`` (:func:`page.glance`, the same template)
     and every fit's diagnostics verdict.
     """
-    from varcomp.analyses.report import compute
+    from varcomp.analyses.report import compute, page
 
     verdicts = [{"name": n, "ok": f.ok, "problems": list(f.diagnostics.get("problems", []))}
                 for n, f in result.fits.items()]
     return environment().get_template("card.html.j2").render(
-        title=title, sub=sub, gl=compute.glance(result, name), verdicts=verdicts,
+        title=title, sub=sub, gl=page.glance(result, name), verdicts=verdicts,
         hdi_pct=f"{compute.HDI_PROB:.0%}")
 
 
