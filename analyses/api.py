@@ -155,14 +155,15 @@ def datasets():
 
 def load_dataset(name: str):
     """A shipped dataset as a pandas DataFrame (its grouping column read as text)."""
-    from varcomp.models.data import DATASETS, data_dir, read_table
+    from varcomp.models.data import DATASETS, data_dir
+    from varcomp.models.io import read_frame
 
     if not isinstance(name, str):
         raise TypeError(f"name must be a dataset's name, got {type(name).__name__}")
     ds = DATASETS.get(name.lower())
     if ds is None:
         raise DataError(f"unknown dataset {name!r}: shipped are {', '.join(DATASETS)}")
-    return read_table(data_dir() / ds.file, text_columns=[ds.group])
+    return read_frame(data_dir() / ds.file, text_columns=[ds.group])
 
 
 def check(*, quick: bool = False, sims: int | None = None, seed: int = 0, out=None) -> bool:

@@ -158,12 +158,12 @@ FAMILY = Family(
     forms={
         "centred": Form("centred", "u_f ~ N(0, tau_f) per factor, y ~ N(X beta + sum_f u_f, "
                         "sigma)", mixed.build_centred, mixed.latent_values, latent=True),
+        "noncentred": Form("noncentred", "u_f = tau_f * u_f_offset", mixed.build_noncentred,
+                           mixed.latent_values, latent=True),
         "partial": Form("partial", "u_f ~ N(0, tau_f) for each factor whose levels the rows pin "
                         "down (n tau^2 / sigma^2 >= 1 at REML), u_f = tau_f * u_f_offset for the "
                         "others", build_centred_where_identified, mixed.latent_values,
                         latent=True),
-        "noncentred": Form("noncentred", "u_f = tau_f * u_f_offset", mixed.build_noncentred,
-                           mixed.latent_values, latent=True),
         "marginal": Form("marginal", "literal MvNormal of all rows (small data)",
                          mixed.build_marginal_all, lambda data: {"y_obs": data.y[:, 0].copy()},
                          skip=_skip_marginal),
