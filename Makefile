@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?= -n 2
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: report test test-slow test-browser bench check figures lint clean
+.PHONY: report test test-slow test-browser bench check figures lint docs clean
 
 # Re-install only when the project's metadata changed (the install is editable: code edits need none).
 $(STAMP): pyproject.toml
@@ -20,6 +20,12 @@ $(STAMP): pyproject.toml
 	# PYTHONDONTWRITEBYTECODE set (this machine sets it) every varcomp run compiled them, ~0.1 s
 	$(BIN)/python -m compileall -q analyses models src
 	touch $(STAMP)
+
+# The documentation's tools (Sphinx, myst-nb, ...) in a second stamp, so `make test` does not pay for them.
+DOCS_STAMP := $(VENV)/.docs-stamp
+$(DOCS_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test,docs]'
+	touch $(DOCS_STAMP)
 
 report: $(STAMP)
 	$(BIN)/varcomp fit dyestuff --model all --out reports/dyestuff
@@ -52,5 +58,10 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_scale.py
 	$(BIN)/python benchmarks/bench_latency.py
 
+# The site in docs/_build/html, warnings as errors; every tutorial notebook is executed (docs/conf.py)
+docs: $(DOCS_STAMP)
+	rm -rf docs/_build/html docs/api/generated
+	$(BIN)/sphinx-build -W --keep-going -b html docs docs/_build/html
+
 clean:
-	rm -rf $(VENV) reports .pytest_cache
+	rm -rf $(VENV) reports .pytest_cache docs/_build docs/api/generated

@@ -95,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override a prior, e.g. tau=halfnormal:10 or mu=normal:0:100")
     f.add_argument("--variance-prior", choices=["sd", "partition"], default="sd",
                    help="priors on the sds (default) or on the variance partition: the total "
-                   "sd and the ICC (Beta), see the README")
+                   "sd and the ICC (Beta), see docs/guide/models.md")
     f.add_argument("--out", help="output directory (default reports/<data name>)")
     f.add_argument("--strict", action="store_true",
                    help="exit 3 if any fit fails the diagnostics gate")

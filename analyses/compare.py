@@ -75,7 +75,7 @@ class CompareResult:
     group: str
 
     def as_dict(self) -> dict:
-        """``{"models": [...], "ranking": [...], ...}`` (see the README)."""
+        """``{"models": [...], "ranking": [...], ...}`` (docs/report.md)."""
         best = self.models[0]
         rows = []
         for m in self.models:

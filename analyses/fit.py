@@ -406,7 +406,7 @@ def _new_cluster_summary(idata) -> dict:
 
 
 def summarise(result: FitResult) -> dict:
-    """The ``summary.json`` contract (see the README)."""
+    """The ``summary.json`` contract (docs/report.md)."""
     d, family = result.data, result.family
     summary: dict = {
         "data": {"source": d.source, "n_obs": d.n_obs, "n_groups": d.n_groups,

@@ -84,7 +84,7 @@ class Result:
 
     @property
     def summary_dict(self) -> dict:
-        """The summary.json contract (see the README), as a dict."""
+        """The summary.json contract (docs/report.md), as a dict."""
         return self.fit_result.summary
 
     def _fit_summary(self, form: str | None) -> tuple[str, dict]:
@@ -96,7 +96,7 @@ class Result:
 
     # ------------------------------------------------------------------ tables
     def summary(self, form: str | None = None):
-        """ArviZ's summary table (``az.summary``, 94% HDI) of a form, the README's names as index.
+        """ArviZ's summary table (``az.summary``, 94% HDI) of a form, summary.json's names as index.
 
         The numbers of summary.json and the report: one row per scalar (``mu``, ``beta[x]``,
         ``tau[batch]``, ``vpc[residual]``, ...), columns ``mean``, ``sd``, ``hdi_3%``,
@@ -278,7 +278,7 @@ class Comparison:
         self.compare_result = compare_result
 
     def as_dict(self) -> dict:
-        """compare.json's contents (see the README)."""
+        """compare.json's contents (docs/report.md)."""
         return self.compare_result.as_dict()
 
     def table(self):

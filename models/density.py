@@ -10,7 +10,7 @@ ERRATA item 3 fixed: the last term of the exponent is n (xbar - mu)^2 / (sigma^2
                   - \frac{S_l}{2\sigma^2} - \frac{n(\bar x_l - \mu)^2}{2(\sigma^2 + n\tau^2)},
 
 with S_l = sum_j (x_lj - xbar_l)^2. The determinant uses
-|sigma^2 I + tau^2 11^T| = sigma^{2(n-1)} (sigma^2 + n tau^2), so the expression is finite and
+det(sigma^2 I + tau^2 11^T) = sigma^{2(n-1)} (sigma^2 + n tau^2), so the expression is finite and
 exact as tau -> 0 and for n = 1 (S_l = 0). Every function here takes an array module ``xp``
 (numpy, or ``pytensor.tensor``) so the PyMC ``sufficient`` builder evaluates the same code.
 """

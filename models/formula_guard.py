@@ -72,7 +72,7 @@ class Checked:
 
 def _refuse(formula: str, what: str) -> DataError:
     return DataError(f"the formula {formula!r} {what}; a formula may use data columns, numbers, "
-                     f"+ - : * / ** ( ) | and {', '.join(TRANSFORMS)} (see the README)")
+                     f"+ - : * / ** ( ) | and {', '.join(TRANSFORMS)} (see docs/guide/cli.md)")
 
 
 def _text(e) -> str:

@@ -402,7 +402,7 @@ class MvPriors:
         return out
 
     def log_jacobian_constant(self) -> float:
-        """Log |d(original) / d(standardised)| of the map to the sampler's coordinates.
+        """Log abs(d(original) / d(standardised)) of the map to the sampler's coordinates.
 
         Row k of a Cholesky factor (k + 1 packed entries) is multiplied by scale_k, for both V
         and Sigma; mu is handled by its transform, whose Jacobian PyMC includes. So

@@ -1,4 +1,4 @@
-"""The README's bad-input table, row by row: one line on stderr, exit 2, nothing written.
+"""The bad-input table (docs/bad-input.md), row by row: one line on stderr, exit 2, nothing written.
 
 Each case builds its input file in a temporary folder and runs the CLI in process; the output
 folder must not exist afterwards. Awkward but valid inputs are fitted (or described) honestly.

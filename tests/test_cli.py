@@ -1,6 +1,6 @@
 """The CLI contract for bad input: exit code 2, one line on stderr, no traceback, nothing written.
 
-Each test is one row of the README's bad-input table.
+Each test is one row of the bad-input table (docs/bad-input.md).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Posterior agreement: means and 5/50/95% quantiles within Monte Carlo error (|z| <= 4).
+"""Posterior agreement: means and 5/50/95% quantiles within Monte Carlo error (abs(z) <= 4).
 
 Of every pair of fits, and against a reference posterior when the family has one.
 """
@@ -77,7 +77,7 @@ def compare_posteriors(
     each of ``var_names`` (elements of vectors and matrices separately),
     :math:`z = (\hat\theta_a - \hat\theta_b) / \sqrt{\mathrm{mcse}_a^2 + \mathrm{mcse}_b^2}`
     (ArviZ MCSE: ``method="mean"``, or ``"quantile"`` at the quantile's probability); against
-    the ``reference`` the denominator is the fit's MCSE alone. With |z| <= 4 about 0.1% of
+    the ``reference`` the denominator is the fit's MCSE alone. With abs(z) <= 4 about 0.1% of
     ~16 comparisons of one pair falsely fail. Each comparison falsely fails with probability
     6.3e-5 if the MCSEs are exact (two-sided normal tail beyond 4); for p = 2 outcomes one pair
     makes 12 x 4 = 48 comparisons (0.3%), and the four forms' six pairs 288 (about 2%), somewhat
@@ -88,7 +88,7 @@ def compare_posteriors(
     Returns
     -------
     CheckResult
-        ``passed`` iff no reliable comparison has |z| > ``z_max``. ``table``: one row per
+        ``passed`` iff no reliable comparison has abs(z) > ``z_max``. ``table``: one row per
         (a, b, param, stat) with est_a, est_b, diff, se, z and verdict. ``details["status"]``:
         per form "agrees" / "unreliable here" / "DISAGREES" (or "not compared").
     """

@@ -136,7 +136,7 @@ def centring(data) -> tuple[bool, ...]:
     unbalanced designs. One rule
     for the whole model cannot serve ScotsSec (primary schools I = 1.3, secondary schools
     I = 0.6): fully centred fails the gate there and fully non-centred mixes slowly on
-    InstEval's shape (both I > 1); README "Crossed designs' default form" has the numbers.
+    InstEval's shape (both I > 1); docs/guide/models.md has the numbers.
     """
     return tuple(bool(i >= CENTRED_MIN_INFO) for i in level_information(data))
 

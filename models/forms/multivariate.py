@@ -475,7 +475,7 @@ def _skip_marginal(data: ClusteredData) -> str | None:
 def _parse_priors(data: ClusteredData, specs: list[str]) -> MvPriors:
     if specs:
         raise DataError("--prior applies to univariate fits only (the multivariate priors are "
-                         "LKJ-Cholesky with data-scaled HalfNormal sds; see the README)")
+                         "LKJ-Cholesky with data-scaled HalfNormal sds; see docs/guide/models.md)")
     return MvPriors.default(data)
 
 
