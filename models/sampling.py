@@ -197,7 +197,7 @@ def trace_to_idata(trace, compiled):
     """The raw Arrow trace of ``nutpie.sample`` as ArviZ InferenceData (warm-up left out).
 
     What nutpie's ``_arrow_to_arviz`` and ``arviz.from_dict`` make of it (posterior and
-    sample_stats; each variable (chain, draw, *shape) with the model's dims or ArviZ's
+    sample_stats; each variable ``(chain, draw, *shape)`` with the model's dims or ArviZ's
     ``<name>_dim_<i>``; a chain shorter than the longest padded with NaN, or 0 for integers
     and booleans), built as two xarray Datasets directly: ``from_dict`` builds each variable
     as its own DataArray and aligns them, ~0.1 s of a warm Dyestuff refit.
