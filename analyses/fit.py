@@ -27,6 +27,7 @@ from varcomp.analyses.outputs import (
 from varcomp.models import ClusteredData, family_of
 from varcomp.models.errors import DataError
 from varcomp.models.forms import Family, Form
+from varcomp.models.forms.mixed import effect_names
 from varcomp.models.pointwise import add_pointwise
 from varcomp.models.predictive import add_new_cluster
 from varcomp.models.sampling import (
@@ -164,7 +165,8 @@ def fit(
             family.add_effects(idata, data, seed)
         if family.derive is not None:
             family.derive(idata, data)
-        add_pointwise(idata, family, data, priors or family.default_priors(data))
+        effects = [v for v, _ in effect_names(data)] if form.latent and family.design else ()
+        add_pointwise(idata, family, data, priors or family.default_priors(data), effects)
         add_new_cluster(idata, family, data, seed)
         seconds = {"build": t_build, "compile": sec["compile"], "sample": sec["sample"]}
         seconds["total"] = t_build + sec["compile"] + sec["sample"] + (time.perf_counter() - t1)
@@ -278,6 +280,17 @@ def prior_sensitivity(idata, var_names: Sequence[str]) -> dict[str, dict]:
                       "diagnosis": ("prior-data conflict" if flagged and q > PSENS_THRESHOLD
                                     else "weak likelihood" if flagged else "")}
     return out
+
+
+def sensitivity_likelihood(idata) -> str | None:
+    """Which likelihood :func:`prior_sensitivity` power-scaled (``models.pointwise.add_pointwise``).
+
+    "marginal" (the effects integrated out), "conditional" (given the effects drawn: the
+    sensitivity of the joint posterior of effects and variances), None without one.
+    """
+    if "log_prior" not in idata.groups() or "log_likelihood" not in idata.groups():
+        return None
+    return idata.log_likelihood.attrs.get("likelihood", "marginal")
 
 
 def _component_total(arrays: Sequence[np.ndarray]) -> np.ndarray:
@@ -429,6 +442,7 @@ def summarise(result: FitResult) -> dict:
             "settings": dict(f.settings),
             "params": param_table(f.idata, family.summary_vars, f.stats),
             "prior_sensitivity": prior_sensitivity(f.idata, family.summary_vars),
+            "prior_sensitivity_likelihood": sensitivity_likelihood(f.idata),
             "new_cluster": _new_cluster_summary(f.idata),
         }
     if result.estimates:

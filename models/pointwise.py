@@ -9,17 +9,20 @@ prior (group ``log_prior``) is the density of the priors as specified (the model
 parameters), which ``arviz.psens`` power-scales. Crossed designs have no per-cluster density
 (the clusters share the other factors' levels): their ``log_likelihood`` holds each draw's
 log density of all rows, the effects integrated out (:func:`crossed_loglik`), which is all
-power-scaling needs.
+power-scaling needs; where that costs too much and the fit drew the effects (the latent forms),
+each draw's density of all rows given its effects (:func:`conditional_loglik`) instead.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import numpy as np
 
 from varcomp.models.effects import draw_blocks
 
-__all__ = ["MAX_CROSSED_FLOPS", "MAX_POINTWISE", "add_pointwise", "crossed_loglik",
-           "crossed_stats", "mixed_loglik", "mixed_prior", "mv_loglik",
+__all__ = ["MAX_CROSSED_FLOPS", "MAX_POINTWISE", "add_pointwise", "conditional_loglik",
+           "crossed_loglik", "crossed_stats", "mixed_loglik", "mixed_prior", "mv_loglik",
            "mv_prior", "oneway_loglik", "oneway_prior"]
 
 MAX_POINTWISE = 10_000_000
@@ -156,6 +159,34 @@ def crossed_loglik(data, post, *, _broken: bool = False) -> np.ndarray | None:
     return out
 
 
+def conditional_loglik(data, post, effects: Sequence[str]) -> np.ndarray | None:
+    r"""(S,) log density of all rows per draw given the draw's effects, none integrated out.
+
+    .. math::
+        \log p(y\mid\beta,u,\sigma) = \textstyle\sum_i \log N\big(y_i;\ x_i\beta
+        + \sum_f u_f[\mathrm{level}_f(i)],\ \sigma\big)
+
+    ``effects``: the posterior variable of each factor's effects, in the design's factor order
+    (the latent forms' ``u_<factor>``). O(draws x rows), a block of draws at a time
+    (:func:`models.effects.draw_blocks`). None unless the posterior holds all of them.
+    """
+    factors = data.design.factors
+    if len(effects) != len(factors) or any(e not in post for e in effects):
+        return None
+    X, y = data.design.X, data.y[:, 0]
+    beta, sigma = _draws(post, "beta"), _draws(post, "sigma")
+    us = [_draws(post, e) for e in effects]
+    out = np.empty(len(sigma))
+    for b in draw_blocks(len(sigma), y.size):
+        r = y - beta[b] @ X.T  # (s, N) residuals
+        for u, f in zip(us, factors, strict=True):
+            r -= u[b][:, f.codes]
+        s = sigma[b]
+        out[b] = -0.5 * (r * r).sum(axis=1) / s**2 - y.size * (0.5 * np.log(2.0 * np.pi)
+                                                                   + np.log(s))
+    return out
+
+
 def oneway_prior(data, post, priors) -> np.ndarray:
     """(S,) log prior of (mu, tau, sigma)."""
     return priors.logpdf_free(*(_draws(post, v) for v in ("mu", "tau", "sigma")))
@@ -185,13 +216,17 @@ def mv_prior(data, post, priors) -> np.ndarray:
     return out
 
 
-def add_pointwise(idata, family, data, priors) -> bool:
-    """Add ``log_likelihood`` and ``log_prior`` to ``idata``; False if skipped.
+def add_pointwise(idata, family, data, priors, effects: Sequence[str] = ()) -> str | None:
+    """Add ``log_likelihood`` and ``log_prior`` to ``idata``; which likelihood, None if skipped.
 
     ``log_likelihood`` holds ``y``: each top-level cluster's log density (dim ``group``, from
     ``family.cluster_loglik``), or where the family has none (crossed designs) each draw's
-    density of all rows (``family.total_loglik``; no ``group`` dim). Skipped where neither
-    applies and above :data:`MAX_POINTWISE` values.
+    density of all rows (``family.total_loglik``; no ``group`` dim), both with the effects
+    integrated out ("marginal"). Where the total is skipped for its cost and the posterior
+    holds every factor's effects (``effects``, the latent forms' variables), it is each draw's
+    density of all rows given them (:func:`conditional_loglik`, "conditional"). The kind is
+    returned and kept as the group's ``likelihood`` attribute. Skipped where none applies and
+    above :data:`MAX_POINTWISE` cluster values.
     """
     import warnings
 
@@ -199,9 +234,12 @@ def add_pointwise(idata, family, data, priors) -> bool:
 
     post = idata.posterior
     shape = (post.sizes["chain"], post.sizes["draw"])
-    if shape[0] * shape[1] * data.n_groups > MAX_POINTWISE:
-        return False
-    ll = family.cluster_loglik(data, post) if family.cluster_loglik else None
+    ll = None
+    if family.cluster_loglik:
+        if shape[0] * shape[1] * data.n_groups > MAX_POINTWISE:
+            return None
+        ll = family.cluster_loglik(data, post)
+    kind = "marginal"
     if ll is not None:
         coords = {"chain": post.chain, "draw": post.draw,
                   "group": [str(g) for g in data.groups]}
@@ -210,9 +248,12 @@ def add_pointwise(idata, family, data, priors) -> bool:
     else:
         total = family.total_loglik(data, post) if family.total_loglik else None
         if total is None:
-            return False
+            kind, total = "conditional", conditional_loglik(data, post, effects)
+        if total is None:
+            return None
         loglik = xr.Dataset({"y": (("chain", "draw"), total.reshape(shape))},
                             coords={"chain": post.chain, "draw": post.draw})
+    loglik.attrs["likelihood"] = kind
     prior = xr.Dataset({"prior": (("chain", "draw"), family.log_prior(data, post,
                                                                       priors).reshape(shape))},
                        coords={"chain": post.chain, "draw": post.draw})
@@ -222,4 +263,4 @@ def add_pointwise(idata, family, data, priors) -> bool:
             if group in idata.groups():
                 del idata[group]
         idata.add_groups({"log_likelihood": loglik, "log_prior": prior})
-    return True
+    return kind

@@ -194,3 +194,112 @@ def test_crossed_fit_carries_prior_sensitivity():
                                   crossed_loglik(data, post, _broken=True).reshape(2, 150))
     bad = prior_sensitivity(broken, names)
     assert any(abs(bad[k]["likelihood"] - sens[k]["likelihood"]) > 1e-3 for k in sens)
+
+
+def _latent_posterior(data, chains: int = 2, draws: int = 40, seed: int = 3):
+    """Arbitrary draws of (beta, tau, sigma, u_<factor>) near ScotsSec's posterior."""
+    import xarray as xr
+
+    rng = np.random.default_rng(seed)
+    shape = (chains, draws)
+    dims = ("chain", "draw")
+    ds = {"beta": (dims + ("term",), [5.0, 0.15] + 0.1 * rng.normal(size=(*shape, 2))),
+          "tau": (dims + ("factor",), np.abs([0.5, 0.3] + 0.2 * rng.normal(size=(*shape, 2)))),
+          "sigma": (dims, 2.0 + 0.1 * rng.normal(size=shape))}
+    for f in data.design.factors:
+        ds[f"u_{f.name}"] = (dims + (f.name,), rng.normal(0, 0.5, size=(*shape, len(f.levels))))
+    return xr.Dataset(ds, coords={"chain": np.arange(chains), "draw": np.arange(draws),
+                                  "term": ["Intercept", "verbal"],
+                                  "factor": ["primary", "second"]})
+
+
+def _conditional_oracle(data, post) -> np.ndarray:
+    """scipy's normal log density of every row given the draw's effects, summed over rows."""
+    X, y = data.design.X, data.y[:, 0]
+    beta, sigma = (post[v].values.reshape(-1, *post[v].shape[2:]) for v in ("beta", "sigma"))
+    us = [post[f"u_{f.name}"].values.reshape(len(sigma), -1) for f in data.design.factors]
+    out = []
+    for s in range(len(sigma)):
+        mean = X @ beta[s] + sum(u[s][f.codes] for u, f in zip(us, data.design.factors,
+                                                                strict=True))
+        out.append(stats.norm.logpdf(y, mean, sigma[s]).sum())
+    return np.array(out)
+
+
+def test_conditional_loglik_is_the_sum_of_normal_densities():
+    """Each draw's log density of all rows given its effects equals scipy's normal log density
+    summed over the rows, to 1e-10; dropping one factor's effect (u_second set to 0) does not;
+    a posterior without every factor's effects (a closed form's) gives None."""
+    from varcomp.models.pointwise import conditional_loglik
+
+    data = _small_scots()
+    post = _latent_posterior(data)
+    effects = ["u_primary", "u_second"]
+    want = _conditional_oracle(data, post)
+    assert conditional_loglik(data, post, effects) == pytest.approx(want, rel=1e-10)
+    broken = post.copy()
+    broken["u_second"] = broken["u_second"] * 0.0
+    assert not np.allclose(conditional_loglik(data, broken, effects), want, rtol=1e-3)
+    assert conditional_loglik(data, post.drop_vars("u_second"), effects) is None
+    assert conditional_loglik(data, post, ["u_primary"]) is None
+
+
+def test_over_the_marginal_budget_latent_draws_are_power_scaled_conditionally(monkeypatch):
+    """With the marginal total's budget forced to 0 (InstEval's case), add_pointwise stores the
+    conditional total when the posterior holds the effects, marked "conditional"; the
+    sensitivity then equals az.psens given the scipy oracle's values. Without the effects (a
+    closed form) the fit carries none."""
+    import arviz as az
+    import xarray as xr
+
+    from varcomp.analyses.fit import prior_sensitivity, sensitivity_likelihood
+    from varcomp.models import pointwise
+
+    data = _small_scots()
+    fam = family_of(data)
+    post = _latent_posterior(data)
+    priors = fam.default_priors(data)
+    names = ["beta", "tau", "sigma"]
+    marginal = az.InferenceData(posterior=post)
+    assert pointwise.add_pointwise(marginal, fam, data, priors, ["u_primary", "u_second"]) \
+        == "marginal"
+    assert sensitivity_likelihood(marginal) == "marginal"
+    monkeypatch.setattr(pointwise, "MAX_CROSSED_FLOPS", 0)
+    closed = az.InferenceData(posterior=post)
+    assert pointwise.add_pointwise(closed, fam, data, priors) is None
+    assert prior_sensitivity(closed, names) == {} and sensitivity_likelihood(closed) is None
+    idata = az.InferenceData(posterior=post)
+    assert pointwise.add_pointwise(idata, fam, data, priors, ["u_primary", "u_second"]) \
+        == "conditional"
+    assert sensitivity_likelihood(idata) == "conditional"
+    ours = prior_sensitivity(idata, names)
+    assert set(ours) == {"beta[Intercept]", "beta[verbal]", "tau[primary]", "tau[second]",
+                         "sigma"}
+    ll = xr.Dataset({"y": (("chain", "draw"), _conditional_oracle(data, post).reshape(2, 40))},
+                    coords={"chain": post.chain, "draw": post.draw})
+    ref = az.InferenceData(posterior=post, log_likelihood=ll, log_prior=idata.log_prior)
+    lik = az.psens(ref, component="likelihood", var_names=names)
+    for label, var, sel in (("tau[second]", "tau", {"factor": "second"}),
+                            ("beta[verbal]", "beta", {"term": "verbal"}), ("sigma", "sigma", {})):
+        assert ours[label]["likelihood"] == pytest.approx(float(lik[var].sel(sel)), rel=1e-6)
+    assert any(abs(ours[k]["likelihood"] - prior_sensitivity(marginal, names)[k]["likelihood"])
+               > 1e-3 for k in ours)
+
+
+@pytest.mark.slow
+def test_a_latent_fit_over_the_budget_carries_conditional_sensitivity(monkeypatch):
+    """A noncentred fit (short chains) with the marginal budget forced to 0: summary.json's
+    prior sensitivity is filled and marked conditional, and the stored totals are the scipy
+    oracle's on the fit's own draws."""
+    from varcomp.analyses.fit import fit
+    from varcomp.models import pointwise
+
+    monkeypatch.setattr(pointwise, "MAX_CROSSED_FLOPS", 0)
+    data = _small_scots()
+    res = fit(data, model="noncentred", draws=100, tune=100, chains=2, seed=0)
+    s = res.summary["fits"]["noncentred"]
+    assert s["prior_sensitivity_likelihood"] == "conditional"
+    assert {"tau[primary]", "tau[second]", "sigma", "beta[verbal]"} <= set(s["prior_sensitivity"])
+    idata = res.idata["noncentred"]
+    assert idata.log_likelihood["y"].values.ravel() == pytest.approx(
+        _conditional_oracle(data, idata.posterior), rel=1e-10)
