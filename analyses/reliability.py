@@ -88,12 +88,21 @@ class Reliability:
                 "phi": smallest_n(self.draws, self.goal, self.goal_prob, kind="phi"),
                 "erho2": smallest_n(self.draws, self.goal, self.goal_prob, kind="erho2")}
 
+    def curve(self) -> list[dict]:
+        """The D-study figure's points: Phi and E rho^2 for n' = 1 .. max(d_values) raters."""
+        ns = np.unique(np.r_[np.arange(1, max(self.d_values) + 1), self.d_values])
+        rows = []
+        for n in ns:
+            e, p = d_study(self.draws, {"rater": int(n)})
+            rows.append({"n_raters": int(n), **_summ("erho2", e), **_summ("phi", p)})
+        return rows
+
     def as_dict(self) -> dict:
-        """reliability.json's contents."""
+        """reliability.json's contents (also the report's reliability section)."""
         return {"columns": self.columns, "k": self.k, "hdi_prob": HDI_PROB,
                 "coefficients": self.coefficients(), "g_study": self.g_table(),
-                "d_study": self.d_table(), "reach": self.reach(), "notes": self.notes,
-                "formula": self.formula}
+                "d_study": self.d_table(), "curve": self.curve(), "reach": self.reach(),
+                "notes": self.notes, "formula": self.formula}
 
 
 def _summ(name: str, x) -> dict:
@@ -270,33 +279,9 @@ def reliability(data, *, target: str, rater: str, response: str, occasion: str |
                        goal_prob=goal_prob, formula=formula, notes=notes)
 
 
-def _curve(rel: Reliability, path: Path) -> None:
-    """The D-study figure: Phi and E rho^2 against n' raters, posterior mean and HDI band."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    ns = np.unique(np.r_[np.arange(1, max(rel.d_values) + 1), rel.d_values])
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for i, label in ((1, "Phi (absolute)"), (0, "E rho^2 (relative)")):
-        vals = [d_study(rel.draws, {"rater": n})[i] for n in ns]
-        bands = np.array([hdi(v) for v in vals])
-        ax.plot(ns, [np.mean(v) for v in vals], marker="o", label=label)
-        ax.fill_between(ns, bands[:, 0], bands[:, 1], alpha=0.2)
-    ax.axhline(rel.goal, color="grey", linestyle=":", label=f"goal {rel.goal:g}")
-    ax.set(xlabel="raters n'", ylabel="coefficient", ylim=(0, 1),
-           title=f"D study ({HDI_PROB:.0%} HDI bands)")
-    ax.legend(loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
 def write_reliability(rel: Reliability, out: Path, *, inputs=()) -> Path:
-    """Write the fit's outputs plus reliability.json, reliability.html, d_study.png atomically."""
+    """The fit's outputs (report.html with its reliability section), reliability.json; atomic."""
     from varcomp.analyses.outputs import dump_json, write_atomically
-    from varcomp.analyses.report.render import environment, style_sheet
 
     table = rel.as_dict()
 
@@ -306,13 +291,10 @@ def write_reliability(rel: Reliability, out: Path, *, inputs=()) -> Path:
         result = rel.twoway.fit_result
         for name, f in result.fits.items():
             f.idata.to_netcdf(str(tmp / f"{name}.nc"), compress=False)
-        (tmp / "report.html").write_text(render_report(result), encoding="utf-8")
+        (tmp / "report.html").write_text(render_report(result, reliability=table),
+                                         encoding="utf-8")
         dump_json(result.summary, tmp / "summary.json")
         dump_json(table, tmp / "reliability.json")
-        _curve(rel, tmp / "d_study.png")
-        html = environment().get_template("reliability.html.j2").render(
-            t=table, css=style_sheet(), hdi_pct=f"{HDI_PROB:.0%}")
-        (tmp / "reliability.html").write_text(html, encoding="utf-8")
 
     return write_atomically(Path(out), writer, inputs=inputs)
 
@@ -354,5 +336,5 @@ def run_cli(args, *, inputs, name: str) -> int:
         checkpoint()
         out = write_reliability(rel, out, inputs=inputs)
     print(text(rel))
-    print(f"reliability: {out / 'reliability.html'}   {out / 'reliability.json'}")
+    print(f"reliability: {out / 'report.html'}   {out / 'reliability.json'}")
     return 0

@@ -103,10 +103,18 @@ def test_hdi_and_design_k():
     assert design_k([2, 4, 4]) == pytest.approx(3 / (1 / 2 + 1 / 4 + 1 / 4))
 
 
+HOSTILE = {"target": "<script>alert('t')</script>", "judge": '"><img src=x onerror=alert(1)>',
+           "rating": "rating</td><script>"}
+"""Column names that would be markup if the report did not escape them."""
+
+
 @pytest.fixture(scope="module")
 def fitted():
-    return reliability(SF, target="target", rater="judge", response="rating", draws=300,
-                       tune=300, chains=2, seed=1, progress=False)
+    """Shrout & Fleiss's table fitted under hostile column names (draws 300, chains 2)."""
+    df = pd.read_csv(SF).rename(columns=HOSTILE)
+    return reliability(df, target=HOSTILE["target"], rater=HOSTILE["judge"],
+                       response=HOSTILE["rating"], draws=300, tune=300, chains=2, seed=1,
+                       progress=False)
 
 
 def test_fit_reports_posteriors_with_intervals(fitted):
@@ -121,21 +129,65 @@ def test_fit_reports_posteriors_with_intervals(fitted):
     assert d[4]["phi_mean"] == pytest.approx(rows["ICC(A,k)"]["posterior_mean"])
     assert d[1]["erho2_reml"] == pytest.approx(rows["ICC(C,1)"]["reml"])
     g = {r["component"]: r for r in fitted.g_table()}
-    assert set(g) == {"target", "judge", "residual"}
+    assert set(g) == {HOSTILE["target"], HOSTILE["judge"], "residual"}
     assert sum(r["share_reml"] for r in g.values()) == pytest.approx(1)
     assert any("confounded" in n for n in fitted.notes)
 
 
-def test_report_files_are_written_and_escaped(fitted, tmp_path):
+def test_outputs_are_report_html_with_its_section_and_reliability_json(fitted, tmp_path):
     from varcomp.analyses.reliability import write_reliability
 
-    fitted.columns = {**fitted.columns, "rater": "<b>judge</b>"}
     out = write_reliability(fitted, tmp_path / "r")
-    html = (out / "reliability.html").read_text()
-    assert "&lt;b&gt;judge&lt;/b&gt;" in html and "<b>judge" not in html
+    assert {p.name for p in out.iterdir() if not p.name.startswith(".")} == {
+        "report.html", "reliability.json", "summary.json", "sufficient.nc"}
     info = json.loads((out / "reliability.json").read_text())
     assert [r["name"] for r in info["coefficients"]][:3] == ["ICC(1)", "ICC(1,k)", "ICC(A,1)"]
-    assert {"report.html", "summary.json", "d_study.png"} <= {p.name for p in out.iterdir()}
+    assert [r["n_raters"] for r in info["curve"]] == list(range(1, 9))
+    curve = {r["n_raters"]: r for r in info["curve"]}
+    for r in info["d_study"]:  # the figure's points are the D-study table's
+        assert curve[r["n_raters"]]["phi_mean"] == r["phi_mean"]
+        assert curve[r["n_raters"]]["erho2_hdi"] == r["erho2_hdi"]
+    assert 'id="reliability"' in (out / "report.html").read_text()
+
+
+def _section(page: str) -> str:
+    start = page.index('<h2 id="reliability"')
+    return page[start:page.index("<h2 ", start + 1)]
+
+
+def test_report_section_shows_the_tables_escaped(fitted):
+    """report.html's reliability section: every ICC with its meaning, posterior mean, HDI and
+    REML plug-in, the G and D studies, the curve embedded, the n' answers; the user's column
+    names escaped. Without the reliability tables (any other fit) there is no such section."""
+    from markupsafe import escape
+
+    from varcomp.analyses.report import render_report
+    from varcomp.analyses.report.render import ci, fmt
+
+    table = fitted.as_dict()
+    page = render_report(fitted.twoway.fit_result, reliability=table)
+    section = _section(page)
+    assert '<a href="#reliability">Reliability</a>' in page
+    for r in table["coefficients"]:
+        row = (f'<td class="l">{r["name"]}</td><td>{fmt(r["posterior_mean"], 3)}</td>'
+               f'<td>{ci(r["posterior_hdi"])}</td><td>{fmt(r["reml"], 3)}</td>'
+               f'<td class="l">{escape(r["meaning"])}</td>')
+        assert row in section, r["name"]
+    for r in table["g_study"]:
+        assert f'<td class="l">{escape(r["component"])}</td><td>{fmt(r["variance_mean"])}' \
+            in section
+    for r in table["d_study"]:
+        assert f'<tr><td>{r["n_raters"]}</td><td>{fmt(r["erho2_mean"], 3)}</td>' in section
+    reach = table["reach"]
+    assert f"&Phi;: <b>{reach['phi']}</b> raters" in section
+    assert f"E&rho;&sup2;: <b>{reach['erho2']}</b> raters" in section
+    assert section.count('<img alt="D study') == 1
+    assert 'src="data:image/png;base64,iVBOR' in section
+    for name in HOSTILE.values():
+        assert name not in page  # raw, it would be markup
+    assert str(escape(HOSTILE["target"])) in section and str(escape(HOSTILE["judge"])) in section
+    assert "<script" not in page  # the report has no script element at all
+    assert 'id="reliability"' not in render_report(fitted.twoway.fit_result)
 
 
 @pytest.mark.slow

@@ -264,3 +264,50 @@ def test_the_checks_can_fail(browser, tmp_path):
         expected = {"console": "console errors", "decode": "do not decode",
                     "details": "did not"}[what]
         assert expected in str(err.value), (what, str(err.value)[:300])
+
+
+def _escaped_in_page(tools: DevTools, payload: str) -> None:
+    """``payload`` reads as text in the page and made no element: no script, no injected img
+    or ``#injected`` element."""
+    assert tools.js(f"document.body.textContent.includes({json.dumps(payload)})")
+    assert tools.js("document.querySelectorAll('script').length") == 0
+    assert tools.js("document.querySelectorAll('img[src=\"x\"], #injected').length") == 0
+
+
+def test_reliability_report_in_chromium(browser, tmp_path):
+    """`varcomp reliability`'s report.html (Shrout & Fleiss under hostile column names): the
+    reliability section and its D-study figure load, the column names show as text."""
+    import pandas as pd
+    from test_reliability import HOSTILE, SF
+
+    from varcomp.analyses.reliability import reliability, write_reliability
+
+    df = pd.read_csv(SF).rename(columns=HOSTILE)
+    rel = reliability(df, target=HOSTILE["target"], rater=HOSTILE["judge"],
+                      response=HOSTILE["rating"], draws=300, tune=300, chains=2, seed=1)
+    out = write_reliability(rel, tmp_path / "rel")
+    seen = check_page(browser, out / "report.html", tmp_path / "reliability.png")
+    assert seen["details"] == 1 and seen["images"] >= 5  # the D study's and the fit's 4
+    heads = browser.js("[...document.querySelectorAll('#reliability ~ h3')]"
+                       ".map(h => h.textContent)")
+    assert heads[:3] == ["Intraclass correlations", "G study", "D study"]
+    assert browser.js("document.querySelector('img[alt^=\"D study\"]').naturalWidth") > 0
+    reach = browser.js("document.getElementById('reliability-reach').textContent")
+    assert f"Φ: {rel.reach()['phi']} raters" in reach
+    assert f"Eρ²: {rel.reach()['erho2']} raters" in reach
+    for payload in (HOSTILE["target"], HOSTILE["judge"]):
+        _escaped_in_page(browser, payload)
+
+
+def test_plan_page_in_chromium(browser, tmp_path):
+    """plan.html: its sections render, a hostile ICC description shows as text."""
+    from varcomp.analyses.plan import plan, write_plan
+
+    p = plan(size=20, cv=0.5, effect=0.3, icc_prior="beta:2:18")
+    p["icc"] = '<script>document.title = "pwned"</script><b id="injected">ICC</b>'
+    out = write_plan(p, tmp_path / "plan")
+    check_page(browser, out / "plan.html", tmp_path / "plan.png")
+    assert browser.js("document.querySelector('h1').textContent") == "Cluster-trial plan"
+    assert browser.js("document.querySelector('h2').textContent").startswith("Assurance")
+    assert browser.js("document.querySelectorAll('tbody tr').length") > 3
+    _escaped_in_page(browser, p["icc"])

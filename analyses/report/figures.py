@@ -16,7 +16,7 @@ import numpy as np
 
 from varcomp.analyses.report.compute import HDI_PROB, icc_marks, icc_panels
 
-__all__ = ["draw", "icc_figure", "png_uri"]
+__all__ = ["d_study_figure", "draw", "icc_figure", "png_uri"]
 
 DPI = 72
 COLORS = {"ml": "#d95f02", "reml": "#7570b3", "post": "#1b9e77", "obs": "#c0392b"}
@@ -342,16 +342,42 @@ def vpc_figure(comp: dict):
     return fig
 
 
+def d_study_figure(rel: dict):
+    """The D study: Phi and E rho^2 against n' raters, posterior mean and HDI band, the goal.
+
+    ``rel``: :meth:`analyses.reliability.Reliability.as_dict` (its ``curve`` and ``reach``).
+    """
+    curve = rel["curve"]
+    ns = [r["n_raters"] for r in curve]
+    fig, axes = _grid(6.5, 3.0, right=1.9)
+    ax = axes[0, 0]
+    for key, label, color in (("phi", "Φ (absolute)", "C0"), ("erho2", "Eρ² (relative)", "C1")):
+        ax.plot(ns, [r[f"{key}_mean"] for r in curve], marker="o", ms=3.5, color=color,
+                label=label)
+        ax.fill_between(ns, [r[f"{key}_hdi"][0] for r in curve],
+                        [r[f"{key}_hdi"][1] for r in curve], color=color, alpha=0.2, lw=0)
+    goal = rel["reach"]["goal"]
+    ax.axhline(goal, color="grey", ls=":", label=f"goal {goal:g}")
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("raters n'")
+    ax.set_ylabel(f"coefficient ({HDI_PROB:.0%} HDI band)")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
+    return fig
+
+
 # ---------------------------------------------------------------------------- all of them
 def draw(view: dict) -> dict:
-    """Every figure of the page as a data URI: ``{"sizes", "overlay", "fits": {name: {...}}}``.
+    """Every figure of the page as a data URI: ``{"sizes", "overlay", "d_study", "fits": ...}``.
 
-    A fit's caterpillar plots are the list ``caterpillars``, one per factor.
+    ``fits`` maps each fit's name to its figures; a fit's caterpillar plots are the list
+    ``caterpillars``, one per factor.
     """
     from matplotlib import rc_context
 
-    images: dict = {"sizes": None, "overlay": None, "fits": {}}
+    images: dict = {"sizes": None, "overlay": None, "d_study": None, "fits": {}}
     with rc_context(RC), np.errstate(all="ignore"):
+        if view["reliability"]:
+            images["d_study"] = png_uri(d_study_figure(view["reliability"]))
         data = view["data"]
         if not data["balanced"]:
             images["sizes"] = png_uri(sizes_figure(data))

@@ -93,8 +93,12 @@ def fit_view(result, name: str, outcomes: list, *, open_: bool, seed: int = 0) -
     }
 
 
-def report(result) -> dict:
-    """The whole page's data: data summary, estimates, comparison, glance and one view per fit."""
+def report(result, reliability: dict | None = None) -> dict:
+    """The whole page's data: data summary, estimates, comparison, glance and one view per fit.
+
+    ``reliability``: ``varcomp reliability``'s tables (:meth:`analyses.reliability.Reliability
+    .as_dict`), shown as the page's reliability section; None (every other fit) shows none.
+    """
     family, fits = result.family, result.fits
     outcomes = list(family.outcomes(result.data))
     comparison = comparison_view(result) if len(fits) > 1 else None
@@ -115,5 +119,6 @@ def report(result) -> dict:
             "marks": icc_marks(result.estimates), "comparison": comparison,
             "glance": glance(result, best or next(iter(fits), None)),
             "fits": views, "skipped": dict(result.skipped or {}), "gate": dict(GATE),
+            "reliability": reliability,
             "hdi_prob": HDI_PROB, "hdi_pct": f"{HDI_PROB:.0%}", "boundary_icc": BOUNDARY_ICC,
         }

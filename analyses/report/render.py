@@ -99,7 +99,7 @@ def style_sheet():
                   .read_text(encoding="utf-8"))
 
 
-def render_report(result) -> str:
+def render_report(result, reliability: dict | None = None) -> str:
     """One self-contained HTML page (inline CSS, base64 PNG images) reporting a fit.
 
     Parameters
@@ -107,6 +107,10 @@ def render_report(result) -> str:
     result : analyses.fit.FitResult
         The data, the family, the fits, ML/REML estimates, the comparison of forms, the
         summary.json contents (whose parameter table the page shows) and the skipped forms.
+    reliability : dict, optional
+        ``varcomp reliability``'s tables (:meth:`analyses.reliability.Reliability.as_dict`,
+        reliability.json's contents): the page then opens with a reliability section (the ICCs,
+        the G and D studies, the D-study curve, the fewest raters for the goal).
 
     Returns
     -------
@@ -116,7 +120,7 @@ def render_report(result) -> str:
     from varcomp.analyses.report import figures, page
 
     t0 = time.perf_counter()
-    view = page.report(result)
+    view = page.report(result, reliability)
     images = figures.draw(view)
     data = result.data
     design = view["data"]["design"]
