@@ -127,18 +127,25 @@ def _fit_form(family, name: str, data, priors, plan: list[dict], seed: int, *, b
 
     The result is the first attempt of ``plan`` whose diagnostics pass, or the last.
 
-    The model is the form's builder (data in ``pm.Data``), compiled once for all attempts by
-    ``backend``: PyTensor's C backend in ``--quick`` (its compiled modules are cached on disk and
-    shared across settings, because the data are not baked into the graph), numba otherwise
-    (slower to compile, faster per gradient for long runs). A retry is skipped when the previous
-    attempt's sampling took longer than ``retry_budget`` seconds.
+    The model is what ``varcomp fit`` samples (:func:`analyses.fit.prepare`): a form with a
+    compiled route runs as its hand-written kernel (machine code cached on disk, no compilation
+    per setting; it equals the PyMC form exactly, :func:`models.checks.compare_compiled`), and
+    every other form is its builder (data in ``pm.Data``), compiled once for all attempts by
+    ``backend``: PyTensor's C backend in ``--quick`` (its compiled modules are cached on disk),
+    numba otherwise (slower to compile, faster per gradient for long runs). A retry is skipped
+    when the previous attempt's sampling took longer than ``retry_budget`` seconds.
     """
+    from varcomp.analyses.fit import prepare
     from varcomp.models.compiled.nutpie import compile_pymc
     from varcomp.models.sampling import Fit, diagnose, quiet, sample_compiled
 
     t0 = time.perf_counter()
     with quiet():
-        compiled = compile_pymc(family.form(name).build(data, priors=priors), backend=backend)
+        model, route = prepare(family.form(name), data, priors=priors)
+        if route == "native":
+            compiled, backend = model, route
+        else:
+            compiled = compile_pymc(model, backend=backend)
     seconds = {"compile": time.perf_counter() - t0, "sample": 0.0}
     for attempt, settings in enumerate(plan, start=1):  # noqa: B007 (read after the loop)
         t1 = time.perf_counter()
