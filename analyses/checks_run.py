@@ -127,18 +127,25 @@ def _fit_form(family, name: str, data, priors, plan: list[dict], seed: int, *, b
 
     The result is the first attempt of ``plan`` whose diagnostics pass, or the last.
 
-    The model is the form's builder (data in ``pm.Data``), compiled once for all attempts by
-    ``backend``: PyTensor's C backend in ``--quick`` (its compiled modules are cached on disk and
-    shared across settings, because the data are not baked into the graph), numba otherwise
-    (slower to compile, faster per gradient for long runs). A retry is skipped when the previous
-    attempt's sampling took longer than ``retry_budget`` seconds.
+    The model is what ``varcomp fit`` samples (:func:`analyses.fit.prepare`): a form with a
+    compiled route runs as its hand-written kernel (machine code cached on disk, no compilation
+    per setting; it equals the PyMC form exactly, :func:`models.checks.compare_compiled`), and
+    every other form is its builder (data in ``pm.Data``), compiled once for all attempts by
+    ``backend``: PyTensor's C backend in ``--quick`` (its compiled modules are cached on disk),
+    numba otherwise (slower to compile, faster per gradient for long runs). A retry is skipped
+    when the previous attempt's sampling took longer than ``retry_budget`` seconds.
     """
+    from varcomp.analyses.fit import prepare
     from varcomp.models.compiled.nutpie import compile_pymc
     from varcomp.models.sampling import Fit, diagnose, quiet, sample_compiled
 
     t0 = time.perf_counter()
     with quiet():
-        compiled = compile_pymc(family.form(name).build(data, priors=priors), backend=backend)
+        model, route = prepare(family.form(name), data, priors=priors)
+        if route == "native":
+            compiled, backend = model, route
+        else:
+            compiled = compile_pymc(model, backend=backend)
     seconds = {"compile": time.perf_counter() - t0, "sample": 0.0}
     for attempt, settings in enumerate(plan, start=1):  # noqa: B007 (read after the loop)
         t1 = time.perf_counter()
@@ -205,26 +212,26 @@ def _check_setting(setting: Setting, seed: int, *, quick: bool, plan: list[dict]
 
 
 def _sbc_runs(quick: bool, sims: int | None, seed: int, t_start: float) -> dict:
-    """SBC runs of the one-way and the multivariate forms.
+    """SBC runs of the one-way and the multivariate forms (:func:`models.checks.sbc`).
 
-    SBC of the one-way ``sufficient`` (and ``centred`` without --quick) and of the multivariate
-    ``sufficient`` form.
+    The ``sufficient`` forms are calibrated as ``varcomp fit`` samples them: their compiled
+    kernels (machine code cached on disk, a new parameter block per data set; the kernels equal
+    the PyMC forms exactly, :func:`models.checks.compare_compiled`). Without --quick the one-way
+    ``centred`` form too (its PyMC model, compiled once by PyTensor's C backend).
     """
     from varcomp.models import checks
 
     n_sims = sims or (30 if quick else 100)
-    runs = {}
-    for form in ("sufficient",) if quick else ("sufficient", "centred"):
+    models = {"sufficient": (checks.OnewaySBC("sufficient", backend="compiled"), {})}
+    if not quick:
         # the centred form mixes ~4x slower: thin to about its ESS per kept draw
-        slow = form == "centred"
-        runs[form] = lambda form=form, slow=slow: checks.sbc(
-            form, n_sims, seed=seed, backend="c", draws=800 if slow else 400,
-            thin=8 if slow else 4, target_accept=0.95 if slow else 0.9)
-    runs["mv_sufficient"] = lambda: checks.sbc_mv(n_sims, seed=seed, missing=0.1)
+        models["centred"] = (checks.OnewaySBC("centred", backend="c"),
+                             dict(draws=800, thin=8, target_accept=0.95))
+    models["mv_sufficient"] = (checks.MultivariateSBC(missing=0.1, backend="compiled"), {})
     results = {}
-    for name, run in runs.items():
+    for name, (model, settings) in models.items():
         t0 = time.perf_counter()
-        res = run()
+        res = checks.sbc(model, n_sims=n_sims, seed=seed, **settings)
         res.details["seconds"] = time.perf_counter() - t0
         results[name] = res
         print(f"[{time.perf_counter() - t_start:6.1f} s] {res.text}", flush=True)

@@ -13,7 +13,7 @@ from scipy import special, stats
 from varcomp.models import checks, load
 from varcomp.models.checks.broken import BROKEN
 from varcomp.models.checks.oracles import scipy_loglik
-from varcomp.models.checks.sbc import _loglik_draws
+from varcomp.models.checks.sbc_models import oneway_loglik_draws
 from varcomp.models.forms import family_named
 from varcomp.models.priors import NormalPrior, Priors, ScalePrior
 from varcomp.models.reference import STATS
@@ -197,7 +197,7 @@ def test_loglik_quantity_uses_the_closed_form():
     data = simulate_univariate(4, 3, mu=0.0, tau=1.0, sigma=1.0, rng=1).data()
     n, xbar, ss = data.stats.column(0)
     mu, tau, sigma = np.array([0.1, -0.2]), np.array([0.5, 2.0]), np.array([1.0, 0.7])
-    got = _loglik_draws(n, xbar, ss, mu, tau, sigma)
+    got = oneway_loglik_draws(n, xbar, ss, mu, tau, sigma)
     want = [scipy_loglik(data, m, t, s) for m, t, s in zip(mu, tau, sigma, strict=True)]
     np.testing.assert_allclose(got, want, rtol=1e-10)
     assert special.logsumexp(got) < 0
@@ -214,8 +214,8 @@ def test_sbc_calibrated(form, target_accept, draws, thin, tmp_path):
     200 kept draws are thinned to about the ESS (the centred form mixes ~4x slower), since
     autocorrelated draws bend the rank distribution into a U."""
     t0 = time.perf_counter()
-    res = checks.sbc(form, 100, L=8, n=5, draws=draws, tune=400, chains=2, thin=thin, seed=11,
-                     target_accept=target_accept)
+    res = checks.sbc(checks.OnewaySBC(form, L=8, n=5), n_sims=100, draws=draws, tune=400,
+                     chains=2, thin=thin, seed=11, target_accept=target_accept)
     seconds = time.perf_counter() - t0
     checks.plot_sbc(res, tmp_path / f"sbc_{form}.png")
     print(f"SBC {form}: {seconds:.0f} s; {res.text}")
@@ -229,8 +229,8 @@ def test_sbc_fails_the_broken_model():
     """Fitting sigma^2 I + tau 11^T to data simulated with tau^2 makes the posterior of tau
     centre on tau_true^2: with 30 clusters the ranks of tau (and icc) pile up at the ends, and
     30 simulations suffice to reject uniformity."""
-    res = checks.sbc("broken_tau_not_squared", 30, L=30, n=5, draws=200, tune=200, chains=2,
-                     thin=4, seed=2)
+    res = checks.sbc(checks.OnewaySBC("broken_tau_not_squared", L=30, n=5), n_sims=30,
+                     draws=200, tune=200, chains=2, thin=4, seed=2)
     assert not res.passed
     assert res.pvalues["tau"] < 0.01
 

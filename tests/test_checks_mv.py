@@ -12,7 +12,7 @@ from scipy import stats
 from varcomp.models import checks, mvstats
 from varcomp.models.checks import oracles
 from varcomp.models.checks.broken import BROKEN
-from varcomp.models.checks.sbc import SBC_MV_PRIORS, _sbc_quantities
+from varcomp.models.checks.sbc_models import SBC_MV_PRIORS, mv_quantities
 from varcomp.models.forms import family_named
 from varcomp.models.priors import MvPriors
 from varcomp.models.simulate import Simulated
@@ -156,16 +156,16 @@ def test_sbc_quantities_are_the_draws_summaries():
     s_b, s_w, r_b, r_w = np.array([2.0, 3.0]), np.array([0.5, 4.0]), 0.6, -0.25
     V = np.outer(s_b, s_b) * np.array([[1.0, r_b], [r_b, 1.0]])
     Sigma = np.outer(s_w, s_w) * np.array([[1.0, r_w], [r_w, 1.0]])
-    q = _sbc_quantities({"mu": np.array([1.5, -7.0]), "V": V, "Sigma": Sigma})
+    q = mv_quantities({"mu": np.array([1.5, -7.0]), "V": V, "Sigma": Sigma})
     assert list(q) == ["mu[0]", "mu[1]", "V[0,0]", "V[1,1]", "Sigma[0,0]", "Sigma[1,1]",
                        "icc[0]", "icc[1]", "corr_between[0,1]", "corr_within[0,1]"]
     want = [1.5, -7.0, 4.0, 9.0, 0.25, 16.0, 4.0 / 4.25, 9.0 / 25.0, r_b, r_w]
     np.testing.assert_allclose([float(v) for v in q.values()], want, rtol=1e-14)
     rng = np.random.default_rng(2)
     draws = [oracles.mv_prior_draw(SBC_MV_PRIORS, rng) for _ in range(50)]
-    stacked = _sbc_quantities({k: np.stack([d[k] for d in draws]) for k in ("mu", "V", "Sigma")})
+    stacked = mv_quantities({k: np.stack([d[k] for d in draws]) for k in ("mu", "V", "Sigma")})
     for i in (0, 17, 49):
-        one = _sbc_quantities(draws[i])
+        one = mv_quantities(draws[i])
         for label, values in stacked.items():
             assert values.shape == (50,)
             assert values[i] == pytest.approx(float(one[label]), rel=1e-14), label
@@ -323,7 +323,7 @@ def test_sbc_mv_sufficient_calibrated(tmp_path):
     among 200 thinned draws are uniform: ECDF test at 0.05 / 11 per quantity (family-wise
     false-alarm rate <= 5%; the seed is fixed)."""
     t0 = time.perf_counter()
-    res = checks.sbc_mv(100, L=8, n=5, missing=0.1, seed=11)
+    res = checks.sbc(checks.MultivariateSBC(L=8, n=5, missing=0.1), n_sims=100, seed=11)
     checks.plot_sbc(res, tmp_path / "sbc_mv.png")
     print(f"SBC mv sufficient: {time.perf_counter() - t0:.0f} s; {res.text}")
     assert res.ranks.shape == (100, 11) and res.ranks.to_numpy().max() <= res.n_ranks == 200
@@ -336,8 +336,8 @@ def test_sbc_mv_fails_the_broken_model():
     """Fitting Sigma + V where Sigma + 5 V belongs (30 clusters of 5 complete rows) inflates the
     posterior of V about fivefold: the ranks of the between-cluster variances pile up at 0 and
     30 simulations reject uniformity at 0.05 / 11 per quantity."""
-    res = checks.sbc_mv(30, form="broken_V_not_scaled_by_n", L=30, n=5, draws=200, tune=200,
-                        thin=4, seed=2)
+    res = checks.sbc(checks.MultivariateSBC("broken_V_not_scaled_by_n", L=30, n=5), n_sims=30,
+                     draws=200, tune=200, thin=4, seed=2)
     print(res.text)
     assert not res.passed
     alpha_q = res.details["alpha_per_quantity"]

@@ -186,9 +186,9 @@ def test_variance_prior_partition_is_refused_where_the_family_has_none(tmp_path,
 @pytest.mark.slow
 def test_partition_prior_passes_sbc():
     """SBC (100 simulations) of the sufficient form under the partition prior."""
-    from varcomp.models.checks import sbc
+    from varcomp.models.checks import OnewaySBC, sbc
 
-    res = sbc("sufficient", 100, priors=PARTITION, seed=5)
+    res = sbc(OnewaySBC(priors=PARTITION), n_sims=100, seed=5)
     assert res.passed, res.text
 
 

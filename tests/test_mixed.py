@@ -304,15 +304,15 @@ def test_formula_and_group_together_are_refused(capsys):
 def test_sbc_of_the_compiled_regression_and_nested_forms():
     """SBC (50 simulations) of what varcomp fit samples: uniform ranks for every beta, tau,
     sigma and the log-likelihood at alpha 0.05 family-wise; the broken kernel fails."""
-    from varcomp.models.checks.lmm import sbc_mixed
+    from varcomp.models.checks import MixedSBC, sbc
 
     reg = from_formula(_frame([2, 3, 4, 5, 3, 2, 6, 4], seed=1), "y ~ x + w + (1|g)")
-    res = sbc_mixed(reg, 50, seed=1)
+    res = sbc(MixedSBC(reg), n_sims=50, seed=1)
     assert res.passed, res.text
     nested = from_formula(_nested_frame(seed=2), "y ~ x + (1|area/school)")
-    res = sbc_mixed(nested, 50, seed=2)
+    res = sbc(MixedSBC(nested), n_sims=50, seed=2)
     assert res.passed, res.text
-    broken = sbc_mixed(reg, 30, seed=1, broken=True)
+    broken = sbc(MixedSBC(reg, broken=True), n_sims=30, seed=1)
     assert not broken.passed, broken.text
 
 

@@ -47,7 +47,8 @@ def build_broken_V_not_scaled_by_n(data: ClusteredData, *, priors: MvPriors | No
 
     For a balanced design with complete rows the likelihood then has log|Sigma + V| and
     (Sigma + V)^-1 where log|Sigma + n V| and (Sigma + n V)^-1 belong.
-    :func:`models.checks.compare_logp` and :func:`models.checks.sbc_mv` must fail it.
+    :func:`models.checks.compare_logp` and :func:`models.checks.sbc` (``MultivariateSBC``) must
+    fail it.
     """
     from varcomp.models.forms import multivariate
 

@@ -8,6 +8,8 @@ r"""Exact checks of the mixed-model families (covariates, nested, crossed) again
   log p(y) = log p(y, u_hat) + 1/2 log|2 pi H^-1|, H = Z'Z / sigma^2 + diag(1 / tau^2)) equals the
   oracle to 1e-9 at random points; the prior terms equal :meth:`LmmPriors.logpdf`.
 - :func:`compare_compiled_lmm`: the compiled ``sufficient`` form against the PyMC one.
+- :func:`simulate_mixed`: y for a design (the simulator of
+  :class:`models.checks.sbc_models.MixedSBC`).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from varcomp.models.checks.base import CheckResult
 from varcomp.models.data import ClusteredData
 from varcomp.models.lmm import LmmPriors
 
-__all__ = ["compare_compiled_lmm", "compare_logp_lmm", "scipy_loglik_lmm"]
+__all__ = ["compare_compiled_lmm", "compare_logp_lmm", "scipy_loglik_lmm", "simulate_mixed"]
 
 PRIOR_VARS = ("alpha", "slope", "tau", "sigma")
 
@@ -215,13 +217,6 @@ def compare_compiled_lmm(data: ClusteredData, priors: LmmPriors | None = None,
                         "logp_offset_spread": spread, "rtol": rtol})
 
 
-def _with_y(data: ClusteredData, y: np.ndarray) -> ClusteredData:
-    """``data`` with a new response (the same design)."""
-    from dataclasses import replace
-
-    return replace(data, y=np.asarray(y, dtype=np.float64)[:, None])
-
-
 def simulate_mixed(data: ClusteredData, beta, tau, sigma, rng: np.random.Generator) -> np.ndarray:
     """Simulate y = X beta + sum_f u_f[codes] + e for ``data``'s design."""
     d = data.design
@@ -230,89 +225,3 @@ def simulate_mixed(data: ClusteredData, beta, tau, sigma, rng: np.random.Generat
     for t, f in zip(tau, d.factors, strict=True):
         y = y + rng.normal(0.0, t, f.m)[f.codes]
     return y
-
-
-def sbc_mixed(template: ClusteredData, n_sims: int, *, priors: LmmPriors | None = None,
-              draws: int = 400, tune: int = 400, chains: int = 2, thin: int = 4, seed: int = 0,
-              target_accept: float = 0.9, alpha: float = 0.05, broken: bool = False):
-    r"""SBC of a mixed family's compiled ``sufficient`` posterior, what ``varcomp fit`` samples.
-
-    The design (X and the factors) of ``template`` is kept; each simulation draws (beta, tau,
-    sigma) from ``priors`` (default: :meth:`LmmPriors.default` of the template, fixed for all
-    simulations), simulates y (:func:`simulate_mixed`), rebuilds the compiled model's block (no
-    compilation: the machine code is cached) and ranks the truth among the thinned draws for
-    every beta, tau, sigma and the log-likelihood (Modrak et al. 2023). Each quantity is tested
-    at ``alpha / Q`` (Bonferroni; family-wise false alarms at most ``alpha``). ``broken``
-    samples the deliberately wrong kernel (tau for tau^2), which must fail.
-    """
-    from threadpoolctl import threadpool_limits
-
-    from varcomp.models.cells import nested_of, strata_of
-    from varcomp.models.checks.sbc import SBCResult, rank_table, sbc_fit
-    from varcomp.models.compiled import lmm
-    from varcomp.models.compiled.lmm_nested import nested_loglik, pack_nested
-    from varcomp.models.compiled.lmm_strata import pack_strata, strata_loglik
-    from varcomp.models.forms import family_of
-    from varcomp.models.sampling import quiet
-
-    if draws % thin:
-        raise ValueError(f"draws ({draws}) must be a multiple of thin ({thin})")
-    family = family_of(template)
-    priors = priors or LmmPriors.default(template)
-    nested = template.design.nested
-    n_f = len(template.design.factors)
-    rng = np.random.default_rng(seed)
-    n_ranks = chains * draws // thin
-    ranks, sims = [], []
-
-    def block_of(data):
-        if nested:
-            st = nested_of(data)
-            kind = lmm.KERNEL_NESTED if broken or st.depth > 1 else lmm.KERNEL_FAST
-            return pack_nested(st, broken=broken), kind
-        return pack_strata(strata_of(data), broken=broken), lmm.KERNEL_STRATA
-
-    def loglik(block, beta, tau, sigma):
-        f = nested_loglik if nested else strata_loglik
-        return np.array([f(b, t**2, s * s, block)[0] for b, t, s in
-                         zip(beta, np.asarray(tau).reshape(len(beta), n_f), sigma, strict=True)])
-
-    with quiet(), threadpool_limits(limits=1, user_api="blas"):
-        for _ in range(n_sims):
-            theta = priors.draw(rng)
-            data = _with_y(template, simulate_mixed(template, theta["beta"], theta["tau"],
-                                                    theta["sigma"], rng))
-            lik, kind = block_of(data)
-            model = lmm._model(priors, lik, kind, n_f)
-            post, fit_stats = sbc_fit(model, rng, ("beta", "tau", "sigma"), draws=draws,
-                                       tune=tune, chains=chains, cores=None,
-                                       target_accept=target_accept)
-            kept = {v: post[v].values[:, ::thin].reshape(n_ranks, -1)
-                    for v in ("beta", "tau", "sigma")}
-            truth = {f"beta[{t}]": theta["beta"][j] for j, t in enumerate(priors.terms)}
-            truth |= {f"tau[{f}]": theta["tau"][i] for i, f in enumerate(priors.factors)}
-            truth["sigma"] = theta["sigma"]
-            got = {f"beta[{t}]": kept["beta"][:, j] for j, t in enumerate(priors.terms)}
-            got |= {f"tau[{f}]": kept["tau"][:, i] for i, f in enumerate(priors.factors)}
-            got["sigma"] = kept["sigma"][:, 0]
-            clean = pack_nested(nested_of(data)) if nested else \
-                pack_strata(strata_of(data))
-            got["loglik"] = loglik(clean, kept["beta"], kept["tau"], kept["sigma"][:, 0])
-            truth["loglik"] = float(loglik(clean, theta["beta"][None], theta["tau"][None],
-                                           np.array([theta["sigma"]]))[0])
-            ranks.append({q: int(np.sum(got[q] < truth[q])) for q in truth})
-            sims.append(fit_stats)
-    ranks_df = pd.DataFrame(ranks)
-    sims_df = pd.DataFrame(sims)
-    alpha_q = alpha / ranks_df.shape[1]
-    table, pvals, band = rank_table(ranks_df, n_ranks, alpha_q, seed)
-    failing = list(table.quantity[~table.passed])
-    text = (f"SBC {family.name} sufficient{' (BROKEN kernel)' if broken else ''}: {n_sims} "
-            f"simulations, {template.n_obs} rows, ranks 0..{n_ranks}; ECDF p-values "
-            + ", ".join(f"{q} {p:.3f}" for q, p in pvals.items())
-            + (f"; FAILS uniformity for {', '.join(failing)}" if failing else "; uniform")
-            + f" at alpha {alpha:g} family-wise; {int(sims_df.divergences.sum())} divergences")
-    return SBCResult(f"sbc_{family.name}", bool(table.passed.all()), table, text,
-                     {"n_sims": n_sims, "alpha": alpha, "alpha_per_quantity": alpha_q,
-                      "draws": draws, "chains": chains, "thin": thin},
-                     ranks=ranks_df, n_ranks=n_ranks, pvalues=pvals, sims=sims_df, band=band)

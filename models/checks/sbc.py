@@ -1,37 +1,57 @@
-"""Simulation-based calibration (Talts et al. 2018) of the registry's own builders.
+"""Simulation-based calibration (Talts et al. 2018): one driver for every model.
 
-Each family's form is compiled once (its ``pm.Data`` containers swapped for every simulated data
-set of the same design); the log-likelihood is an extra test quantity (Modrak et al. 2023); ranks
-are tested with the ECDF test of Sailynoja, Buerkner & Vehtari (2022).
+:func:`sbc` runs the loop; the model under test (an :class:`SBCModel`, see
+:mod:`models.checks.sbc_models`) supplies what differs between families: its design and compiled
+posterior (built once, data swapped per simulation), its prior draws, its simulator and its test
+quantities (the parameters, derived summaries and the log-likelihood of the simulated data, a
+data-dependent quantity that catches what parameter ranks miss: Modrak et al. 2023). Ranks are
+tested with the ECDF test of Sailynoja, Buerkner & Vehtari (2022).
+
+One alpha convention: ``alpha`` is family-wise. Each of the Q quantities is tested at
+``alpha / Q`` (Bonferroni), so an exact model fails ``passed`` with probability at most
+``alpha`` (5% by default).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
-from varcomp.models import mvstats as mv
 from varcomp.models.checks.base import CheckResult
-from varcomp.models.checks.oracles import mv_prior_draw
-from varcomp.models.density import marginal_logp_terms
-from varcomp.models.priors import MvPriors, NormalPrior, Priors, ScalePrior
-from varcomp.models.simulate import Simulated, cluster_sizes, simulate_univariate
-from varcomp.models.simulate_mv import simulate_multivariate
 
-__all__ = ["SBC_MV_PRIORS", "SBC_PRIORS", "SBCResult", "plot_sbc", "rank_table",
-           "rank_uniformity", "sbc", "sbc_mv"]
+__all__ = ["SBCModel", "SBCResult", "plot_sbc", "rank_table", "rank_uniformity", "sbc",
+           "sbc_fit"]
 
 
-SBC_PRIORS = Priors(mu=NormalPrior(0.0, 1.0), tau=ScalePrior("halfnormal", 1.0),
-                    sigma=ScalePrior("halfnormal", 1.0), center=0.0, scale=1.0)
+class SBCModel(Protocol):
+    """What :func:`sbc` needs from the model under test.
 
+    ``name`` labels the result; ``var_names`` are the posterior variables whose draws
+    :meth:`quantities` reads (and whose bulk ESS is reported); ``details`` describes the design.
+    """
 
-SBC_QUANTITIES = ("mu", "tau", "sigma", "icc", "loglik")
+    name: str
+    var_names: tuple[str, ...]
+    details: dict
+
+    def prepare(self, rng: np.random.Generator) -> Callable[[Any], Any]:
+        """Build the design once; return ``posterior(data)``: the compiled model for ``data``."""
+
+    def draw(self, rng: np.random.Generator) -> dict:
+        """One draw of the parameters from the prior (the truth of a simulation)."""
+
+    def simulate(self, theta: dict, rng: np.random.Generator) -> Any:
+        """A data set of the design, simulated at ``theta``."""
+
+    def quantities(self, values: dict[str, np.ndarray], data) -> dict[str, np.ndarray]:
+        """Test quantities of stacked parameter values (leading axis: draws) given ``data``."""
 
 
 @dataclass
@@ -39,7 +59,7 @@ class SBCResult(CheckResult):
     """SBC outcome: ``ranks`` (one row per simulation) in 0..``n_ranks``, p-values per quantity.
 
     ``table`` has one row per quantity: the ECDF test's p-value (the verdict), the chi-square
-    p-value (reported) and pass/fail at ``alpha``; ``sims`` has per-simulation diagnostics.
+    p-value (reported) and pass/fail at ``alpha / Q``; ``sims`` has per-simulation diagnostics.
     """
 
     ranks: pd.DataFrame = field(default_factory=pd.DataFrame)
@@ -126,24 +146,8 @@ def rank_table(ranks: pd.DataFrame, n_ranks: int, alpha: float, seed: int = 0):
     return pd.DataFrame(rows), pvals, band
 
 
-def _loglik_draws(n, xbar, ss, mu, tau, sigma) -> np.ndarray:
-    """Log p(X | mu, tau, sigma) for vectors of draws (the closed form, data-dependent)."""
-    return marginal_logp_terms(n, xbar, ss, np.asarray(mu)[..., None], np.asarray(tau)[..., None],
-                               np.asarray(sigma)[..., None]).sum(-1)
-
-
-def _form(family: str, name: str):
-    """The family's form ``name``, or its deliberately broken form (by its own name)."""
-    from varcomp.models.checks.broken import BROKEN
-    from varcomp.models.forms import family_named
-
-    if name == BROKEN[family].name:
-        return BROKEN[family]
-    return family_named(family).form(name)
-
-
 def sbc_fit(compiled, rng, names, *, draws, tune, chains, cores, target_accept):
-    """One SBC fit of a data-swapped compiled model.
+    """One SBC fit of a compiled model.
 
     The posterior, total divergences and the smallest bulk ESS over ``names`` (every element);
     the sampler's seed is ``rng``'s next draw.
@@ -162,89 +166,88 @@ def sbc_fit(compiled, rng, names, *, draws, tune, chains, cores, target_accept):
 
 
 def sbc(
-    parameterisation: str,
-    n_sims: int,
+    model: SBCModel | str,
     *,
-    L: int = 8,
-    n: int | Sequence[int] = 5,
-    priors: Priors = SBC_PRIORS,
+    n_sims: int,
     draws: int = 400,
     tune: int = 400,
     chains: int = 2,
     thin: int = 4,
+    alpha: float = 0.05,
     seed: int = 0,
     target_accept: float = 0.9,
-    alpha: float = 0.01,
     cores: int | None = None,
-    backend: str = "numba",
 ) -> SBCResult:
-    r"""Simulation-based calibration (Talts et al. 2018) of one form.
+    r"""Simulation-based calibration (Talts et al. 2018) of ``model``.
 
-    For each simulation: (mu, tau, sigma) ~ ``priors`` (fixed, not data-scaled), data from
-    :func:`models.simulate.simulate_univariate` with ``L`` clusters of sizes ``n``, a nutpie fit
-    of the one-way family's form ``parameterisation`` (its own builder, compiled once, data
-    swapped: :class:`models.sampling.DataSwapper`; ``"broken_tau_not_squared"`` is the
-    deliberately broken form), every ``thin``-th draw kept
-    (M = chains * draws / thin draws), and the rank of the true value among them for mu, tau,
-    sigma, icc and the log-likelihood log p(X | mu, tau, sigma) of the simulated data (Modrak
-    et al. 2023: a data-dependent quantity that catches what parameter ranks miss). If the
-    fit is exact, each rank is uniform on {0..M}; :func:`rank_uniformity` tests it at
-    ``alpha`` per quantity (family-wise about 5% for the five quantities).
+    ``model`` is an :class:`SBCModel` (:mod:`models.checks.sbc_models`: ``OnewaySBC``,
+    ``MultivariateSBC``, ``MixedSBC``) or a family name (``"oneway"``, ``"multivariate"``: its
+    ``sufficient`` form at the default design). Its design is built and its posterior compiled
+    once (``model.prepare``); each simulation draws the truth from the prior, simulates data,
+    fits them with nutpie, keeps every ``thin``-th draw (M = chains * draws / thin) and ranks
+    the truth among them for each of the model's Q quantities. If the fit is exact each rank is
+    uniform on {0..M}; :func:`rank_uniformity` tests each quantity at ``alpha / Q``
+    (Bonferroni: family-wise false alarms at most ``alpha``).
 
     Returns
     -------
     SBCResult
-        ``passed`` iff every quantity's ECDF p-value >= ``alpha``.
+        ``passed`` iff every quantity's ECDF p-value >= alpha / Q.
     """
     from threadpoolctl import threadpool_limits
 
-    from varcomp.models.sampling import DataSwapper, quiet
+    from varcomp.models.sampling import quiet
 
+    if isinstance(model, str):
+        from varcomp.models.checks.sbc_models import default_model
+
+        model = default_model(model)
     if draws % thin:
         raise ValueError(f"draws ({draws}) must be a multiple of thin ({thin})")
     if n_sims < 1:
         raise ValueError("n_sims must be a positive integer")
-    sizes = cluster_sizes(L, n)
+    if not 0.0 < alpha < 1.0:
+        raise ValueError(f"alpha must be in (0, 1), got {alpha}")
     rng = np.random.default_rng(seed)
-    template = simulate_univariate(L, sizes, mu=0.0, tau=1.0, sigma=1.0, rng=rng).data()
-    swap = DataSwapper(_form("oneway", parameterisation), template, priors, backend)
     n_ranks = chains * draws // thin
     ranks, sims = [], []
     # one BLAS thread: OpenBLAS threads spinning on shared cores slow small LAPACK calls ~100x
     with quiet(), threadpool_limits(limits=1, user_api="blas"):
+        posterior = model.prepare(rng)
         for _ in range(n_sims):
-            theta = priors.draw(rng)
-            data = simulate_univariate(L, sizes, rng=rng, **theta).data()
-            nn, xbar, ss = data.stats.column(0)
-            post, fit_stats = sbc_fit(swap(data), rng, ("mu", "tau", "sigma"), draws=draws,
+            theta = model.draw(rng)
+            data = model.simulate(theta, rng)
+            post, fit_stats = sbc_fit(posterior(data), rng, model.var_names, draws=draws,
                                        tune=tune, chains=chains, cores=cores,
                                        target_accept=target_accept)
-            kept = {v: post[v].values[:, ::thin].ravel() for v in ("mu", "tau", "sigma", "icc")}
-            truth = dict(theta, icc=theta["tau"]**2 / (theta["tau"]**2 + theta["sigma"]**2))
-            kept["loglik"] = _loglik_draws(nn, xbar, ss, kept["mu"], kept["tau"], kept["sigma"])
-            truth["loglik"] = float(_loglik_draws(nn, xbar, ss, theta["mu"], theta["tau"],
-                                                  theta["sigma"]))
-            ranks.append({q: int(np.sum(kept[q] < truth[q])) for q in SBC_QUANTITIES})
-            sims.append({**{f"true_{k}": v for k, v in truth.items()}, **fit_stats})
-    ranks_df = pd.DataFrame(ranks, columns=list(SBC_QUANTITIES))
+            kept = {v: post[v].values[:, ::thin].reshape(n_ranks, *post[v].shape[2:])
+                    for v in model.var_names}
+            got = model.quantities(kept, data)
+            truth = {q: float(np.asarray(v).reshape(-1)[0]) for q, v in model.quantities(
+                {k: np.asarray(v, dtype=np.float64)[None] for k, v in theta.items()},
+                data).items()}
+            ranks.append({q: int(np.sum(got[q] < truth[q])) for q in truth})
+            sims.append({**{f"true_{q}": v for q, v in truth.items()}, **fit_stats})
+    ranks_df = pd.DataFrame(ranks)
     sims_df = pd.DataFrame(sims)
-    table, pvals, band = rank_table(ranks_df, n_ranks, alpha, seed)
-    passed = bool(table.passed.all())
+    quantities = list(ranks_df.columns)
+    alpha_q = alpha / len(quantities)
+    table, pvals, band = rank_table(ranks_df, n_ranks, alpha_q, seed)
     failing = list(table.quantity[~table.passed])
     div = int(sims_df.divergences.sum())
-    text = (f"SBC {parameterisation}: {n_sims} simulations, L={L}, ranks 0..{n_ranks} "
-            f"({chains}x{draws} draws thinned by {thin}); ECDF p-values "
-            + ", ".join(f"{q} {pvals[q]:.3f}" for q in SBC_QUANTITIES)
-            + (f"; FAILS uniformity for {', '.join(failing)} at alpha {alpha:g}" if failing
-               else f"; uniform at alpha {alpha:g} per quantity")
-            + f"; {div} divergences in total, median ESS_bulk "
-              f"{float(sims_df.min_ess_bulk.median()):.0f}")
-    if float(sims_df.min_ess_bulk.median()) < n_ranks:
+    med_ess = float(sims_df.min_ess_bulk.median())
+    text = (f"SBC {model.name}: {n_sims} simulations, {model.details.get('design', '')}"
+            f"ranks 0..{n_ranks} ({chains}x{draws} draws thinned by {thin}); ECDF p-values "
+            + ", ".join(f"{q} {pvals[q]:.3f}" for q in quantities)
+            + (f"; FAILS uniformity for {', '.join(failing)}" if failing else "; uniform")
+            + f" at alpha {alpha:g} family-wise ({alpha_q:.2g} per quantity)"
+            + f"; {div} divergences in total, median min ESS_bulk {med_ess:.0f}")
+    if med_ess < n_ranks:
         text += f" (below the {n_ranks} kept draws: increase thin)"
-    return SBCResult(f"sbc_{parameterisation}", passed, table, text,
-                     {"n_sims": n_sims, "L": L, "sizes": sizes.tolist(), "alpha": alpha,
+    return SBCResult("sbc_" + re.sub(r"\W+", "_", model.name).strip("_"), not failing, table, text,
+                     {"n_sims": n_sims, "alpha": alpha, "alpha_per_quantity": alpha_q,
                       "draws": draws, "tune": tune, "chains": chains, "thin": thin,
-                      "target_accept": target_accept, "divergences": div},
+                      "target_accept": target_accept, "divergences": div, **model.details},
                      ranks=ranks_df, n_ranks=n_ranks, pvalues=pvals, sims=sims_df, band=band)
 
 
@@ -257,8 +260,7 @@ def plot_sbc(result: SBCResult, path: str | Path | None = None):
     from matplotlib.figure import Figure
 
     qs = list(result.band)
-    # the per-quantity level (the multivariate SBC splits its family-wise alpha)
-    alpha = result.details.get("alpha_per_quantity", result.details.get("alpha", 0.01))
+    alpha = result.details["alpha_per_quantity"]  # the family-wise alpha split over quantities
     fig = Figure(figsize=(3.0 * len(qs), 2.8), layout="constrained")
     axes = fig.subplots(1, len(qs), sharey=True, squeeze=False)[0]
     for ax, q in zip(axes, qs, strict=True):
@@ -277,139 +279,3 @@ def plot_sbc(result: SBCResult, path: str | Path | None = None):
     return fig
 
 
-SBC_MV_PRIORS = MvPriors(mu_loc=(0.0, 0.0), mu_scale=(1.0, 1.0), tau_scale=(1.0, 1.0),
-                         sigma_scale=(1.0, 1.0), eta_between=2.0, eta_within=2.0,
-                         center=(0.0, 0.0), scale=(1.0, 1.0))
-"""Fixed (not data-scaled) bivariate priors for SBC: the defaults' families on unit scales."""
-
-
-def _sbc_quantities(theta: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """{label: (...) array}: mu[k], V[k,k], Sigma[k,k], icc[k], corr_between/within[i,j]."""
-    mu, V, S = (np.asarray(theta[k]) for k in ("mu", "V", "Sigma"))
-    p = mu.shape[-1]
-    out = {}
-    for k in range(p):
-        out[f"mu[{k}]"] = mu[..., k]
-    for k in range(p):
-        out[f"V[{k},{k}]"] = V[..., k, k]
-    for k in range(p):
-        out[f"Sigma[{k},{k}]"] = S[..., k, k]
-    for k in range(p):
-        out[f"icc[{k}]"] = V[..., k, k] / (V[..., k, k] + S[..., k, k])
-    for name, M in (("corr_between", V), ("corr_within", S)):
-        for i in range(p):
-            for j in range(i + 1, p):
-                out[f"{name}[{i},{j}]"] = M[..., i, j] / np.sqrt(M[..., i, i] * M[..., j, j])
-    return out
-
-
-def _fixed_mask(frame: pd.DataFrame, template: pd.DataFrame) -> pd.DataFrame:
-    """``frame`` with the template's missing cells set missing (the same design)."""
-    out = frame.copy()
-    cols = [c for c in frame.columns if c != "group"]
-    values = out[cols].to_numpy(dtype=np.float64, copy=True)
-    values[~np.isfinite(template[cols].to_numpy(dtype=np.float64))] = np.nan
-    out[cols] = values
-    return out
-
-
-def sbc_mv(
-    n_sims: int,
-    *,
-    form: str = "sufficient",
-    L: int = 8,
-    n: int | Sequence[int] = 5,
-    missing: float = 0.0,
-    priors: MvPriors = SBC_MV_PRIORS,
-    draws: int = 400,
-    tune: int = 400,
-    chains: int = 2,
-    thin: int = 4,
-    seed: int = 0,
-    target_accept: float = 0.9,
-    alpha: float = 0.05,
-    cores: int | None = None,
-    backend: str = "numba",
-) -> SBCResult:
-    r"""Simulation-based calibration (Talts et al. 2018) of the multivariate ``sufficient`` form.
-
-    Each simulation draws (mu, V, Sigma) from ``priors`` (:func:`mv_prior_draw`, fixed, not
-    data-scaled), simulates data of one design (``L`` clusters of sizes ``n``; with
-    ``missing`` > 0 a fixed set of cells, drawn once by
-    :func:`models.simulate_mv.drop_components`, is missing in every data set), fits it with
-    nutpie (the multivariate family's form ``form``, compiled once, data swapped by
-    :class:`models.sampling.DataSwapper`; ``"broken_V_not_scaled_by_n"`` is the deliberately
-    broken form), keeps every ``thin``-th draw (M = chains * draws / thin) and ranks the truth
-    among them for mu[k], the diagonal variances V[k,k] and Sigma[k,k], icc[k], corr_between,
-    corr_within and the log-likelihood log p(X | mu, V, Sigma)
-    (:func:`models.mvstats.loglik_draws`; Modrak et al. 2023). Each rank is
-    uniform on {0..M} if the fit is exact; :func:`models.checks.rank_uniformity` tests each
-    quantity at ``alpha / Q`` (Bonferroni over the Q = 11 quantities for p = 2), so the
-    family-wise false-alarm rate of ``passed`` is at most ``alpha`` (5% by default).
-
-    Returns
-    -------
-    SBCResult
-        ``passed`` iff every quantity's ECDF p-value >= alpha / Q.
-    """
-    from threadpoolctl import threadpool_limits
-
-    from varcomp.models.sampling import DataSwapper, quiet
-    from varcomp.models.simulate_mv import drop_components
-
-    if draws % thin:
-        raise ValueError(f"draws ({draws}) must be a multiple of thin ({thin})")
-    if n_sims < 1:
-        raise ValueError("n_sims must be a positive integer")
-    p = priors.p
-    sizes = cluster_sizes(L, n)
-    rng = np.random.default_rng(seed)
-    template = simulate_multivariate(L, sizes, np.zeros(p), np.eye(p), np.eye(p), rng)
-    frame0 = drop_components(template.frame, missing, rng) if missing > 0 else template.frame
-    tdata = Simulated(frame0, template.effects, template.params).data()
-    swap = DataSwapper(_form("multivariate", form), tdata, priors, backend)
-    n_ranks = chains * draws // thin
-    quantities = None
-    ranks, sims = [], []
-    with quiet(), threadpool_limits(limits=1, user_api="blas"):
-        for _ in range(n_sims):
-            theta = mv_prior_draw(priors, rng)
-            sim = simulate_multivariate(L, sizes, theta["mu"], theta["V"], theta["Sigma"], rng)
-            data = Simulated(_fixed_mask(sim.frame, frame0), sim.effects, sim.params).data()
-            st = mv.pattern_stats(data)
-            post, fit_stats = sbc_fit(swap(data), rng, ("mu", "V", "Sigma"), draws=draws,
-                                       tune=tune, chains=chains, cores=cores,
-                                       target_accept=target_accept)
-            kept = {v: post[v].values[:, ::thin].reshape(-1, *post[v].shape[2:])
-                    for v in ("mu", "V", "Sigma")}
-            draws_q = _sbc_quantities(kept)
-            truth_q = _sbc_quantities(theta)
-            draws_q["loglik"] = mv.loglik_draws(st, kept["mu"], kept["V"], kept["Sigma"])
-            truth_q["loglik"] = float(mv.loglik_draws(st, theta["mu"], theta["V"],
-                                                      theta["Sigma"]))
-            quantities = list(draws_q)
-            ranks.append({q: int(np.sum(draws_q[q] < truth_q[q])) for q in quantities})
-            sims.append({**{f"true_{k}": float(v) for k, v in truth_q.items()}, **fit_stats})
-    ranks_df = pd.DataFrame(ranks, columns=quantities)
-    sims_df = pd.DataFrame(sims)
-    alpha_q = alpha / len(quantities)
-    table, pvals, band = rank_table(ranks_df, n_ranks, alpha_q, seed)
-    passed = bool(table.passed.all())
-    failing = list(table.quantity[~table.passed])
-    div = int(sims_df.divergences.sum())
-    med_ess = float(sims_df.min_ess_bulk.median())
-    text = (f"SBC multivariate {form}: {n_sims} simulations, L={L}, p={p}"
-            + (f", {missing:.0%} cells missing (fixed)" if missing > 0 else "")
-            + f", ranks 0..{n_ranks} ({chains}x{draws} draws thinned by {thin}); ECDF p-values "
-            + ", ".join(f"{q} {pvals[q]:.3f}" for q in quantities)
-            + (f"; FAILS uniformity for {', '.join(failing)}" if failing else "; uniform")
-            + f" at alpha {alpha:g} family-wise ({alpha_q:.2g} per quantity)"
-            + f"; {div} divergences in total, median min ESS_bulk {med_ess:.0f}")
-    if med_ess < n_ranks:
-        text += f" (below the {n_ranks} kept draws: increase thin)"
-    return SBCResult(f"sbc_mv_{form}", passed, table, text,
-                     {"n_sims": n_sims, "L": L, "p": p, "sizes": sizes.tolist(),
-                      "missing": missing, "alpha": alpha, "alpha_per_quantity": alpha_q,
-                      "draws": draws, "tune": tune, "chains": chains, "thin": thin,
-                      "target_accept": target_accept, "divergences": div},
-                     ranks=ranks_df, n_ranks=n_ranks, pvalues=pvals, sims=sims_df, band=band)

@@ -27,9 +27,9 @@ import math
 
 import numba
 import numpy as np
-from numba import types
 
 from varcomp.models.compiled.layout import Layout
+from varcomp.models.compiled.nutpie import EXPAND_SIGNATURE, LOGP_SIGNATURE, logp_status
 from varcomp.models.density import LOG_2PI
 from varcomp.models.priors import MvPriors, lkj_log_norm
 
@@ -489,9 +489,7 @@ def _block(user_data):
     return numba.carray(user_data, (int(head[_SIZE]),), dtype=np.float64)
 
 
-@numba.cfunc(types.int64(types.uint64, types.CPointer(types.double),
-                         types.CPointer(types.double), types.CPointer(types.double),
-                         types.voidptr), cache=True)
+@numba.cfunc(LOGP_SIGNATURE, cache=True)
 def _c_logp(dim, x_, out_, logp_, user_data):
     """Nutpie's logp callback: 0 on success, 3/4 for a non-finite gradient/value."""
     b = _block(user_data)
@@ -500,17 +498,10 @@ def _c_logp(dim, x_, out_, logp_, user_data):
         return -1
     out = numba.carray(out_, (n,))
     value = _logp_grad(numba.carray(x_, (n,)), b, out)
-    numba.carray(logp_, (1,))[0] = value
-    for i in range(n):
-        if not math.isfinite(out[i]):
-            return 3
-    if not math.isfinite(value):
-        return 4
-    return 0
+    return logp_status(value, out, logp_)
 
 
-@numba.cfunc(types.int64(types.uint64, types.uint64, types.CPointer(types.double),
-                         types.CPointer(types.double), types.voidptr), cache=True)
+@numba.cfunc(EXPAND_SIGNATURE, cache=True)
 def _c_expand(dim, expanded, x_, out_, user_data):
     """Nutpie's expand callback: unconstrained point -> the posterior variables."""
     b = _block(user_data)

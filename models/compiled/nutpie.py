@@ -2,6 +2,9 @@
 
 Two routes to a nutpie model:
 
+- :data:`LOGP_SIGNATURE`, :data:`EXPAND_SIGNATURE`, :func:`logp_status`: the C signatures and the
+  status codes of nutpie's callbacks, shared by the three compiled kernels
+  (:mod:`models.compiled.oneway`, :mod:`models.compiled.lmm`, :mod:`models.compiled.multivariate`).
 - :func:`nutpie_model`: hand-written compiled callbacks (:mod:`models.compiled.oneway`,
   :mod:`models.compiled.multivariate`) wrapped in nutpie's ``CompiledPyMCModel`` dataclass, as
   nutpie's own numba backend does (logp/expand numba ``cfunc`` s with nutpie's C signatures,
@@ -18,11 +21,40 @@ both, so a nutpie upgrade that changes them fails there.
 
 from __future__ import annotations
 
+import math
 import threading
 
+import numba
 import numpy as np
+from numba import types
 
-__all__ = ["compile_pymc", "nutpie_model"]
+__all__ = ["EXPAND_SIGNATURE", "LOGP_SIGNATURE", "compile_pymc", "logp_status", "nutpie_model"]
+
+LOGP_SIGNATURE = types.int64(types.uint64, types.CPointer(types.double),
+                             types.CPointer(types.double), types.CPointer(types.double),
+                             types.voidptr)
+"""nutpie's logp callback: ``(dim, x, grad_out, logp_out, user_data) -> status``."""
+
+EXPAND_SIGNATURE = types.int64(types.uint64, types.uint64, types.CPointer(types.double),
+                               types.CPointer(types.double), types.voidptr)
+"""nutpie's expand callback: ``(dim, n_expanded, x, out, user_data) -> status``."""
+
+
+@numba.njit(cache=True, error_model="numpy")
+def logp_status(value, grad, logp_):
+    """Write ``value`` to nutpie's logp pointer; the status nutpie reads.
+
+    0 on success, 3 for a non-finite gradient, 4 for a non-finite value (nutpie then rejects the
+    point). The compiled kernels' logp callbacks end with it; each callback stays a module-level
+    ``cfunc`` of its kernel's module, so numba caches it on disk.
+    """
+    numba.carray(logp_, (1,))[0] = value
+    for i in range(grad.size):
+        if not math.isfinite(grad[i]):
+            return 3
+    if not math.isfinite(value):
+        return 4
+    return 0
 
 
 def nutpie_model(layout, block: np.ndarray, c_logp, c_expand, start: np.ndarray, *,

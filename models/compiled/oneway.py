@@ -30,10 +30,10 @@ import math
 
 import numba
 import numpy as np
-from numba import types
 from scipy.special import gammaln
 
 from varcomp.models.compiled.layout import Layout
+from varcomp.models.compiled.nutpie import EXPAND_SIGNATURE, LOGP_SIGNATURE, logp_status
 from varcomp.models.data import GroupStats
 from varcomp.models.density import LOG_2PI
 from varcomp.models.priors import Priors, ScalePrior
@@ -184,26 +184,17 @@ def _block(user_data):
 _N_EXPANDED = len(EXPANDED)
 
 
-@numba.cfunc(types.int64(types.uint64, types.CPointer(types.double),
-                         types.CPointer(types.double), types.CPointer(types.double),
-                         types.voidptr), cache=True)
+@numba.cfunc(LOGP_SIGNATURE, cache=True)
 def _c_logp(dim, x_, out_, logp_, user_data):
     """Nutpie's logp callback: 0 on success, 3/4 for a non-finite gradient/value."""
     if dim != N_DIM:
         return -1
     out = numba.carray(out_, (N_DIM,))
     value = _logp_grad(numba.carray(x_, (N_DIM,)), _block(user_data), out)
-    numba.carray(logp_, (1,))[0] = value
-    for i in range(N_DIM):
-        if not math.isfinite(out[i]):
-            return 3
-    if not math.isfinite(value):
-        return 4
-    return 0
+    return logp_status(value, out, logp_)
 
 
-@numba.cfunc(types.int64(types.uint64, types.uint64, types.CPointer(types.double),
-                         types.CPointer(types.double), types.voidptr), cache=True)
+@numba.cfunc(EXPAND_SIGNATURE, cache=True)
 def _c_expand(dim, expanded, x_, out_, user_data):
     """Nutpie's expand callback: unconstrained point -> the :data:`EXPANDED` values."""
     if dim != N_DIM or expanded != _N_EXPANDED:
