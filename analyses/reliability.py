@@ -20,17 +20,17 @@ from pathlib import Path
 
 import numpy as np
 
+from varcomp.analyses.report.compute import hdi
 from varcomp.models.errors import DataError
 from varcomp.models.reliability import (
-    HDI_PROB,
     MEANINGS,
     d_study,
     design_k,
     g_study,
-    hdi,
     icc_forms,
     smallest_n,
 )
+from varcomp.models.sampling import HDI_PROB
 
 __all__ = ["Reliability", "frame_of", "plugin", "reliability", "reml_components", "text",
            "write_reliability"]

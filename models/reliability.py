@@ -32,13 +32,11 @@ from collections.abc import Mapping
 
 import numpy as np
 
-__all__ = ["FACETS", "HDI_PROB", "MEANINGS", "d_study", "design_k", "facets_of", "g_study",
-           "hdi", "icc_forms", "icc_oneway", "smallest_n"]
+__all__ = ["FACETS", "MEANINGS", "d_study", "design_k", "facets_of", "g_study",
+           "icc_forms", "icc_oneway", "smallest_n"]
 
 FACETS = ("target", "rater", "occasion")
 """The facets a reliability design may have (``target`` is the object of measurement)."""
-HDI_PROB = 0.94
-"""The intervals' probability (the fit's parameter table's, :data:`analyses.fit.HDI_PROB`)."""
 
 MEANINGS = {
     "ICC(1)": "Agreement of one rating when each target has its own raters (one-way model: "
@@ -144,18 +142,6 @@ def design_k(ratings_per_target) -> float:
         return float(r[0])
     return float(r.size / np.sum(1.0 / r))
 
-
-def hdi(x, prob: float = HDI_PROB) -> tuple[float, float]:
-    """The shortest interval holding ``prob`` of the draws ``x`` (ArviZ's HDI for one mode)."""
-    s = np.sort(np.asarray(x, dtype=np.float64).ravel())
-    if s.size == 0:
-        raise ValueError("no draws")
-    width = int(math.floor(prob * s.size))
-    if width < 1 or width >= s.size:
-        return float(s[0]), float(s[-1])
-    gaps = s[width:] - s[: s.size - width]
-    i = int(np.argmin(gaps))
-    return float(s[i]), float(s[i + width])
 
 
 def smallest_n(components: Mapping[str, object], target: float, prob: float, *,

@@ -10,9 +10,10 @@ import pytest
 
 from varcomp.analyses.cli import main
 from varcomp.analyses.reliability import plugin, reliability
+from varcomp.analyses.report.compute import hdi
 from varcomp.models.data import data_dir
 from varcomp.models.errors import DataError
-from varcomp.models.reliability import d_study, design_k, hdi, icc_forms, smallest_n
+from varcomp.models.reliability import d_study, design_k, icc_forms, smallest_n
 
 SF = data_dir() / "shrout_fleiss.csv"
 PUBLISHED = {"ICC(1)": .17, "ICC(A,1)": .29, "ICC(C,1)": .71, "ICC(1,k)": .44, "ICC(A,k)": .62,
@@ -98,7 +99,7 @@ def test_smallest_n_reaches_the_goal_and_one_fewer_does_not():
 
 def test_hdi_and_design_k():
     x = np.r_[np.zeros(3), np.linspace(10, 11, 97)]
-    assert hdi(x, 0.94) == pytest.approx((10, 10 + 94 / 96))  # 95 of the 100 draws
+    assert hdi(x) == pytest.approx((10, 10 + 94 / 96))  # 95 of the 100 draws (94% HDI)
     assert design_k([4, 4, 4]) == 4
     assert design_k([2, 4, 4]) == pytest.approx(3 / (1 / 2 + 1 / 4 + 1 / 4))
 

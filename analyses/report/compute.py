@@ -16,10 +16,10 @@ import numpy as np
 
 from varcomp.models import shares
 from varcomp.models.likelihoods import GAUSSIAN, Likelihood
+from varcomp.models.sampling import HDI_PROB  # the parameter table's, defined once
 
 __all__ = ["BOUNDARY_ICC", "BOUNDARY_MASS", "HDI_PROB", "icc_panels"]
 
-HDI_PROB = 0.94  # the parameter table's (analyses.fit.HDI_PROB; tests keep the two equal)
 BOUNDARY_ICC = 0.01  # report P(icc < BOUNDARY_ICC) when posterior mass piles up at tau = 0
 BOUNDARY_MASS = 0.05  # ... when that probability exceeds this (or ML/REML sit on the boundary)
 SCATTER_DRAWS = 1000  # tau-sigma draws in the pair plot (evenly thinned; divergences all drawn)
