@@ -16,10 +16,7 @@ from collections.abc import Sequence
 
 from varcomp.models.errors import DataError
 
-__all__ = ["FRAME_SOURCE", "as_frame", "resolve"]
-
-FRAME_SOURCE = "<DataFrame>"
-"""``data.source`` of data given as a frame (summary.json's ``data.source``)."""
+__all__ = ["as_frame", "resolve"]
 
 
 def as_frame(data):
@@ -68,25 +65,10 @@ def resolve(data, formula: str | None = None, *, group: str | None = None,
                             "or pass the DataFrame or file with formula= or group=/response=")
         return data
     frame = as_frame(data)
-    if frame is not None:
-        return _from_frame(frame, formula, group, response)
-    if isinstance(data, (str, os.PathLike)):
-        from varcomp.models import load
+    if frame is not None or isinstance(data, (str, os.PathLike)):
+        from varcomp.models import load  # the one loader of frames, files and shipped names
 
-        return load(data, group=group, response=response, formula=formula)
+        return load(data if frame is None else frame, group=group, response=response,
+                    formula=formula)
     raise TypeError(f"data must be a pandas DataFrame, a pyarrow Table, a file path or a "
                     f"shipped dataset's name, got {type(data).__name__}")
-
-
-def _from_frame(frame, formula, group, response):
-    from varcomp.models.data import ClusteredData
-
-    if formula is not None:
-        from varcomp.models.design import from_formula
-
-        return from_formula(frame, formula, source=FRAME_SOURCE)
-    if group is None or not response:
-        missing = "group=" if group is None else "response="
-        raise DataError(f"{missing} is required for a DataFrame (or give formula='y ~ 1 + "
-                        f"(1|g)'); columns present: {', '.join(map(str, frame.columns))}")
-    return ClusteredData.from_frame(frame, group=group, response=response, source=FRAME_SOURCE)

@@ -44,6 +44,10 @@ def __getattr__(name: str) -> Any:
         raise AttributeError(f"module 'varcomp.models' has no attribute '{name}'") from None
 
 
+FRAME_SOURCE = "<DataFrame>"
+"""``data.source`` of data given as a frame (summary.json's ``data.source``)."""
+
+
 def load(spec, *, group=None, response=None, formula=None) -> ClusteredData:
     """A shipped dataset by name, a CSV/Parquet file, or a pandas DataFrame.
 
@@ -64,7 +68,7 @@ def load(spec, *, group=None, response=None, formula=None) -> ClusteredData:
         if frame:
             from varcomp.models.design import from_formula
 
-            return from_formula(spec, formula)
+            return from_formula(spec, formula, source=FRAME_SOURCE)
         from varcomp.models.design import load_formula
 
         return load_formula(spec, formula)
@@ -72,9 +76,11 @@ def load(spec, *, group=None, response=None, formula=None) -> ClusteredData:
         from varcomp.models.data import ClusteredData
 
         if group is None or not response:
-            raise DataError("give group= and response= columns (or formula=) with a DataFrame; "
-                            f"columns present: {', '.join(map(str, spec.columns))}")
-        return ClusteredData.from_frame(spec, group=group, response=response)
+            missing = "group=" if group is None else "response="
+            raise DataError(f"{missing} is required for a DataFrame (or give formula='y ~ 1 + "
+                            f"(1|g)'); columns present: {', '.join(map(str, spec.columns))}")
+        return ClusteredData.from_frame(spec, group=group, response=response,
+                                        source=FRAME_SOURCE)
     from varcomp.models.data import load as load_columns
 
     return load_columns(spec, group=group, response=response)
