@@ -83,9 +83,10 @@ def dask_case(route: str, files: list[str], res: dict):
     from distributed import get_task_stream
 
     import varcomp.models.distributed as md
+    from varcomp.models.dask_clients import local_client
 
     t0 = time.perf_counter()
-    with md.local_client() as client:
+    with local_client() as client:
         res["cluster_start_s"] = round(time.perf_counter() - t0, 2)
         res["workers"] = len(client.scheduler_info()["workers"])
         res["worker_start_mb"] = [round(x) for x in client.run(_status, "VmRSS").values()]

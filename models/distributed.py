@@ -18,7 +18,7 @@ Dask's own ``groupby().var()`` is not used: it combines sums of squares (dask is
 #6306), which loses every digit of a variance when the mean is large against the spread.
 
 The same code runs on the local threaded scheduler, on :func:`local_client`'s cluster or on a
-remote scheduler (:func:`client_for`; both in :mod:`models.dask_clients`, re-exported here): the
+remote scheduler (:func:`client_for`; both in :mod:`models.dask_clients`): the
 computation goes to whichever client is current.
 Losing a worker mid-run costs only recomputation: the graph is pure, so Dask recomputes the lost
 partials and the result is the same to the bit.
@@ -37,11 +37,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from varcomp.models.dask_clients import client_for, local_client
 from varcomp.models.errors import DataError
 from varcomp.models.moments import GroupedMoments
 
-__all__ = ["client_for", "grouped_moments_dask", "local_client", "read_parquet_dask"]
+__all__ = ["grouped_moments_dask", "read_parquet_dask"]
 
 DEFAULT_SPLIT_EVERY = 8
 """Fan-in of the merge tree: each merge task combines up to this many partials."""

@@ -15,11 +15,10 @@ import pandas as pd
 import pytest
 
 from varcomp.models import load
-from varcomp.models.dask_clients import client_for
+from varcomp.models.dask_clients import client_for, local_client
 from varcomp.models.distributed import (
     group_stats_dask,
     grouped_moments_dask,
-    local_client,
     read_parquet_dask,
 )
 from varcomp.models.errors import DataError

@@ -111,7 +111,8 @@ def test_centring_in_chunks_equals_in_memory(tmp_path, monkeypatch, formula, bro
 @pytest.mark.parametrize("broken", [False, True])
 def test_centring_and_scaling_on_dask_equal_in_memory(monkeypatch, broken):
     """Seven partitions on a local cluster: center(x), scale(z) from the whole data's mean/sd."""
-    from varcomp.models.distributed import formula_stats_dask, local_client
+    from varcomp.models.dask_clients import local_client
+    from varcomp.models.distributed import formula_stats_dask
 
     formula = STATEFUL[1]
     df = _frame(seed=2)
