@@ -22,9 +22,10 @@ from collections.abc import Mapping
 
 import numpy as np
 
-__all__ = ["corr", "deff", "deff_components", "fixed_variance", "icc", "icc_unadjusted",
-           "mean_size", "r2_conditional", "r2_marginal", "reliability", "shares_with", "vpc",
-           "weighted_size"]
+__all__ = ["corr", "deff", "deff_components", "fixed_variance", "icc", "icc_curve",
+           "icc_unadjusted", "mean_size", "r2_conditional", "r2_marginal", "reliability",
+           "shares_with",
+           "slope_variance", "vpc", "vpc_mean_variance", "weighted_size"]
 
 
 def icc(tau2, residual):
@@ -33,6 +34,41 @@ def icc(tau2, residual):
     The between-cluster share of the variance left after the fixed effects.
     """
     return tau2 / (tau2 + residual)
+
+
+def slope_variance(V, z):
+    """tau^2(x) = z(x)' V z(x): the random effects' variance at random-effects row(s) ``z``.
+
+    ``V`` (..., q, q) draws of the coefficients' covariance, ``z`` (G, q) rows (the intercept's 1
+    and the slope columns at x); returns (..., G).
+    """
+    return np.einsum("gi,...ij,gj->...g", np.asarray(z, dtype=np.float64), V,
+                     np.asarray(z, dtype=np.float64))
+
+
+def icc_curve(V, residual, z_grid):
+    """The ICC with random slopes as a function of x: tau^2(x) / (tau^2(x) + residual).
+
+    ``V`` (S, q, q) draws, ``residual`` (S,) the residual variance per draw (sigma^2 for the
+    Gaussian likelihood, as every share here takes variances), ``z_grid`` (G, q) the random-effects
+    row at each x of the grid. Returns (S, G): the correlation of two rows of one cluster at the
+    same x.
+    """
+    return icc(slope_variance(V, z_grid), np.asarray(residual, dtype=np.float64)[..., None])
+
+
+def vpc_mean_variance(V, residual, z_rows):
+    """Johnson's (2014) VPC with random slopes: the mean random-effects variance over the rows.
+
+    sigma_b^2 = mean_i z_i' V z_i = tr(V Z'Z / N) over the data's random-effects rows ``z_rows``
+    (N, q); ``V`` (..., q, q) draws, ``residual`` (...) the residual variance. Returns
+    sigma_b^2 / (sigma_b^2 + residual) per draw. From the statistics, Z'Z is the sum of the
+    per-cluster Z_l'Z_l (``models.slopes_stats``).
+    """
+    z = np.asarray(z_rows, dtype=np.float64)
+    moment = z.T @ z / len(z)
+    tau2 = np.einsum("...ij,ij->...", V, moment)
+    return icc(tau2, residual)
 
 
 def icc_unadjusted(tau2, residual, fixed):
