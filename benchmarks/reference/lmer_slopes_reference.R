@@ -3,7 +3,7 @@
 # Run from the repository root:  Rscript benchmarks/reference/lmer_slopes_reference.R
 # Writes the data files data/sleepstudy.csv, data/orthodont.csv, data/slopes_boundary.csv and the
 # reference numbers tests/reference/lmer_slopes.json. The tests read only those files: R is never
-# needed to run them. Measured with R 4.x, lme4 1.1-31, nlme 3.1-162 (Debian's r-cran-lme4).
+# needed to run them. Measured with R 4.2.2, lme4 1.1-31, nlme 3.1-162 (Debian's r-cran-lme4).
 #
 # The optimiser is bobyqa with rhoend = 1e-12 so that lme4's optimum is converged well beyond the
 # tests' 1e-4 relative tolerance (lme4's default stops at ~1e-6 in theta).
