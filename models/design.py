@@ -20,25 +20,11 @@ import numpy as np
 import pandas as pd
 
 from varcomp.models.errors import DataError
+from varcomp.models.terms import INTERCEPT, Factor, Term
 
-__all__ = ["Design", "Factor", "from_formula", "group_variables", "load_formula", "parse"]
+__all__ = ["Design", "Factor", "Term", "from_formula", "group_variables", "load_formula", "parse",
+           "slope_terms"]
 
-SUPPORTED = ("supported: random intercepts (1|g), nested (1|a/b), cells (1|a:b) and crossed "
-             "(1|a) + (1|b)")
-
-
-@dataclass(frozen=True)
-class Factor:
-    """A random-intercept grouping: its name as in the formula, row codes 0..m-1, level labels."""
-
-    name: str
-    codes: np.ndarray
-    levels: np.ndarray
-
-    @property
-    def m(self) -> int:
-        """Number of levels."""
-        return int(self.levels.size)
 
 
 @dataclass(frozen=True)
@@ -64,6 +50,9 @@ class Design:
     offsets : tuple of str
         The formula's ``offset(...)`` terms: subtracted from the response (coefficient 1), not
         columns of X.
+    random : tuple of Term
+        The random-effects terms, each a factor of ``factors`` and its coefficient columns
+        (``("Intercept",)`` for a random intercept, the default: one per factor).
     """
 
     formula: str
@@ -73,6 +62,11 @@ class Design:
     nested: bool
     variables: tuple[Factor, ...] = ()
     offsets: tuple[str, ...] = ()
+    random: tuple[Term, ...] = ()
+
+    def __post_init__(self):
+        if not self.random:
+            object.__setattr__(self, "random", tuple(Term(f) for f in self.factors))
 
     @property
     def k(self) -> int:
@@ -91,7 +85,9 @@ class Parsed:
 
     ``response`` is the response as written (``y``, ``np.log(y)``) and ``response_expr`` its
     lazy expression; ``offsets`` are (label, expression) of each ``offset(...)``, subtracted from
-    the response; ``fixed`` is the fixed part without group terms and offsets.
+    the response; ``fixed`` is the fixed part without group terms and offsets; ``groups`` each
+    grouping factor's columns (once, in formula order), ``random`` each random-effects term as
+    (factor columns, coefficient columns).
     """
 
     response: str
@@ -101,6 +97,7 @@ class Parsed:
     response_vars: tuple[str, ...] = ()
     response_expr: object = field(default=None, repr=False, compare=False)
     offsets: tuple = field(default=(), repr=False, compare=False)
+    random: tuple = ()
 
     @property
     def label(self) -> str:
@@ -109,23 +106,31 @@ class Parsed:
 
 
 def parse(formula: str) -> Parsed:
-    """Split ``formula`` into response, fixed part and random-intercept terms (one-line errors)."""
-    import formulae
+    """Split ``formula`` into response, fixed part and random-effects terms (one-line errors).
 
+    The guard (:func:`models.formula_guard.check`) parses it, ``||`` rewritten first, and
+    expands ``a/b``; nothing is evaluated.
+    """
     from varcomp.models.formula_guard import check
 
     checked = check(formula)
-    md = formulae.model_description(formula)  # parsing only: the guard accepted every part
-    groups = []
-    for t in md.group_terms:
-        if type(t.expr).__name__ != "Intercept":
-            raise DataError(f"random slopes ({t.expr} | ...) are not supported; {SUPPORTED}")
-        groups.append(tuple(c.name for c in t.factor.components))
-    if not groups:
+    if not checked.groups:
         raise DataError(f"the formula {formula!r} has no group term such as (1|g): a "
                         f"variance-components model needs at least one")
-    return Parsed(checked.response, checked.fixed, tuple(groups), checked.variables,
-                  checked.response_vars, checked.response_expr, checked.offsets)
+    groups = tuple(dict.fromkeys(f for f, _ in checked.groups))
+    return Parsed(checked.response, checked.fixed, groups, checked.variables,
+                  checked.response_vars, checked.response_expr, checked.offsets,
+                  tuple(checked.groups))
+
+
+def slope_columns(parsed: Parsed) -> list[str]:
+    """The columns whose slopes vary by a group (the numeric columns of the terms' left sides)."""
+    return list(dict.fromkeys(c for _, cols in parsed.random for c in cols if c != INTERCEPT))
+
+
+def slope_terms(design) -> list[Term]:
+    """The random-effects terms of ``design`` with slope columns (empty: intercepts only)."""
+    return [t for t in getattr(design, "random", ()) if t.slopes]
 
 
 def response_values(df: pd.DataFrame, parsed: Parsed) -> np.ndarray:
@@ -365,6 +370,29 @@ def offset_notes(parsed: Parsed) -> list[str]:
             f"its estimates and predictions are on that scale" for o, _ in parsed.offsets[:1]]
 
 
+def random_terms(frame: pd.DataFrame, parsed: Parsed, factors) -> tuple[Term, ...]:
+    """Each random-effects term over the kept rows, with its coefficient columns' values.
+
+    Ones for the intercept; a slope column must be numeric.
+    """
+    by_name = {f.name: f for f in factors}
+    out = []
+    for names, cols in parsed.random:
+        values = np.ones((len(frame), len(cols)))
+        for j, c in enumerate(cols):
+            if c == INTERCEPT:
+                continue
+            col = frame[c]
+            if not pd.api.types.is_numeric_dtype(col) or col.dtype.kind in "cmM":
+                raise DataError(f"the random slope '{c}' in ({c}|{':'.join(names)}) is not a "
+                                f"numeric column ({col.dtype}): a slope is a number per row; for "
+                                f"effects that vary by its levels write (1|{':'.join(names)}) + "
+                                f"(1|{':'.join(names)}:{c})")
+            values[:, j] = col.to_numpy(dtype=np.float64)
+        out.append(Term(by_name[":".join(names)], cols, values))
+    return tuple(out)
+
+
 def from_formula(df: pd.DataFrame, formula: str, *, source: str = "<frame>"):
     """Validate ``df`` for ``formula``; a :class:`~models.data.ClusteredData`.
 
@@ -446,7 +474,7 @@ def from_formula(df: pd.DataFrame, formula: str, *, source: str = "<frame>"):
     _between_rank_check(X, top, terms)
     design = Design(formula, X, tuple(terms), tuple(factors), nested,
                     tuple(_factor(frame, (v,)) for v in gvars),
-                    tuple(o for o, _ in parsed.offsets))
+                    tuple(o for o, _ in parsed.offsets), random_terms(frame, parsed, factors))
     if 1 < top.m < 3:
         warnings.append(f"only {top.m} levels of '{top.name}': its variance is weakly identified "
                         f"and leans on its prior")

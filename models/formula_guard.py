@@ -19,6 +19,7 @@ formula) is a :class:`~models.errors.DataError` of one line. Evaluation then hap
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from functools import cache
 from types import SimpleNamespace
@@ -27,7 +28,7 @@ import numpy as np
 
 from varcomp.models.errors import DataError
 
-__all__ = ["TRANSFORMS", "Checked", "check", "env", "evaluate"]
+__all__ = ["TRANSFORMS", "Checked", "check", "env", "evaluate", "expand_uncorrelated"]
 
 NUMPY = ("log", "log1p", "exp", "sqrt", "abs")
 STATEFUL = ("center", "scale", "standardize")
@@ -242,8 +243,9 @@ def check(formula: str) -> Checked:
     if formula.lstrip().startswith("~") or "~" not in formula:
         raise DataError(f"the formula {formula!r} has no response: write 'y ~ ...' (the "
                         f"response column, then ~)")
+    text = expand_uncorrelated(formula)
     try:
-        parser = Parser(Scanner(formula).scan(add_intercept=False))
+        parser = Parser(Scanner(text).scan(add_intercept=False))
         tree = parser.parse()
     except Exception as exc:  # formulae's ParseError / ScanError
         raise DataError(f"cannot parse the formula {formula!r}: {exc} (e.g. "
@@ -272,7 +274,8 @@ def check(formula: str) -> Checked:
         if type(inner).__name__ == "Binary" and inner.operator.kind == "PIPE":
             if sign == "-":
                 raise w.bad(f"subtracts the group term {_text(e)}")
-            groups.append((_text(inner.left), _group_columns(w, inner.right)))
+            coefs = _coefficients(w, inner.left, _text(e))
+            groups += [(f, coefs) for f in _group_factors(w, inner.right)]
             continue
         if type(e).__name__ == "Call" and _callee(e) == "offset":
             if sign == "-":
@@ -289,20 +292,37 @@ def check(formula: str) -> Checked:
     if fixed and fixed[0][0] == "-":
         text = "1 " + text
     variables = tuple(dict.fromkeys(w.names))
+    seen = set()
+    for f, coefs in groups:
+        for c in coefs:
+            if (f, c) in seen:
+                lhs = "1" if c == "Intercept" else f"0 + {c}"
+                raise DataError(f"the formula {formula!r} writes the term ({lhs}|{':'.join(f)}) "
+                                f"twice (directly or through a/b): write it once")
+            seen.add((f, c))
     return Checked(_text(resp), response_vars, CallResolver(resp).resolve(), text or "1",
                    tuple(offsets), tuple(groups), variables)
 
 
-def _group_columns(w: _Walk, e) -> tuple[str, ...]:
-    """The columns of a group term's factor (``g``, ``a:b``, ``a/b``), each checked."""
+def _group_factors(w: _Walk, e) -> tuple[tuple[str, ...], ...]:
+    """The factors of a group term's right side, each as its columns.
+
+    ``g``; ``a:b`` one factor of both; ``a/b`` the two factors ``a`` and ``a:b`` (formulae's and
+    lme4's expansion).
+    """
     kind = type(e).__name__
     if kind == "Grouping":
-        return _group_columns(w, e.expression)
-    if kind == "Binary" and e.operator.kind in ("COLON", "SLASH"):
-        return _group_columns(w, e.left) + _group_columns(w, e.right)
+        return _group_factors(w, e.expression)
+    if kind == "Binary" and e.operator.kind == "COLON":
+        left, right = _group_factors(w, e.left), _group_factors(w, e.right)
+        return tuple(a + b for a in left for b in right)
+    if kind == "Binary" and e.operator.kind == "SLASH":
+        left, right = _group_factors(w, e.left), _group_factors(w, e.right)
+        outer = tuple(dict.fromkeys(v for f in left for v in f))
+        return left + tuple(outer + b for b in right)
     if kind in ("Variable", "QuotedName"):
         w.name(e)
-        return (w.names[-1],)
+        return ((w.names[-1],),)
     raise w.bad(f"groups by {_text(e)!r}: a group term's factor is a column or columns joined "
                 f"by : or / (e.g. (1|g), (1|a/b))")
 
@@ -322,3 +342,71 @@ def evaluate(expr, columns: dict) -> np.ndarray:
         out = expr.eval(columns, Environment([{"I": _identity}]).with_outer_namespace(
             env().namespace))
     return np.asarray(out, dtype=np.float64).reshape(-1)
+
+
+def _coefficients(w: _Walk, e, term: str) -> tuple[str, ...]:
+    """The coefficient columns of a group term's left side, read as lme4 reads them.
+
+    ``1`` the intercept, ``x`` a numeric column's slope, the intercept implied unless ``0`` or
+    ``-1`` is written.
+    """
+    intercept, cols = True, []
+    for sign, t in _summands(e):
+        kind = type(t).__name__
+        if kind == "Unary" and t.operator.kind == "MINUS":
+            sign, t, kind = ("-" if sign == "+" else "+"), t.right, type(t.right).__name__
+        if kind == "Literal" and not isinstance(t.value, (str, bool)) and t.value in (0, 1):
+            intercept = sign == "+" and t.value == 1
+            continue
+        if kind in ("Variable", "QuotedName") and sign == "+":
+            w.name(t)
+            if w.names[-1] in cols:
+                raise w.bad(f"names the slope {w.names[-1]} twice in {term}")
+            cols.append(w.names[-1])
+            continue
+        if kind == "Call" and _callee(t) == "C":
+            raise DataError(f"{term}: a random slope is a numeric column, not the categorical "
+                            f"{_text(t)}; for effects that vary by level write (1|g) + (1|g:z) "
+                            f"with z the column")
+        shown = ("-" if sign == "-" else "") + _text(t)
+        raise w.bad(f"has {shown} in {term}: a group term's left side is 1, 0 and "
+                    f"numeric columns joined by + (e.g. (1 + x|g)); compute a transformed slope "
+                    f"as a column of its own")
+    if not intercept and not cols:
+        raise w.bad(f"has {term}, which has no coefficient: write (1|g)")
+    return (("Intercept",) if intercept else ()) + tuple(cols)
+
+
+_NAME = re.compile(r"^(?:[A-Za-z_.][\w.]*|`[^`]+`)$")
+
+
+def expand_uncorrelated(formula: str) -> str:
+    """lme4's uncorrelated terms rewritten as text: ``(1 + x || g)`` -> ``(1|g) + (0 + x|g)``.
+
+    ``formulae`` cannot parse ``||``; the rewrite only moves text (nothing is evaluated), takes
+    1, 0 and column names joined by + on the left, and refuses anything else with one line. Its
+    result is then checked like any formula.
+    """
+    out = formula
+    while (i := out.find("||")) >= 0:
+        j, depth = i - 1, 0
+        while j >= 0 and not (out[j] == "(" and depth == 0):
+            depth += {")": 1, "(": -1}.get(out[j], 0)
+            j -= 1
+        k, depth = i + 2, 0
+        while k < len(out) and not (out[k] == ")" and depth == 0):
+            depth += {"(": 1, ")": -1}.get(out[k], 0)
+            k += 1
+        lhs, rhs = out[j + 1:i].strip(), out[i + 2:k].strip()
+        parts = [p.strip() for p in lhs.split("+")]
+        if j < 0 or k >= len(out) or "|" in lhs + rhs or not rhs or not all(
+                p in ("0", "1", "-1") or _NAME.match(p) for p in parts):
+            raise DataError(f"the formula {formula!r} writes an uncorrelated term "
+                            f"({lhs} || {rhs}) varcomp cannot read: write (1 + x || g) with 1, "
+                            f"0 and column names joined by +, or the terms out as "
+                            f"(1|g) + (0 + x|g)")
+        cols = [p for p in parts if _NAME.match(p)]
+        terms = ([f"(1|{rhs})"] if not {"0", "-1"} & set(parts) else []) + \
+            [f"(0 + {c}|{rhs})" for c in cols]
+        out = out[:j] + " + ".join(terms or [f"(0|{rhs})"]) + out[k + 1:]
+    return out

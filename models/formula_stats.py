@@ -275,6 +275,7 @@ def cell_data(gm, spec: DesignSpec, *, source: str, dropped: int = 0) -> CellDat
     from varcomp.models.design import (
         Design,
         Factor,
+        Term,
         check_factors,
         nested_in,
         offset_notes,
@@ -304,8 +305,10 @@ def cell_data(gm, spec: DesignSpec, *, source: str, dropped: int = 0) -> CellDat
     factors = tuple(Factor(f.name, None, f.levels) for f in ordered)
     variables = tuple(Factor(v, None, np.unique(cells.labels[:, i].astype(str)).astype(object))
                       for i, v in enumerate(spec.variables))
+    by_name = {f.name: f for f in factors}  # the terms carry no values: statistics only
     design = Design(spec.formula, None, spec.terms, factors, nested, variables,
-                    tuple(o for o, _ in spec.parsed.offsets))
+                    tuple(o for o, _ in spec.parsed.offsets),
+                    tuple(Term(by_name[":".join(g)], cols) for g, cols in spec.parsed.random))
     warnings = [f"{dropped} row(s) with a missing or non-finite response or covariate were "
                 f"dropped"] if dropped else []
     warnings += offset_notes(spec.parsed)

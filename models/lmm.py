@@ -22,6 +22,7 @@ from varcomp.models import shares
 from varcomp.models.errors import DataError
 from varcomp.models.likelihoods import GAUSSIAN, Likelihood
 from varcomp.models.priors import NormalPrior, ScalePrior, check_relative_scale
+from varcomp.models.terms import sd_coords
 
 __all__ = ["LmmPriors", "add_derived", "fixed_variance", "parse_lmm_priors"]
 
@@ -82,7 +83,8 @@ class LmmPriors:
             x_mean.append(m if design.intercept else 0.0)
             x_scale.append(s)
         half = ScalePrior("halfstudentt", sd)
-        return cls(terms=tuple(design.terms), factors=tuple(f.name for f in design.factors),
+        names = sd_coords(design.random) or [design.factors[0].name]  # tau's output names
+        return cls(terms=tuple(design.terms), factors=tuple(names),
                    intercept=NormalPrior(center, 2.5 * sd) if design.intercept else None,
                    slopes=tuple(NormalPrior(0.0, 2.5 * sd / s) for s in x_scale),
                    tau=tuple(half for _ in design.factors), sigma=half, center=center, scale=sd,

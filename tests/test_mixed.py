@@ -90,7 +90,7 @@ BAD_FORMULAS = [
     ("log.radon ~ basement + I(2 * basement) + (1|county)", "linear combination"),
     ("log.radon ~ C(county) + (1|county)", "no between-cluster variation"),
     ("log.radon ~ basement", "no group term"),
-    ("log.radon ~ basement + (basement|county)", "random slopes"),
+    ("log.radon ~ basement + (C(basement)|county)", "a random slope is a numeric column"),
     ("log.radon ~ basement + (1|county) + (1|county.name)", "identically"),
     ("log.radon ~ basement + (1|", "cannot parse"),
 ]

@@ -44,10 +44,19 @@ def family_of(data) -> Family:
     nest; with one factor and covariates: the random-intercept regression. A design of
     statistics only (a file reduced while reading, ``design.X`` None) is fitted by the mixed
     families' cell kernels whatever its terms (the one-way forms need the rows' statistics).
+    A design whose random-effects terms have slope columns is parsed but refused here, naming
+    the term, until a family fits random slopes.
     """
     if data.p > 1:
         return family_named("multivariate")
     design = getattr(data, "design", None)
+    slopes = [t for t in getattr(design, "random", ()) if t.slopes]
+    if slopes:
+        from varcomp.models.errors import DataError
+
+        raise DataError(f"random slopes: {slopes[0].label} is parsed but not yet fitted (no "
+                        f"family fits slopes); fit random intercepts, e.g. "
+                        f"(1|{slopes[0].factor.name})")
     if design is None or (design.X is not None and design.terms == ("Intercept",)
                           and len(design.factors) == 1):
         return family_named("oneway")

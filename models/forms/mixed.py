@@ -24,6 +24,7 @@ from varcomp.models.data import ClusteredData, DataError
 from varcomp.models.density import LOG_2PI
 from varcomp.models.forms import family_of
 from varcomp.models.lmm import LmmPriors
+from varcomp.models.terms import sd_coords
 
 __all__ = ["build_centred", "build_latent", "build_noncentred", "effect_names", "latent_values",
            "start"]
@@ -50,7 +51,7 @@ def start(data: ClusteredData, priors: LmmPriors | None):
     coords = {"group": [str(g) for g in data.groups], "term": list(d.terms),
               "slope_term": [t for t in d.terms if t != "Intercept"]}
     if not family_of(data).scalar_tau:
-        coords["factor"] = [f.name for f in d.factors]
+        coords["factor"] = sd_coords(d.random)  # the output names of (factor, coefficient)
         for f, (_, dim) in zip(d.factors, effect_names(data), strict=True):
             coords[dim] = [str(x) for x in f.levels]
     return pm.Model(coords=coords), priors
