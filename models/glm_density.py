@@ -1,20 +1,23 @@
-"""Per-row log densities of binomial and Poisson responses and their derivatives in the linear predictor.
+"""Per-row log densities of binomial and Poisson responses and their derivatives in eta.
 
-numpy and scipy only (no PyMC): the numerical core that the quadrature (``models.quadrature``) and the
-GLMM maximum likelihood (``models.glmm_estimate``) integrate. For row i with linear predictor eta_i:
+numpy and scipy only (no PyMC): the numerical core that the quadrature (``models.quadrature``) and
+the GLMM maximum likelihood (``models.glmm_estimate``) integrate. For row i with linear predictor
+eta_i: eta_i:
 
 - ``("binomial", "logit")``: log C(n, y) + y eta - n log(1 + e^eta)   (Bernoulli: n = 1)
 - ``("binomial", "probit")``: log C(n, y) + y log Phi(eta) + (n - y) log Phi(-eta)
 - ``("poisson", "log")``: -log y! + y eta - e^eta                   (``trials`` is ignored)
 
-The densities are exact (normalising constants included); ``log_const`` gives the constants alone, so a
-caller can keep them apart. Stable forms: ``logaddexp``/``expit`` for the logit, ``scipy.special.log_ndtr``
-for the probit (Mills ratios from log-space differences, so no 0/0 in the tails).
+The densities are exact (normalising constants included); ``log_const`` gives the constants alone,
+so a caller can keep them apart. Stable forms: ``logaddexp``/``expit`` for the logit,
+``scipy.special.log_ndtr`` for the probit (Mills ratios from log-space differences, so no 0/0 in
+the tails). the tails).
 
-``derivs`` returns the log density and its first three derivatives in eta (the third is what the exact
-gradient of a Laplace or adaptive-quadrature value needs: the curvature at the mode moves with the
-parameters). ``fisher_weight`` is the expected information n mu'(eta)^2 / V(mu), the weight of lme4's
-penalised IRLS; it equals minus the second derivative for the canonical links (logit, log).
+``derivs`` returns the log density and its first three derivatives in eta (the third is what the
+exact gradient of a Laplace or adaptive-quadrature value needs: the curvature at the mode moves
+with the parameters). ``fisher_weight`` is the expected information n mu'(eta)^2 / V(mu), the
+weight of lme4's penalised IRLS; it equals minus the second derivative for the canonical links
+(logit, log). (logit, log).
 """
 
 from __future__ import annotations
@@ -95,7 +98,7 @@ def _log_fisher(n, eta):
 
 @dataclass(frozen=True)
 class GlmDensity:
-    """One (family, link): its kernel (log density without constants), constants and Fisher weight."""
+    """One (family, link): kernel (log density without constants), constants, Fisher weight."""
 
     family: str
     link: str
@@ -106,10 +109,15 @@ class GlmDensity:
 
 
 FAMILIES = {
-    ("binomial", "logit"): GlmDensity("binomial", "logit", _logit_kernel, _binomial_const, _logit_fisher, True),
-    ("binomial", "probit"): GlmDensity("binomial", "probit", _probit_kernel, _binomial_const, _probit_fisher,
-                                       True),
-    ("poisson", "log"): GlmDensity("poisson", "log", _log_kernel, _poisson_const, _log_fisher, False),
+    ("binomial", "logit"): GlmDensity(
+        "binomial", "logit", _logit_kernel, _binomial_const, _logit_fisher, True
+    ),
+    ("binomial", "probit"): GlmDensity(
+        "binomial", "probit", _probit_kernel, _binomial_const, _probit_fisher, True
+    ),
+    ("poisson", "log"): GlmDensity(
+        "poisson", "log", _log_kernel, _poisson_const, _log_fisher, False
+    ),
 }
 
 
@@ -120,7 +128,9 @@ def density_for(family: str, link: str) -> GlmDensity:
         return FAMILIES[(fam, link)]
     except KeyError:
         known = ", ".join(f"{f}/{lk}" for f, lk in FAMILIES)
-        raise ValueError(f"no density for family {family!r} with link {link!r} (known: {known})") from None
+        raise ValueError(
+            f"no density for family {family!r} with link {link!r} (known: {known})"
+        ) from None
 
 
 def _arrays(y, trials, eta):
@@ -143,8 +153,13 @@ def logp(y, trials, eta, family: str, link: str) -> np.ndarray:
     return d.kernel(y, n, eta, 0)[0] + d.const(y, n)
 
 
-def derivs(y, trials, eta, family: str, link: str, order: int = 2, const: bool = True) -> list[np.ndarray]:
-    """``[log p, d/deta, d2/deta2, d3/deta3][:order + 1]`` per row; ``const=False`` drops log C / log y!."""
+def derivs(
+    y, trials, eta, family: str, link: str, order: int = 2, const: bool = True
+) -> list[np.ndarray]:
+    """``[log p, d/deta, d2/deta2, d3/deta3][:order + 1]`` per row.
+
+    ``const=False`` drops log C(n, y) / -log y!.
+    """
     d = density_for(family, link)
     y, n, eta = _arrays(y, trials, eta)
     out = d.kernel(y, n, eta, order)

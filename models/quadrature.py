@@ -5,26 +5,28 @@ u ~ N(0, tau^2), the marginal log density is
 
     A_l = log  int  exp f_l(u) du,   f_l(u) = sum_j log p(y_lj | eta_lj + u) + log N(u; 0, tau^2).
 
-f_l is concave for the logit, probit and log links, so Newton's method (vectorised over clusters, row
-sums by ``np.bincount`` over the cluster codes, backtracking when a step does not increase f) finds its
-mode u_l. With s_l = (-f_l''(u_l))^(-1/2) and K Gauss-Hermite nodes x_k and weights w_k,
+f_l is concave for the logit, probit and log links, so Newton's method (vectorised over clusters,
+row sums by ``np.bincount`` over the cluster codes, backtracking when a step does not increase f)
+finds its mode u_l. With s_l = (-f_l''(u_l))^(-1/2) and K Gauss-Hermite nodes x_k and weights w_k,
 
     A_l ~= log( sqrt(2) s_l  sum_k  w_k exp(x_k^2) exp f_l(u_l + sqrt(2) s_l x_k) ).
 
-K = 1 is the Laplace approximation (observed curvature). ``DEFAULT_K`` = 25: the measured worst error
-over the grid in tests/test_quadrature.py (binomial logit/probit and Poisson, cluster sizes 1..200,
-tau 0.05..5, all-zero and all-one clusters) is given in DEVELOPERS.md ("Quadrature of GLMM clusters").
+K = 1 is the Laplace approximation (observed curvature). ``DEFAULT_K`` = 25: the measured worst
+error over the grid in tests/test_quadrature.py (binomial logit/probit and Poisson, cluster sizes
+1..200, tau 0.05..5, all-zero and all-one clusters) is given in DEVELOPERS.md ("Quadrature of GLMM
+clusters"). clusters").
 
-Gradient. ``cluster_logp(..., grad=True)`` returns the exact derivative of the value *as computed*: the
-nodes move with the parameters through u_l and s_l, so dA/dtheta = sum_k omega_k [df/dtheta(z_k) +
-f'(z_k)(du/dtheta + sqrt(2) x_k ds/dtheta)] + (ds/dtheta)/s, with du/dtheta = s^2 f'_theta(u) (implicit
-function theorem at the mode) and ds/dtheta = s^3/2 dH/dtheta, H = f''(u), which takes the third derivative
-of the row densities. The implicit-function step is exact only at the exact mode; Newton is iterated until
-its step is below 1e-13 (1 + |u|), so the residual f'(u) is at rounding level and the gradient agrees with
-central finite differences of the value to ~1e-8 (tested).
+Gradient. ``cluster_logp(..., grad=True)`` returns the exact derivative of the value *as computed*:
+the nodes move with the parameters through u_l and s_l, so dA/dtheta = sum_k omega_k
+[df/dtheta(z_k) + f'(z_k)(du/dtheta + sqrt(2) x_k ds/dtheta)] + (ds/dtheta)/s, with du/dtheta = s^2
+f'_theta(u) (implicit function theorem at the mode) and ds/dtheta = s^3/2 dH/dtheta, H = f''(u),
+which takes the third derivative of the row densities. The implicit-function step is exact only at
+the exact mode; Newton is iterated until its step is below 1e-13 (1 + |u|), so the residual f'(u)
+is at rounding level and the gradient agrees with central finite differences of the value to ~1e-8
+(tested). (tested).
 
-``tau = 0`` is the limit: the cluster's rows are independent, A_l = sum_j log p(y_lj | eta_lj), and the
-derivative in tau is 0 there (A is even in tau).
+``tau = 0`` is the limit: the cluster's rows are independent, A_l = sum_j log p(y_lj | eta_lj), and
+the derivative in tau is 0 there (A is even in tau).
 """
 
 from __future__ import annotations
@@ -37,8 +39,16 @@ from scipy.special import logsumexp
 
 from .glm_density import density_for
 
-__all__ = ["DEFAULT_K", "AgqResult", "ClusterStats", "cluster_logp", "cluster_logp_draws", "cluster_stats",
-           "conditional_modes", "sufficient_logp"]
+__all__ = [
+    "DEFAULT_K",
+    "AgqResult",
+    "ClusterStats",
+    "cluster_logp",
+    "cluster_logp_draws",
+    "cluster_stats",
+    "conditional_modes",
+    "sufficient_logp",
+]
 
 DEFAULT_K = 25
 _LOG_2PI = np.log(2.0 * np.pi)
@@ -49,11 +59,11 @@ _MAX_NEWTON = 100
 class AgqResult:
     """Per-cluster log marginal densities and, when asked, their gradients."""
 
-    logp: np.ndarray             # (L,)
-    d_tau: np.ndarray | None     # (L,) dA_l / dtau
-    d_eta: np.ndarray | None     # (N,) dA_{g(i)} / deta_i  (so d sum_l A_l / dbeta = X' d_eta)
-    mode: np.ndarray             # (L,) conditional modes u_l
-    scale: np.ndarray            # (L,) s_l = (-f''(u_l))^(-1/2)
+    logp: np.ndarray  # (L,)
+    d_tau: np.ndarray | None  # (L,) dA_l / dtau
+    d_eta: np.ndarray | None  # (N,) dA_{g(i)} / deta_i  (so d sum_l A_l / dbeta = X' d_eta)
+    mode: np.ndarray  # (L,) conditional modes u_l
+    scale: np.ndarray  # (L,) s_l = (-f''(u_l))^(-1/2)
 
 
 def _sum(codes, values, n_clusters):
@@ -103,8 +113,19 @@ def _tau_per_cluster(tau, L):
     return tau
 
 
-def cluster_logp(y, trials, eta_fixed, codes, tau, family: str, link: str, K: int = DEFAULT_K,
-                 n_clusters: int | None = None, grad: bool = False, const: bool = True) -> AgqResult:
+def cluster_logp(
+    y,
+    trials,
+    eta_fixed,
+    codes,
+    tau,
+    family: str,
+    link: str,
+    K: int = DEFAULT_K,
+    n_clusters: int | None = None,
+    grad: bool = False,
+    const: bool = True,
+) -> AgqResult:
     """AGQ log marginal density of each cluster (codes 0..L-1, any order); ``tau`` scalar or (L,).
 
     ``const=False`` leaves out the rows' normalising constants (log C(n, y), -log y!).
@@ -142,23 +163,26 @@ def cluster_logp(y, trials, eta_fixed, codes, tau, family: str, link: str, K: in
     if not grad:
         return AgqResult(A, None, None, u, s)
 
-    omega = np.exp(terms - logsumexp(terms, axis=1, keepdims=True))       # (L, K)
-    fu = np.stack(fus, axis=1)                                              # (L, K)
+    omega = np.exp(terms - logsumexp(terms, axis=1, keepdims=True))  # (L, K)
+    fu = np.stack(fus, axis=1)  # (L, K)
     zs = u[:, None] + np.sqrt(2.0) * s[:, None] * x[None, :]
-    s2, s3 = s * s, s ** 3
+    s2, s3 = s * s, s**3
     # tau: partial f_tau(z) = z^2/tau^3 - 1/tau; f_u,tau(u) = 2u/tau^3; H_tau = 2/tau^3
-    du_t = s2 * 2.0 * u / tz ** 3
-    dH_t = 2.0 / tz ** 3 + H3 * du_t
+    du_t = s2 * 2.0 * u / tz**3
+    dH_t = 2.0 / tz**3 + H3 * du_t
     ds_t = 0.5 * s3 * dH_t
     ftau = zs * zs / tz[:, None] ** 3 - 1.0 / tz[:, None]
-    d_tau = np.sum(omega * (ftau + fu * (du_t[:, None] + np.sqrt(2.0) * x[None, :] * ds_t[:, None])), axis=1)
+    d_tau = np.sum(
+        omega * (ftau + fu * (du_t[:, None] + np.sqrt(2.0) * x[None, :] * ds_t[:, None])), axis=1
+    )
     d_tau = np.where(zero, 0.0, d_tau + ds_t / s)
-    # eta_i (row i in cluster l): partial f_eta_i(z) = d1_i(eta_i + z); f_u,eta_i = d2_i; H_eta_i = d3_i
+    # eta_i (row i in cluster l): partial f_eta_i(z) = d1_i(eta_i + z); f_u,eta_i = d2_i; H_eta_i =
+    # d3_i
     du_e = s2[codes] * rows_m[2]
     dH_e = rows_m[3] + H3[codes] * du_e
     ds_e = 0.5 * s3[codes] * dH_e
-    a = np.sum(omega * fu, axis=1)                                        # sum_k omega_k f'(z_k)
-    b = np.sum(omega * fu * (np.sqrt(2.0) * x[None, :]), axis=1)          # sum_k omega_k f'(z_k) sqrt2 x_k
+    a = np.sum(omega * fu, axis=1)  # sum_k omega_k f'(z_k)
+    b = np.sum(omega * fu * (np.sqrt(2.0) * x[None, :]), axis=1)  # sum_k omega_k f'(z_k) sqrt2 x_k
     direct = np.zeros_like(y)
     for k in range(x.size):
         direct += omega[codes, k] * row_d1[k]
@@ -169,12 +193,22 @@ def cluster_logp(y, trials, eta_fixed, codes, tau, family: str, link: str, K: in
     return AgqResult(A, d_tau, d_eta, u, s)
 
 
-def cluster_logp_draws(y, trials, eta_fixed_draws, codes, tau_draws, family: str, link: str,
-                       K: int = DEFAULT_K, n_clusters: int | None = None, block: int = 64) -> np.ndarray:
+def cluster_logp_draws(
+    y,
+    trials,
+    eta_fixed_draws,
+    codes,
+    tau_draws,
+    family: str,
+    link: str,
+    K: int = DEFAULT_K,
+    n_clusters: int | None = None,
+    block: int = 64,
+) -> np.ndarray:
     """(S, L) AGQ log marginal densities for S posterior draws (leave-one-cluster-out weights).
 
-    ``eta_fixed_draws`` is (S, N) or (N,) (the same for every draw); ``tau_draws`` is (S,). The draws
-    are stacked as S x L clusters of one call, ``block`` draws at a time to bound memory.
+    ``eta_fixed_draws`` is (S, N) or (N,) (the same for every draw); ``tau_draws`` is (S,). The
+    draws are stacked as S x L clusters of one call, ``block`` draws at a time to bound memory.
     """
     codes = np.asarray(codes, dtype=np.intp)
     L = int(codes.max()) + 1 if n_clusters is None else int(n_clusters)
@@ -187,9 +221,18 @@ def cluster_logp_draws(y, trials, eta_fixed_draws, codes, tau_draws, family: str
     for start in range(0, S, block):
         b = min(block, S - start)
         stacked = (codes[None, :] + L * np.arange(b)[:, None]).ravel()
-        res = cluster_logp(np.tile(y, b), np.tile(n, b), eta[start:start + b].ravel(), stacked,
-                           np.repeat(tau_draws[start:start + b], L), family, link, K, n_clusters=b * L)
-        out[start:start + b] = res.logp.reshape(b, L)
+        res = cluster_logp(
+            np.tile(y, b),
+            np.tile(n, b),
+            eta[start : start + b].ravel(),
+            stacked,
+            np.repeat(tau_draws[start : start + b], L),
+            family,
+            link,
+            K,
+            n_clusters=b * L,
+        )
+        out[start : start + b] = res.logp.reshape(b, L)
     return out
 
 
@@ -197,10 +240,11 @@ def cluster_logp_draws(y, trials, eta_fixed_draws, codes, tau_draws, family: str
 class ClusterStats:
     """A cluster's sufficient statistics when its fixed linear predictor is constant within it.
 
-    Binomial: ``trials`` = total trials, ``y`` = total successes, ``log_exposure`` = 0. Poisson: ``trials`` =
-    rows, ``y`` = total count, ``log_exposure`` = log sum_j exp(offset_j) (log rows without an offset).
-    ``const`` = the rows' normalising constants and offset terms minus those of the one pooled "row"
-    (y, trials, eta + log_exposure), so  sum_rows log p = pooled row's log p + const  exactly.
+    Binomial: ``trials`` = total trials, ``y`` = total successes, ``log_exposure`` = 0. Poisson:
+    ``trials`` = rows, ``y`` = total count, ``log_exposure`` = log sum_j exp(offset_j) (log rows
+    without an offset). ``const`` = the rows' normalising constants and offset terms minus those of
+    the one pooled "row" (y, trials, eta + log_exposure), so  sum_rows log p = pooled row's log p +
+    const  exactly. const  exactly.
     """
 
     trials: np.ndarray
@@ -209,8 +253,9 @@ class ClusterStats:
     const: np.ndarray
 
 
-def cluster_stats(y, trials, codes, family: str, link: str, offset=None,
-                  n_clusters: int | None = None) -> ClusterStats:
+def cluster_stats(
+    y, trials, codes, family: str, link: str, offset=None, n_clusters: int | None = None
+) -> ClusterStats:
     """Per-cluster sufficient statistics (see ``ClusterStats``); a binomial offset goes into eta."""
     dens = density_for(family, link)
     codes = np.asarray(codes, dtype=np.intp)
@@ -220,9 +265,13 @@ def cluster_stats(y, trials, codes, family: str, link: str, offset=None,
     Y = _sum(codes, y, L)
     if dens.uses_trials:
         if offset is not None:
-            raise ValueError("a binomial offset is part of eta_fixed, which must be constant within clusters")
+            raise ValueError(
+                "a binomial offset is part of eta_fixed, which must be constant within clusters"
+            )
         Ntot = _sum(codes, n, L)
-        return ClusterStats(Ntot, Y, np.zeros(L), _sum(codes, dens.const(y, n), L) - dens.const(Y, Ntot))
+        return ClusterStats(
+            Ntot, Y, np.zeros(L), _sum(codes, dens.const(y, n), L) - dens.const(Y, Ntot)
+        )
     off = np.zeros_like(y) if offset is None else np.asarray(offset, dtype=float)
     rows = _sum(codes, np.ones_like(y), L)
     # log sum_j exp(o_j) per cluster, stably
@@ -233,21 +282,38 @@ def cluster_stats(y, trials, codes, family: str, link: str, offset=None,
     return ClusterStats(rows, Y, logE, const)
 
 
-def sufficient_logp(stats: ClusterStats, eta_cluster, tau, family: str, link: str, K: int = DEFAULT_K,
-                    grad: bool = False):
-    """Total log marginal density from sufficient statistics, clusters grouped by distinct statistics.
+def sufficient_logp(
+    stats: ClusterStats,
+    eta_cluster,
+    tau,
+    family: str,
+    link: str,
+    K: int = DEFAULT_K,
+    grad: bool = False,
+):
+    """Total log marginal density from sufficient statistics, clusters grouped by statistics.
 
-    ``eta_cluster`` (L,) is each cluster's fixed linear predictor (without the Poisson offset). Returns
-    ``(total, d_tau, d_eta_cluster)`` (the last two None unless ``grad``); ``total`` equals the sum of
-    ``cluster_logp`` over the rows, constants included.
+    ``eta_cluster`` (L,) is each cluster's fixed linear predictor (without the Poisson offset).
+    Returns ``(total, d_tau, d_eta_cluster)`` (the last two None unless ``grad``); ``total`` equals
+    the sum of ``cluster_logp`` over the rows, constants included.
     """
     eta_c = np.asarray(eta_cluster, dtype=float) + stats.log_exposure
     key = np.column_stack([stats.trials, stats.y, eta_c])
     uniq, inverse, counts = np.unique(key, axis=0, return_inverse=True, return_counts=True)
     inverse = inverse.ravel()
     G = uniq.shape[0]
-    res = cluster_logp(uniq[:, 1], uniq[:, 0], uniq[:, 2], np.arange(G), tau, family, link, K,
-                       n_clusters=G, grad=grad)
+    res = cluster_logp(
+        uniq[:, 1],
+        uniq[:, 0],
+        uniq[:, 2],
+        np.arange(G),
+        tau,
+        family,
+        link,
+        K,
+        n_clusters=G,
+        grad=grad,
+    )
     total = float(counts @ res.logp + stats.const.sum())
     if not grad:
         return total, None, None
