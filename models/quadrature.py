@@ -1,0 +1,320 @@
+"""Adaptive Gauss-Hermite quadrature (AGQ) of a one-grouping-factor GLMM's cluster likelihoods.
+
+For cluster l with rows j, fixed linear predictor eta_lj (x'beta + offset) and random intercept
+u ~ N(0, tau^2), the marginal log density is
+
+    A_l = log  int  exp f_l(u) du,   f_l(u) = sum_j log p(y_lj | eta_lj + u) + log N(u; 0, tau^2).
+
+f_l is concave for the logit, probit and log links, so Newton's method (vectorised over clusters,
+row sums by ``np.bincount`` over the cluster codes, backtracking when a step does not increase f)
+finds its mode u_l. With s_l = (-f_l''(u_l))^(-1/2) and K Gauss-Hermite nodes x_k and weights w_k,
+
+    A_l ~= log( sqrt(2) s_l  sum_k  w_k exp(x_k^2) exp f_l(u_l + sqrt(2) s_l x_k) ).
+
+K = 1 is the Laplace approximation (observed curvature). ``DEFAULT_K`` = 25: the measured worst
+error over the grid in tests/test_quadrature.py (binomial logit/probit and Poisson, cluster sizes
+1..200, tau 0.05..5, all-zero and all-one clusters) is given in DEVELOPERS.md ("Quadrature of GLMM
+clusters"). clusters").
+
+Gradient. ``cluster_logp(..., grad=True)`` returns the exact derivative of the value *as computed*:
+the nodes move with the parameters through u_l and s_l, so dA/dtheta = sum_k omega_k
+[df/dtheta(z_k) + f'(z_k)(du/dtheta + sqrt(2) x_k ds/dtheta)] + (ds/dtheta)/s, with du/dtheta = s^2
+f'_theta(u) (implicit function theorem at the mode) and ds/dtheta = s^3/2 dH/dtheta, H = f''(u),
+which takes the third derivative of the row densities. The implicit-function step is exact only at
+the exact mode; Newton is iterated until its step is below 1e-13 (1 + |u|), so the residual f'(u)
+is at rounding level and the gradient agrees with central finite differences of the value to ~1e-8
+(tested). (tested).
+
+``tau = 0`` is the limit: the cluster's rows are independent, A_l = sum_j log p(y_lj | eta_lj), and
+the derivative in tau is 0 there (A is even in tau).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.polynomial.hermite import hermgauss
+from scipy.special import logsumexp
+
+from .glm_density import density_for
+
+__all__ = [
+    "DEFAULT_K",
+    "AgqResult",
+    "ClusterStats",
+    "cluster_logp",
+    "cluster_logp_draws",
+    "cluster_stats",
+    "conditional_modes",
+    "sufficient_logp",
+]
+
+DEFAULT_K = 25
+_LOG_2PI = np.log(2.0 * np.pi)
+_MAX_NEWTON = 100
+
+
+@dataclass(frozen=True)
+class AgqResult:
+    """Per-cluster log marginal densities and, when asked, their gradients."""
+
+    logp: np.ndarray  # (L,)
+    d_tau: np.ndarray | None  # (L,) dA_l / dtau
+    d_eta: np.ndarray | None  # (N,) dA_{g(i)} / deta_i  (so d sum_l A_l / dbeta = X' d_eta)
+    mode: np.ndarray  # (L,) conditional modes u_l
+    scale: np.ndarray  # (L,) s_l = (-f''(u_l))^(-1/2)
+
+
+def _sum(codes, values, n_clusters):
+    return np.bincount(codes, weights=values, minlength=n_clusters)
+
+
+def _f(dens, y, n, eta, codes, L, u, tau, order):
+    """f(u) per cluster and its first ``order`` derivatives in u; also the row derivatives."""
+    rows = dens.kernel(y, n, eta + u[codes], order)
+    inv = 1.0 / (tau * tau)
+    out = [_sum(codes, rows[0], L) - 0.5 * u * u * inv - np.log(tau) - 0.5 * _LOG_2PI]
+    if order >= 1:
+        out.append(_sum(codes, rows[1], L) - u * inv)
+    if order >= 2:
+        out.append(_sum(codes, rows[2], L) - inv)
+    if order >= 3:
+        out.append(_sum(codes, rows[3], L))
+    return out, rows
+
+
+def conditional_modes(dens, y, n, eta, codes, L, tau):
+    """The mode of f_l per cluster by damped Newton (f is concave). Returns u (L,)."""
+    u = np.zeros(L)
+    (f0, g, h), _ = _f(dens, y, n, eta, codes, L, u, tau, 2)
+    for _ in range(_MAX_NEWTON):
+        step = -g / h
+        t = np.ones(L)
+        for _ in range(60):  # backtrack clusters whose f did not increase
+            cand = u + t * step
+            (f1,), _ = _f(dens, y, n, eta, codes, L, cand, tau, 0)
+            bad = ~(f1 >= f0 - 1e-12 * np.abs(f0))
+            if not bad.any():
+                break
+            t = np.where(bad, 0.5 * t, t)
+        u = cand
+        (f0, g, h), _ = _f(dens, y, n, eta, codes, L, u, tau, 2)
+        if np.all(np.abs(t * step) <= 1e-13 * (1.0 + np.abs(u))):
+            break
+    # one last full Newton step so f'(u) is at rounding level
+    return u - g / h
+
+
+def _tau_per_cluster(tau, L):
+    tau = np.broadcast_to(np.asarray(tau, dtype=float), (L,)).copy()
+    if np.any(tau < 0) or not np.all(np.isfinite(tau)):
+        raise ValueError("tau must be finite and non-negative")
+    return tau
+
+
+def cluster_logp(
+    y,
+    trials,
+    eta_fixed,
+    codes,
+    tau,
+    family: str,
+    link: str,
+    K: int = DEFAULT_K,
+    n_clusters: int | None = None,
+    grad: bool = False,
+    const: bool = True,
+) -> AgqResult:
+    """AGQ log marginal density of each cluster (codes 0..L-1, any order); ``tau`` scalar or (L,).
+
+    ``const=False`` leaves out the rows' normalising constants (log C(n, y), -log y!).
+    """
+    dens = density_for(family, link)
+    y = np.asarray(y, dtype=float)
+    n = np.ones_like(y) if trials is None else np.asarray(trials, dtype=float)
+    eta = np.asarray(eta_fixed, dtype=float)
+    codes = np.asarray(codes, dtype=np.intp)
+    L = int(codes.max()) + 1 if n_clusters is None else int(n_clusters)
+    tau = _tau_per_cluster(tau, L)
+    zero = tau == 0
+    tz = np.where(zero, 1.0, tau)  # evaluate the zero-tau clusters harmlessly, then replace them
+    x, w = hermgauss(int(K))
+    logw = np.log(w) + x * x
+
+    u = conditional_modes(dens, y, n, eta, codes, L, tz)
+    (_, _, H, H3), rows_m = _f(dens, y, n, eta, codes, L, u, tz, 3)
+    s = 1.0 / np.sqrt(-H)
+    terms = np.empty((L, x.size))
+    fus, row_d1 = [], []
+    for k in range(x.size):
+        z = u + np.sqrt(2.0) * s * x[k]
+        fk, rk = _f(dens, y, n, eta, codes, L, z, tz, 1 if grad else 0)
+        terms[:, k] = logw[k] + fk[0]
+        if grad:
+            fus.append(fk[1])
+            row_d1.append(rk[1])
+    A = logsumexp(terms, axis=1) + 0.5 * np.log(2.0) + np.log(s)
+
+    rows0 = dens.kernel(y, n, eta, 0)[0]
+    A = np.where(zero, _sum(codes, rows0, L), A)
+    if const:
+        A = A + _sum(codes, dens.const(y, n), L)
+    if not grad:
+        return AgqResult(A, None, None, u, s)
+
+    omega = np.exp(terms - logsumexp(terms, axis=1, keepdims=True))  # (L, K)
+    fu = np.stack(fus, axis=1)  # (L, K)
+    zs = u[:, None] + np.sqrt(2.0) * s[:, None] * x[None, :]
+    s2, s3 = s * s, s**3
+    # tau: partial f_tau(z) = z^2/tau^3 - 1/tau; f_u,tau(u) = 2u/tau^3; H_tau = 2/tau^3
+    du_t = s2 * 2.0 * u / tz**3
+    dH_t = 2.0 / tz**3 + H3 * du_t
+    ds_t = 0.5 * s3 * dH_t
+    ftau = zs * zs / tz[:, None] ** 3 - 1.0 / tz[:, None]
+    d_tau = np.sum(
+        omega * (ftau + fu * (du_t[:, None] + np.sqrt(2.0) * x[None, :] * ds_t[:, None])), axis=1
+    )
+    d_tau = np.where(zero, 0.0, d_tau + ds_t / s)
+    # eta_i (row i in cluster l): partial f_eta_i(z) = d1_i(eta_i + z); f_u,eta_i = d2_i; H_eta_i =
+    # d3_i
+    du_e = s2[codes] * rows_m[2]
+    dH_e = rows_m[3] + H3[codes] * du_e
+    ds_e = 0.5 * s3[codes] * dH_e
+    a = np.sum(omega * fu, axis=1)  # sum_k omega_k f'(z_k)
+    b = np.sum(omega * fu * (np.sqrt(2.0) * x[None, :]), axis=1)  # sum_k omega_k f'(z_k) sqrt2 x_k
+    direct = np.zeros_like(y)
+    for k in range(x.size):
+        direct += omega[codes, k] * row_d1[k]
+    d_eta = direct + a[codes] * du_e + b[codes] * ds_e + ds_e / s[codes]
+    zero_rows = zero[codes]
+    if zero_rows.any():
+        d_eta = np.where(zero_rows, dens.kernel(y, n, eta, 1)[1], d_eta)
+    return AgqResult(A, d_tau, d_eta, u, s)
+
+
+def cluster_logp_draws(
+    y,
+    trials,
+    eta_fixed_draws,
+    codes,
+    tau_draws,
+    family: str,
+    link: str,
+    K: int = DEFAULT_K,
+    n_clusters: int | None = None,
+    block: int = 64,
+) -> np.ndarray:
+    """(S, L) AGQ log marginal densities for S posterior draws (leave-one-cluster-out weights).
+
+    ``eta_fixed_draws`` is (S, N) or (N,) (the same for every draw); ``tau_draws`` is (S,). The
+    draws are stacked as S x L clusters of one call, ``block`` draws at a time to bound memory.
+    """
+    codes = np.asarray(codes, dtype=np.intp)
+    L = int(codes.max()) + 1 if n_clusters is None else int(n_clusters)
+    tau_draws = np.atleast_1d(np.asarray(tau_draws, dtype=float))
+    S, N = tau_draws.size, codes.size
+    eta = np.broadcast_to(np.asarray(eta_fixed_draws, dtype=float), (S, N))
+    y = np.asarray(y, dtype=float)
+    n = np.ones_like(y) if trials is None else np.asarray(trials, dtype=float)
+    out = np.empty((S, L))
+    for start in range(0, S, block):
+        b = min(block, S - start)
+        stacked = (codes[None, :] + L * np.arange(b)[:, None]).ravel()
+        res = cluster_logp(
+            np.tile(y, b),
+            np.tile(n, b),
+            eta[start : start + b].ravel(),
+            stacked,
+            np.repeat(tau_draws[start : start + b], L),
+            family,
+            link,
+            K,
+            n_clusters=b * L,
+        )
+        out[start : start + b] = res.logp.reshape(b, L)
+    return out
+
+
+@dataclass(frozen=True)
+class ClusterStats:
+    """A cluster's sufficient statistics when its fixed linear predictor is constant within it.
+
+    Binomial: ``trials`` = total trials, ``y`` = total successes, ``log_exposure`` = 0. Poisson:
+    ``trials`` = rows, ``y`` = total count, ``log_exposure`` = log sum_j exp(offset_j) (log rows
+    without an offset). ``const`` = the rows' normalising constants and offset terms minus those of
+    the one pooled "row" (y, trials, eta + log_exposure), so  sum_rows log p = pooled row's log p +
+    const  exactly. const  exactly.
+    """
+
+    trials: np.ndarray
+    y: np.ndarray
+    log_exposure: np.ndarray
+    const: np.ndarray
+
+
+def cluster_stats(
+    y, trials, codes, family: str, link: str, offset=None, n_clusters: int | None = None
+) -> ClusterStats:
+    """Per-cluster sufficient statistics (see ``ClusterStats``); a binomial offset goes into eta."""
+    dens = density_for(family, link)
+    codes = np.asarray(codes, dtype=np.intp)
+    L = int(codes.max()) + 1 if n_clusters is None else int(n_clusters)
+    y = np.asarray(y, dtype=float)
+    n = np.ones_like(y) if trials is None else np.asarray(trials, dtype=float)
+    Y = _sum(codes, y, L)
+    if dens.uses_trials:
+        if offset is not None:
+            raise ValueError(
+                "a binomial offset is part of eta_fixed, which must be constant within clusters"
+            )
+        Ntot = _sum(codes, n, L)
+        return ClusterStats(
+            Ntot, Y, np.zeros(L), _sum(codes, dens.const(y, n), L) - dens.const(Y, Ntot)
+        )
+    off = np.zeros_like(y) if offset is None else np.asarray(offset, dtype=float)
+    rows = _sum(codes, np.ones_like(y), L)
+    # log sum_j exp(o_j) per cluster, stably
+    top = np.full(L, -np.inf)
+    np.maximum.at(top, codes, off)
+    logE = top + np.log(_sum(codes, np.exp(off - top[codes]), L))
+    const = _sum(codes, y * off + dens.const(y, n), L) - Y * logE - dens.const(Y, rows)
+    return ClusterStats(rows, Y, logE, const)
+
+
+def sufficient_logp(
+    stats: ClusterStats,
+    eta_cluster,
+    tau,
+    family: str,
+    link: str,
+    K: int = DEFAULT_K,
+    grad: bool = False,
+):
+    """Total log marginal density from sufficient statistics, clusters grouped by statistics.
+
+    ``eta_cluster`` (L,) is each cluster's fixed linear predictor (without the Poisson offset).
+    Returns ``(total, d_tau, d_eta_cluster)`` (the last two None unless ``grad``); ``total`` equals
+    the sum of ``cluster_logp`` over the rows, constants included.
+    """
+    eta_c = np.asarray(eta_cluster, dtype=float) + stats.log_exposure
+    key = np.column_stack([stats.trials, stats.y, eta_c])
+    uniq, inverse, counts = np.unique(key, axis=0, return_inverse=True, return_counts=True)
+    inverse = inverse.ravel()
+    G = uniq.shape[0]
+    res = cluster_logp(
+        uniq[:, 1],
+        uniq[:, 0],
+        uniq[:, 2],
+        np.arange(G),
+        tau,
+        family,
+        link,
+        K,
+        n_clusters=G,
+        grad=grad,
+    )
+    total = float(counts @ res.logp + stats.const.sum())
+    if not grad:
+        return total, None, None
+    return total, float(counts @ res.d_tau), res.d_eta[inverse]
