@@ -132,23 +132,27 @@ def _fit_pooled(data: ClusteredData, *, draws, tune, chains, seed):
                               chains=chains, seed=seed)
     post = idata.posterior
     S = post.sizes["chain"] * post.sizes["draw"]
-    ll = _unit_loglik(pdata, post, tau=np.zeros((S, 1)))
-    fit = Fit("sufficient", idata, sec, {"draws": draws, "chains": chains, "seed": seed},
-              diagnose(idata, ("beta", "sigma")))
     from varcomp.models.forms import family_named
 
-    # the regression model with tau fixed at 0, whatever the formula's terms
-    return FitResult(pdata, family_named("regression"), {"sufficient": fit}), ll, priors
+    pooled = family_named("regression")  # tau fixed at 0, whatever the formula's terms
+    ll = _unit_loglik(pdata, post, pooled.likelihood, tau=np.zeros((S, 1)))
+    fit = Fit("sufficient", idata, sec, {"draws": draws, "chains": chains, "seed": seed},
+              diagnose(idata, ("beta", *pooled.likelihood.params)))
+    return FitResult(pdata, pooled, {"sufficient": fit}), ll, priors
 
 
-def _unit_loglik(data, post, tau=None) -> np.ndarray:
+def _unit_loglik(data, post, likelihood, tau=None) -> np.ndarray:
+    """(S, L) unit log densities (:func:`models.lmm.unit_loglik`).
+
+    The likelihood's own parameters (Gaussian: sigma) are read through its record.
+    """
     from varcomp.models.lmm import unit_loglik
 
     beta = post["beta"].values.reshape(-1, post["beta"].shape[-1])
-    sigma = post["sigma"].values.reshape(-1)
+    own = [post[p].values.reshape(-1) for p in likelihood.params]
     if tau is None:
         tau = post["tau"].values.reshape(beta.shape[0], -1)
-    return unit_loglik(data, beta, tau, sigma)
+    return unit_loglik(data, beta, tau, *own)
 
 
 def _loo(ll: np.ndarray, chains: int) -> tuple[np.ndarray, np.ndarray]:
@@ -296,11 +300,12 @@ def _replace_bad_clusters(entry: ModelEntry, pooled_priors, *, draws, tune, chai
                                     chains=chains, seed=seed)
             post = idata.posterior
             S = post.sizes["chain"] * post.sizes["draw"]
-            ll = _unit_loglik(entry.data, post, tau=np.zeros((S, 1)))
+            ll = _unit_loglik(entry.data, post, family.likelihood, tau=np.zeros((S, 1)))
         else:
             res = fit_model(sub, draws=draws, tune=tune, chains=chains, seed=seed,
                             priors=priors)
-            ll = family.cluster_loglik(entry.data, next(iter(res.idata.values())).posterior)
+            ll = family.cluster_loglik(entry.data, next(iter(res.idata.values())).posterior,
+                                       likelihood=family.likelihood)
         entry.elpd_i[i] = _logmeanexp(ll[:, i])
     entry.exact = [str(entry.data.groups[i]) for i in sorted(bad)]
 

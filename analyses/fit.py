@@ -164,7 +164,7 @@ def fit(
         if not form.latent:
             family.add_effects(idata, data, seed)
         if family.derive is not None:
-            family.derive(idata, data)
+            family.derive(idata, data, family.likelihood)
         effects = [v for v, _ in effect_names(data)] if form.latent and family.design else ()
         add_pointwise(idata, family, data, priors or family.default_priors(data), effects)
         add_new_cluster(idata, family, data, seed)

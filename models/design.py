@@ -364,6 +364,42 @@ def kept_columns(parsed: Parsed) -> list[str]:
     return [v for v in parsed.variables if v not in gvars and v not in parsed.response_vars]
 
 
+def row_filter(df: pd.DataFrame, parsed: Parsed, *,
+               whole: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Which rows of ``df`` are kept, and the fitted response: the one row filter.
+
+    Used by the in-memory load (:func:`from_formula`) and, part by part, by the chunked and
+    Dask loads (:mod:`models.formula_stats`). A row is kept when its response (transformed,
+    offsets subtracted) is finite and every other column the formula reads is observed: a
+    numeric column finite, any other not missing. A missing grouping label is an error; a
+    covariate outside ``C()`` must be numeric (:func:`numeric_covariates`). ``whole``: ``df``
+    holds all the rows, so a missing label names its first rows and a response or covariate
+    with no observed value at all is an error (a part may lack them).
+    """
+    for v in sorted({v for g in parsed.groups for v in g}):
+        if missing := int(df[v].isna().sum()):
+            rows = np.flatnonzero(df[v].isna().to_numpy())[:5] + 1
+            where = f" (first data rows {rows.tolist()})" if whole else ""
+            raise DataError(f"{missing} row(s) have no '{v}' label{where}: fill them in or "
+                            f"remove those rows")
+    numeric_covariates(df, parsed.fixed)
+    y = response_values(df, parsed)
+    if whole and len(df) and not np.isfinite(y).any():
+        raise DataError(f"the response {parsed.label} has no finite value in any row")
+    keep = np.isfinite(y)
+    for v in kept_columns(parsed):
+        col = df[v]
+        if pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col):
+            ok = np.isfinite(col.to_numpy(dtype=np.float64, na_value=np.nan))
+        else:
+            ok = col.notna().to_numpy()
+        if whole and len(df) and not ok.any():
+            raise DataError(f"covariate '{v}' has no observed value (every row is missing or "
+                            f"not finite): drop it from the formula or fill it in")
+        keep &= ok
+    return keep, y
+
+
 def offset_notes(parsed: Parsed) -> list[str]:
     """What a summary says of the offsets: fixed at 1, subtracted, and the scale of the fit."""
     return [f"{o} is an offset (coefficient fixed at 1): the model is fitted to {parsed.label}; "
@@ -411,26 +447,7 @@ def from_formula(df: pd.DataFrame, formula: str, *, source: str = "<frame>"):
         raise DataError(f"column(s) {missing} of the formula not found; columns present: "
                         f"{', '.join(map(str, df.columns))}")
     gvars = sorted({v for g in parsed.groups for v in g})
-    for v in gvars:
-        if df[v].isna().any():
-            rows = np.flatnonzero(df[v].isna().to_numpy())[:5] + 1
-            raise DataError(f"{int(df[v].isna().sum())} row(s) have no '{v}' label (first data "
-                            f"rows {rows.tolist()}): fill them in or remove those rows")
-    numeric_covariates(df, parsed.fixed)
-    y = response_values(df, parsed)
-    if len(df) and not np.isfinite(y).any():
-        raise DataError(f"the response {parsed.label} has no finite value in any row")
-    keep = np.isfinite(y)
-    for v in kept_columns(parsed):
-        col = df[v]
-        if pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col):
-            ok = np.isfinite(col.to_numpy(dtype=np.float64, na_value=np.nan))
-        else:
-            ok = col.notna().to_numpy()
-        if len(df) and not ok.any():
-            raise DataError(f"covariate '{v}' has no observed value (every row is missing or "
-                            f"not finite): drop it from the formula or fill it in")
-        keep &= ok
+    keep, y = row_filter(df, parsed)
     frame = df.loc[keep].reset_index(drop=True)
     if len(frame) == 0:
         raise DataError(f"no row has every value of {formula!r} observed")

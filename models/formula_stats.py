@@ -39,7 +39,6 @@ class DesignSpec:
     fixed: str
     groups: tuple[tuple[str, ...], ...]
     variables: tuple[str, ...]
-    numeric: tuple[str, ...]
     terms: tuple[str, ...]
     design: object = field(repr=False, compare=False)
     parsed: object = field(default=None, repr=False, compare=False)
@@ -49,14 +48,13 @@ def design_spec(formula: str, sample: pd.DataFrame, levels: dict[str, list]) -> 
     """A :class:`DesignSpec` from a sample of rows and every level of the categorical columns."""
     import formulae
 
-    from varcomp.models.design import kept_columns, numeric_covariates, parse, size_check
+    from varcomp.models.design import numeric_covariates, parse, size_check
     from varcomp.models.formula_guard import env
 
     parsed = parse(formula)
     gvars = tuple(sorted({v for g in parsed.groups for v in g}))
     numeric_covariates(sample, parsed.fixed)
     size_check(parsed.fixed, {c: len(v) for c, v in levels.items()}, None)
-    numeric = tuple(v for v in kept_columns(parsed) if v not in levels)
     template = sample[list(parsed.variables)].dropna().head(1)
     if template.empty:
         raise DataError(f"no row of the first part has every value of {formula!r}")
@@ -68,27 +66,18 @@ def design_spec(formula: str, sample: pd.DataFrame, levels: dict[str, list]) -> 
     frame = pd.concat(rows, ignore_index=True)
     dm = formulae.design_matrices(parsed.fixed, frame, na_action="pass", env=env())
     terms = tuple(str(c) for c in dm.common.as_dataframe().columns)
-    return DesignSpec(formula, parsed.label, parsed.fixed, parsed.groups, gvars, numeric,
+    return DesignSpec(formula, parsed.label, parsed.fixed, parsed.groups, gvars,
                       terms, dm.common, parsed)
 
 
 def kept_rows(df: pd.DataFrame, spec: DesignSpec) -> tuple[np.ndarray, np.ndarray]:
-    """Which rows of a part are kept (a finite response and covariates), and the response.
+    """Which rows of a part are kept, and the response.
 
-    A missing grouping label is an error, as in memory.
+    :func:`models.design.row_filter`, the in-memory load's filter, applied to one part.
     """
-    from varcomp.models.design import response_values
+    from varcomp.models.design import row_filter
 
-    for v in spec.variables:
-        if missing := int(df[v].isna().sum()):
-            raise DataError(f"{missing} row(s) have no '{v}' label: fill them in or remove those "
-                            f"rows")
-    y = response_values(df, spec.parsed)
-    keep = np.isfinite(y)
-    for v in spec.numeric:
-        col = pd.to_numeric(df[v], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
-        keep &= np.isfinite(col)
-    return keep, y
+    return row_filter(df, spec.parsed, whole=False)
 
 
 def stateful_calls(spec: DesignSpec) -> dict[str, list]:

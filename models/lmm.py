@@ -234,7 +234,7 @@ def fixed_variance(data) -> np.ndarray:
     return data.cells.covariance()[1:, 1:]
 
 
-def add_derived(idata, data, likelihood: Likelihood = GAUSSIAN) -> None:
+def add_derived(idata, data, likelihood: Likelihood) -> None:
     """Add the per-draw derived quantities to ``idata.posterior`` (every form alike).
 
     Each share is computed by :mod:`models.shares` (their one definition):

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from varcomp.models.effects import draw_blocks
+from varcomp.models.likelihoods import GAUSSIAN, Likelihood
 
 __all__ = ["MAX_CROSSED_FLOPS", "MAX_POINTWISE", "add_pointwise", "conditional_loglik",
            "crossed_loglik", "crossed_stats", "mixed_loglik", "mixed_prior", "mv_loglik",
@@ -35,19 +36,23 @@ def _draws(post, name: str) -> np.ndarray:
     return v.reshape(v.shape[0] * v.shape[1], *v.shape[2:])
 
 
-def oneway_loglik(data, post) -> np.ndarray:
-    """(S, L) one-way cluster log densities (:func:`models.density.marginal_logp_terms`)."""
-    from varcomp.models.density import marginal_logp_terms
+def _params(post, likelihood: Likelihood) -> list[np.ndarray]:
+    """(S,) draws of each of the likelihood's own parameters (Gaussian: sigma), in its order."""
+    return [_draws(post, p) for p in likelihood.params]
 
+
+def oneway_loglik(data, post, likelihood: Likelihood = GAUSSIAN) -> np.ndarray:
+    """(S, L) one-way cluster log densities (the likelihood's ``cluster_logp``)."""
     n, xbar, ss = data.stats.n[:, 0].astype(np.float64), data.stats.mean[:, 0], data.stats.ss[:, 0]
-    mu, tau, sigma = (_draws(post, v)[:, None] for v in ("mu", "tau", "sigma"))
+    mu, tau = (_draws(post, v)[:, None] for v in ("mu", "tau"))
+    params = [p[:, None] for p in _params(post, likelihood)]
     out = np.empty((len(mu), n.size))
     for b in draw_blocks(len(mu), n.size):
-        out[b] = marginal_logp_terms(n, xbar, ss, mu[b], tau[b], sigma[b])
+        out[b] = likelihood.cluster_logp(n, xbar, ss, mu[b], tau[b], *(p[b] for p in params))
     return out
 
 
-def mv_loglik(data, post, chunk: int = 200) -> np.ndarray:
+def mv_loglik(data, post, likelihood: Likelihood = GAUSSIAN, chunk: int = 200) -> np.ndarray:
     """(S, L) multivariate cluster log densities (:func:`models.mvstats.cluster_loglik`)."""
     from varcomp.models.mvstats import cluster_loglik, pattern_stats
 
@@ -57,19 +62,22 @@ def mv_loglik(data, post, chunk: int = 200) -> np.ndarray:
                                           Sigma[a:a + chunk]) for a in range(0, len(mu), chunk)])
 
 
-def mixed_loglik(data, post, chunk: int = 200) -> np.ndarray | None:
+def mixed_loglik(data, post, likelihood: Likelihood = GAUSSIAN,
+                 chunk: int = 200) -> np.ndarray | None:
     """(S, L) top-level unit log densities; None when the factors cross.
 
-    See :func:`models.lmm.unit_loglik`.
+    See :func:`models.lmm.unit_loglik` (the Gaussian closed form, given the likelihood's
+    parameters).
     """
     from varcomp.models.lmm import unit_loglik, unit_loglik_prepared
 
     if not data.design.nested:
         return None
-    beta, tau, sigma = (_draws(post, v) for v in ("beta", "tau", "sigma"))
+    beta, tau = (_draws(post, v) for v in ("beta", "tau"))
+    params = _params(post, likelihood)
     prepared = unit_loglik_prepared(data)
     return np.concatenate([unit_loglik(data, beta[a:a + chunk], tau[a:a + chunk],
-                                       sigma[a:a + chunk], prepared=prepared)
+                                       *(p[a:a + chunk] for p in params), prepared=prepared)
                            for a in range(0, len(beta), chunk)])
 
 
@@ -110,7 +118,8 @@ def crossed_stats(data):
     return {"G": G, "zw": zw, "zz": zz, "owner": owner, "m_big": m[big], "n": cells.n.sum()}
 
 
-def crossed_loglik(data, post, *, _broken: bool = False) -> np.ndarray | None:
+def crossed_loglik(data, post, likelihood: Likelihood = GAUSSIAN, *,
+                   _broken: bool = False) -> np.ndarray | None:
     r"""(S,) log density of all rows per draw, every factor's effects integrated out.
 
     With :math:`D = \mathrm{diag}(\tau_f^2)` over the q levels and
@@ -129,7 +138,8 @@ def crossed_loglik(data, post, *, _broken: bool = False) -> np.ndarray | None:
     st = crossed_stats(data)
     if st is None:
         return None
-    beta, tau, sigma = (_draws(post, v) for v in ("beta", "tau", "sigma"))
+    beta, tau = (_draws(post, v) for v in ("beta", "tau"))
+    s2_all = np.asarray(likelihood.residual_variance(post)).reshape(-1)  # sigma^2
     G, zw, zz, owner, mb, N = st["G"], st["zw"], st["zz"], st["owner"], st["m_big"], st["n"]
     q = owner.size
     na, C, B0 = np.diag(zz)[:mb], zz[:mb, mb:], zz[mb:, mb:]
@@ -139,7 +149,7 @@ def crossed_loglik(data, post, *, _broken: bool = False) -> np.ndarray | None:
         sl = slice(a, a + chunk)
         b1 = np.concatenate([np.ones((len(beta[sl]), 1)), -beta[sl]], axis=1)
         t = tau[sl][:, owner]  # (s, q): each level's tau; t[:, :mb] is the big factor's
-        s2 = sigma[sl] ** 2
+        s2 = s2_all[sl]
         rr = np.einsum("si,ij,sj->s", b1, G, b1)
         c = t * (b1 @ zw.T)  # (s, q)
         kaa = s2[:, None] + t[:, :mb] ** 2 * na  # (s, m) the diagonal block
@@ -159,7 +169,8 @@ def crossed_loglik(data, post, *, _broken: bool = False) -> np.ndarray | None:
     return out
 
 
-def conditional_loglik(data, post, effects: Sequence[str]) -> np.ndarray | None:
+def conditional_loglik(data, post, effects: Sequence[str],
+                       likelihood: Likelihood = GAUSSIAN) -> np.ndarray | None:
     r"""(S,) log density of all rows per draw given the draw's effects, none integrated out.
 
     .. math::
@@ -174,16 +185,15 @@ def conditional_loglik(data, post, effects: Sequence[str]) -> np.ndarray | None:
     if len(effects) != len(factors) or any(e not in post for e in effects):
         return None
     X, y = data.design.X, data.y[:, 0]
-    beta, sigma = _draws(post, "beta"), _draws(post, "sigma")
+    beta = _draws(post, "beta")
+    params = dict(zip(likelihood.params, _params(post, likelihood), strict=True))
     us = [_draws(post, e) for e in effects]
-    out = np.empty(len(sigma))
-    for b in draw_blocks(len(sigma), y.size):
-        r = y - beta[b] @ X.T  # (s, N) residuals
+    out = np.empty(len(beta))
+    for b in draw_blocks(len(beta), y.size):
+        mean = beta[b] @ X.T  # (s, N) linear predictor plus effects
         for u, f in zip(us, factors, strict=True):
-            r -= u[b][:, f.codes]
-        s = sigma[b]
-        out[b] = -0.5 * (r * r).sum(axis=1) / s**2 - y.size * (0.5 * np.log(2.0 * np.pi)
-                                                                   + np.log(s))
+            mean += u[b][:, f.codes]
+        out[b] = likelihood.row_logp(y, mean, {p: v[b] for p, v in params.items()}).sum(axis=1)
     return out
 
 
@@ -238,7 +248,7 @@ def add_pointwise(idata, family, data, priors, effects: Sequence[str] = ()) -> s
     if family.cluster_loglik:
         if shape[0] * shape[1] * data.n_groups > MAX_POINTWISE:
             return None
-        ll = family.cluster_loglik(data, post)
+        ll = family.cluster_loglik(data, post, likelihood=family.likelihood)
     kind = "marginal"
     if ll is not None:
         coords = {"chain": post.chain, "draw": post.draw,
@@ -246,9 +256,11 @@ def add_pointwise(idata, family, data, priors, effects: Sequence[str] = ()) -> s
         loglik = xr.Dataset({"y": (("chain", "draw", "group"), ll.reshape(*shape, -1))},
                             coords=coords)
     else:
-        total = family.total_loglik(data, post) if family.total_loglik else None
+        total = (family.total_loglik(data, post, likelihood=family.likelihood)
+                 if family.total_loglik else None)
         if total is None:
-            kind, total = "conditional", conditional_loglik(data, post, effects)
+            kind, total = "conditional", conditional_loglik(data, post, effects,
+                                                            likelihood=family.likelihood)
         if total is None:
             return None
         loglik = xr.Dataset({"y": (("chain", "draw"), total.reshape(shape))},

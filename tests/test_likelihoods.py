@@ -114,3 +114,77 @@ def test_the_report_reads_the_residual_through_the_likelihood():
     assert [r["component"] for r in components(post, {}, {}, LATENT)["rows"]] == ["a", "b"]
     assert [p["y_label"] for p in sampler(idata, post, GAUSSIAN)["pairs"]] == ["sigma", "sigma"]
     assert sampler(idata, post, LATENT)["pairs"] == []
+
+
+def _as_sigma(post):
+    return {"sigma": post["phi"]}
+
+
+RENAMED = replace(
+    GAUSSIAN, name="renamed", params=("phi",), residual_sd="phi",
+    residual_variance=lambda post: post["phi"] ** 2,
+    replicate=lambda mean, post, rng: GAUSSIAN.replicate(mean, _as_sigma(post), rng),
+    replicate_stats=lambda mean, n, post, rng: GAUSSIAN.replicate_stats(mean, n, _as_sigma(post),
+                                                                        rng),
+    row_logp=lambda y, mean, post: GAUSSIAN.row_logp(y, mean, _as_sigma(post)))
+"""The Gaussian likelihood with its parameter called ``phi``: whatever reads ``sigma`` other
+than through the likelihood record fails (KeyError) or differs."""
+
+
+def _rename(post):
+    return post.rename({"sigma": "phi"})
+
+
+def test_predictive_checks_and_pointwise_read_sigma_only_through_the_likelihood():
+    """ppc, ppc_design, the one-way, nested, crossed and conditional log densities and the
+    shares give exactly the Gaussian results when the posterior's sigma is called phi and the
+    likelihood says so; with the Gaussian record the renamed posterior is refused (KeyError)."""
+    from varcomp.analyses.report.effects import ppc, ppc_design
+    from varcomp.models import pointwise
+    from varcomp.models.design import from_formula
+    from varcomp.models.lmm import add_derived
+
+    rng = np.random.default_rng(5)
+    g = np.repeat([f"g{i}" for i in range(6)], 4)
+    df = pd.DataFrame({"g": g, "h": np.tile(list("abcd"), 6), "x": rng.normal(size=g.size)})
+    df["y"] = df.x + np.repeat(rng.normal(size=6), 4) + rng.normal(size=g.size)
+
+    def post_of(k: int, n_f: int, effects=()):
+        shape = (2, 5)
+        out = {"beta": (("chain", "draw", "term"), rng.normal(size=(*shape, k))),
+               "mu": (DIMS, rng.normal(size=shape)), "sigma": (DIMS, rng.gamma(2.0, size=shape))}
+        tau = rng.gamma(2.0, size=(*shape, n_f))
+        out["tau"] = (xr.DataArray(tau, dims=(*DIMS, "factor"),
+                                   coords={"factor": ["g", "h"][:n_f]}) if n_f > 1
+                      else (DIMS, tau[..., 0]))
+        for name, m in effects:
+            out[name] = (("chain", "draw", name + "_level"), rng.normal(size=(*shape, m)))
+        return xr.Dataset(out)
+
+    one = from_formula(df, "y ~ 1 + (1|g)")
+    post = post_of(1, 1)
+    want = pointwise.oneway_loglik(one, post)
+    np.testing.assert_array_equal(pointwise.oneway_loglik(one, _rename(post), RENAMED), want)
+    with pytest.raises(KeyError):
+        pointwise.oneway_loglik(one, _rename(post))
+    np.testing.assert_equal(ppc(_rename(post), one, [None], RENAMED, 3),
+                            ppc(post, one, [None], GAUSSIAN, 3))
+
+    reg = from_formula(df, "y ~ x + (1|g)")
+    post = post_of(2, 1)
+    np.testing.assert_array_equal(pointwise.mixed_loglik(reg, _rename(post), RENAMED),
+                                  pointwise.mixed_loglik(reg, post))
+    np.testing.assert_equal(ppc_design(_rename(post), reg, RENAMED, 4),
+                            ppc_design(post, reg, GAUSSIAN, 4))
+    renamed = _rename(post)
+    add_derived(SimpleNamespace(posterior=post), reg, GAUSSIAN)
+    add_derived(SimpleNamespace(posterior=renamed), reg, RENAMED)
+    np.testing.assert_array_equal(renamed["icc"].values, post["icc"].values)
+
+    crossed = from_formula(df, "y ~ x + (1|g) + (1|h)")
+    post = post_of(2, 2, [("u_g", 6), ("u_h", 4)])
+    np.testing.assert_allclose(pointwise.crossed_loglik(crossed, _rename(post), RENAMED),
+                               pointwise.crossed_loglik(crossed, post), rtol=1e-15)
+    np.testing.assert_array_equal(
+        pointwise.conditional_loglik(crossed, _rename(post), ["u_g", "u_h"], RENAMED),
+        pointwise.conditional_loglik(crossed, post, ["u_g", "u_h"]))

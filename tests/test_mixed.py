@@ -235,6 +235,7 @@ def test_design_effect_is_the_variance_of_the_mean_over_its_srs_value(formula, f
     import arviz as az
     import xarray as xr
 
+    from varcomp.models.likelihoods import GAUSSIAN
     from varcomp.models.lmm import add_derived
 
     df = frame()
@@ -246,7 +247,7 @@ def test_design_effect_is_the_variance_of_the_mean_over_its_srs_value(formula, f
     beta = np.zeros((1, 4, data.design.k))
     idata = az.from_dict(posterior={"tau": tau, "sigma": sigma, "beta": beta},
                          dims={"tau": ["factor"]}, coords={"factor": factors})
-    add_derived(idata, data)
+    add_derived(idata, data, GAUSSIAN)
     got = idata.posterior["deff"].values[0]
     N = len(df)
     for d in range(4):

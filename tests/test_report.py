@@ -431,7 +431,7 @@ def fake_mixed_fit(data: ClusteredData, name: str = "sufficient", *, chains: int
     idata = az.from_dict(posterior=post, sample_stats=stats, dims=dims, coords=coords)
     if not latent:
         family.add_effects(idata, data, seed)
-    family.derive(idata, data)
+    family.derive(idata, data, family.likelihood)
     return Fit(name, idata, {"build": 0.01, "compile": 1.0, "sample": 0.2, "total": 1.3},
                {"sampler": "fake", "chains": chains, "draws": draws},
                diagnose(idata, family.summary_vars))

@@ -181,7 +181,7 @@ def test_add_derived_writes_the_shares(kind):
     one-factor R^2 equal their definitions with sigma_f^2 = Var(X beta) over the rows."""
     frame, data, names = _case(kind)
     post = _posterior(data, names)
-    add_derived(SimpleNamespace(posterior=post), data)
+    add_derived(SimpleNamespace(posterior=post), data, GAUSSIAN)
     s2 = post["sigma"].values ** 2
     sf2 = np.array([[np.var(data.design.X @ b, ddof=1) for b in row]
                     for row in post["beta"].values])
@@ -233,7 +233,7 @@ def test_report_design_effects_and_variance_box_read_the_shares(unbalanced):
 
     _, data, names = _case("one")
     post = _posterior(data, names)
-    add_derived(SimpleNamespace(posterior=post), data)
+    add_derived(SimpleNamespace(posterior=post), data, GAUSSIAN)
     post = post.assign_coords(term=list(data.design.terms))
     reml = estimates(data)["reml"].as_dict()
     fam = SimpleNamespace(summary_vars=("icc", "icc_unadjusted", "r2_marginal", "r2_conditional"),

@@ -28,30 +28,30 @@ from varcomp.analyses.report.compute import (
 __all__ = ["caterpillars", "effect_sources", "ppc", "ppc_design"]
 
 
-def ppc(post, data, outcomes: list, seed: int = 0) -> list[dict]:
+def ppc(post, data, outcomes: list, likelihood, seed: int = 0) -> list[dict]:
     r"""Posterior predictive replicates of cluster means and within-cluster sds, per outcome.
 
     For each (thinned) posterior draw, replicate data of the observed cluster sizes:
-    M_l ~ N(0, tau^2), xbar_l = mu + M_l + (sigma / sqrt(n_l)) z and, independently
-    (Cochran's theorem), s_l^2 = sigma^2 chi^2_{n_l - 1} / (n_l - 1): exactly the cluster
-    means and sds of X_lj ~ N(mu + M_l, sigma^2), at O(L) cost per draw and for every form.
-    Also the posterior predictive p-values P(T_rep >= T_obs) of three spread statistics.
+    M_l ~ N(0, tau^2), and the cluster means and sds of n_l rows around mu + M_l from the
+    likelihood's ``replicate_stats`` (Gaussian: xbar_l = mu + M_l + (sigma / sqrt(n_l)) z and,
+    independently (Cochran's theorem), s_l^2 = sigma^2 chi^2_{n_l - 1} / (n_l - 1)), at O(L)
+    cost per draw and for every form. Also the posterior predictive p-values
+    P(T_rep >= T_obs) of three spread statistics.
     """
     rng = np.random.default_rng(seed)
     out = []
     for k, o in enumerate(outcomes):
         n, xbar, ss = data.stats.column(k)
-        mu, tau, sigma = (flat(pick(post[v], o)) for v in ("mu", "tau", "sigma"))
+        mu, tau = (flat(pick(post[v], o)) for v in ("mu", "tau"))
         # at most PPC_VALUES replicated clusters in all (memory and time O(1e7) at 1e5 clusters)
         idx = thin_index(mu.size, max(PPC_MIN_DRAWS, min(PPC_DRAWS, PPC_VALUES // n.size)))
-        mu, tau, sigma = mu[idx, None], tau[idx, None], sigma[idx, None]
+        mu, tau = mu[idx, None], tau[idx, None]
+        own = {p: flat(pick(post[p], o))[idx] for p in likelihood.params}
         S, L = mu.shape[0], n.size
-        xbar_rep = (mu + tau * rng.standard_normal((S, L))
-                    + sigma / np.sqrt(n) * rng.standard_normal((S, L)))
+        xbar_rep, s_rep = likelihood.replicate_stats(mu + tau * rng.standard_normal((S, L)), n,
+                                                     own, rng)
         multi = n >= 2
         s_obs = np.sqrt(ss[multi] / (n[multi] - 1))
-        dof = n[multi] - 1
-        s_rep = sigma * np.sqrt(rng.chisquare(dof, size=(S, dof.size)) / dof)
         suffix = "" if o is None else f" [{o}]"
         tests = []
         for stat, obs, rep in (("sd of cluster means", xbar, xbar_rep),
@@ -84,11 +84,12 @@ def _level_stats(y: np.ndarray, order: np.ndarray, starts: np.ndarray, counts: n
     return mean, np.sqrt(np.maximum(var, 0.0))
 
 
-def ppc_design(post, data, seed: int = 0) -> list[dict]:
+def ppc_design(post, data, likelihood, seed: int = 0) -> list[dict]:
     r"""Posterior predictive replicates of whole data sets for a formula's design.
 
-    For each (thinned) posterior draw, y_rep = X beta + sum_f tau_f z_f[level of the row] +
-    sigma e with fresh z_f, e ~ N(0, 1): new levels of every factor, as the model says data
+    For each (thinned) posterior draw, rows from the likelihood's ``replicate`` around
+    X beta + sum_f tau_f z_f[level of the row] (Gaussian: plus sigma e) with fresh z_f,
+    e ~ N(0, 1): new levels of every factor, as the model says data
     of this design would look. Compared with the data: the means of each factor's levels and
     the within-level sds of the last (finest) factor, as ECDFs, with posterior predictive
     p-values of their spread. O(draws x N), at most ``PPC_VALUES`` replicated values.
@@ -103,8 +104,8 @@ def ppc_design(post, data, seed: int = 0) -> list[dict]:
     S = idx.size
     beta = post["beta"].transpose("chain", "draw", ...).values.reshape(-1, X.shape[1])[idx]
     tau = post["tau"].transpose("chain", "draw", ...).values.reshape(-1, len(design.factors))
-    sigma = flat(post["sigma"])[idx, None]
-    rep = beta @ X.T + sigma * rng.standard_normal((S, N))
+    own = {p: flat(post[p])[idx] for p in likelihood.params}
+    rep = likelihood.replicate(beta @ X.T, own, rng)
     for f, t in zip(design.factors, tau[idx].T, strict=True):
         rep += (t[:, None] * rng.standard_normal((S, f.m)))[:, f.codes]
     panels, tests = [], []

@@ -113,14 +113,17 @@ class Family:
     matrices : tuple of str
         Posterior matrices over (outcome, outcome_bis) shown in the report.
     derive : callable or None
-        ``derive(idata, data)``: per-draw derived quantities added after sampling, the same for
-        every form (e.g. the adjusted and unadjusted ICC of the regression family).
+        ``derive(idata, data, likelihood)``: per-draw derived quantities added after sampling,
+        the same for every form (e.g. the adjusted and unadjusted ICC of the regression family),
+        given the family's :attr:`likelihood`.
     cluster_loglik : callable or None
-        ``cluster_loglik(data, posterior) -> (S, L)``: each top-level cluster's log density,
+        ``cluster_loglik(data, posterior, likelihood=) -> (S, L)``: each top-level cluster's log
+        density,
         its effects integrated out (leave-one-cluster-out; :mod:`models.pointwise`), or None.
     total_loglik : callable or None
-        ``total_loglik(data, posterior) -> (S,) or None``: each draw's log density of all rows,
-        for families without a per-cluster one (crossed), so power-scaling still has its sum.
+        ``total_loglik(data, posterior, likelihood=) -> (S,) or None``: each draw's log
+        density of all rows, for families without a per-cluster one (crossed), so
+        power-scaling still has its sum.
     log_prior : callable or None
         ``log_prior(data, posterior, priors) -> (S,)``: the log prior per draw (power-scaling).
     new_cluster : callable or None

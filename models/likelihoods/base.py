@@ -42,6 +42,16 @@ class Likelihood:
     replicate : callable
         ``replicate(mean, posterior, rng) -> draws``: predictive rows around ``mean``, whose
         leading axis is the draws of ``posterior``'s parameters (flattened).
+    replicate_stats : callable
+        ``replicate_stats(mean, n, posterior, rng) -> (means, sds)``: the means and sds (ddof 1,
+        clusters of n >= 2 rows only) of replicated clusters of ``n`` rows around each cluster's
+        mean ``mean`` (S, L), without drawing the rows (one-way predictive checks).
+    row_logp : callable
+        ``row_logp(y, mean, posterior) -> (S, N)``: each row's log density given its mean
+        (S, N) and the draws (S,) of the parameters in ``posterior`` (conditional likelihoods).
+
+    Every other module reads the distribution's own parameters (``sigma``) only through these
+    callables and :attr:`params` (passed to :attr:`cluster_logp` in that order).
     """
 
     name: str
@@ -51,3 +61,5 @@ class Likelihood:
     prior_scale: Callable[[float, float], float]
     cluster_logp: Callable[..., Any]
     replicate: Callable[..., Any]
+    replicate_stats: Callable[..., Any]
+    row_logp: Callable[..., Any]

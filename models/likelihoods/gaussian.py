@@ -39,6 +39,31 @@ def replicate(mean, posterior, rng):
     return mean + sigma * rng.standard_normal(np.shape(mean))
 
 
+def replicate_stats(mean, n, posterior, rng):
+    """Cluster means mean + sigma/sqrt(n) z and sds sigma sqrt(chi^2_{n-1}/(n-1)) (Cochran).
+
+    Exactly the means and sds of n rows N(mean, sigma^2), drawn in O(L) per draw; the sds only
+    of clusters of two rows or more.
+    """
+    import numpy as np
+
+    sigma = np.asarray(posterior["sigma"]).reshape(-1, 1)
+    means = mean + sigma / np.sqrt(n) * rng.standard_normal(np.shape(mean))
+    dof = n[n >= 2] - 1
+    sds = sigma * np.sqrt(rng.chisquare(dof, size=(np.shape(mean)[0], dof.size)) / dof)
+    return means, sds
+
+
+def row_logp(y, mean, posterior):
+    """Log N(y; mean, sigma^2) per row: (S, N) for ``mean`` (S, N) and sigma's S draws."""
+    import numpy as np
+
+    s = np.asarray(posterior["sigma"]).reshape(-1, 1)
+    r = y - mean
+    return -0.5 * (r * r) / s**2 - (0.5 * np.log(2.0 * np.pi) + np.log(s))
+
+
 GAUSSIAN = Likelihood(name="gaussian", params=("sigma",), residual_sd="sigma",
                       residual_variance=residual_variance, prior_scale=prior_scale,
-                      cluster_logp=cluster_logp, replicate=replicate)
+                      cluster_logp=cluster_logp, replicate=replicate,
+                      replicate_stats=replicate_stats, row_logp=row_logp)
