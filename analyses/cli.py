@@ -83,6 +83,14 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--response", action="append", help="response column (repeat for several)")
     f.add_argument("--formula", help="a mixed-model formula, e.g. 'y ~ x + C(z) + (1|g)' or "
                    "'y ~ x + (1|a/b)' (instead of --group/--response)")
+    f.add_argument("--family", choices=["gaussian", "bernoulli", "binomial", "poisson"],
+                   help="the response distribution (default gaussian; p(successes, trials) in "
+                        "the formula implies binomial)")
+    f.add_argument("--link", choices=["logit", "probit", "log"],
+                   help="link of a non-Gaussian response (default logit; log for poisson)")
+    f.add_argument("--event", metavar="LEVEL",
+                   help="the event level of a two-level text response (default: the level "
+                        "that sorts last)")
     f.add_argument("--model", default=None, choices=[*FORM_NAMES, "all"],
                    help="parameterisation (default: the family's, sufficient) or all")
     f.add_argument("--draws", type=_positive_int, default=1000)
@@ -186,6 +194,15 @@ def _load(args, *, stats_only: bool = False):
     formula = getattr(args, "formula", None)
     if formula and (args.group or args.response):
         raise DataError("give either --formula or --group/--response, not both")
+    glm = {k: getattr(args, k, None) for k in ("family", "link", "event")}
+    if any(v is not None for v in glm.values()) and glm["family"] != "gaussian" or (
+            formula and _binomial_formula(formula)):
+        if getattr(args, "engine", "memory") == "dask":
+            raise DataError("--engine dask reads Gaussian responses only: fit a binomial or "
+                            "Poisson response in memory")
+        response = args.response[0] if args.response and len(args.response) == 1 else \
+            args.response
+        return load(args.data, formula=formula, group=args.group, response=response, **glm)
     if getattr(args, "engine", "memory") == "dask":
         return _load_dask(args, stats_only=stats_only)
     if getattr(args, "scheduler", None):
@@ -208,6 +225,13 @@ def _load(args, *, stats_only: bool = False):
 
         return read_stats(path, group=args.group, response=response)
     return load(args.data, group=args.group, response=response)
+
+
+def _binomial_formula(formula: str) -> bool:
+    """Whether the formula's response is p(successes, trials) (checked, never evaluated)."""
+    from varcomp.models.formula_guard import check
+
+    return check(formula).trials is not None
 
 
 def _load_dask(args, *, stats_only: bool):

@@ -248,7 +248,8 @@ def add_pointwise(idata, family, data, priors, effects: Sequence[str] = ()) -> s
     else:
         total = family.total_loglik(data, post) if family.total_loglik else None
         if total is None:
-            kind, total = "conditional", conditional_loglik(data, post, effects)
+            given = family.conditional_loglik or conditional_loglik
+            kind, total = "conditional", given(data, post, effects)
         if total is None:
             return None
         loglik = xr.Dataset({"y": (("chain", "draw"), total.reshape(shape))},
