@@ -89,8 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--link", choices=["logit", "probit", "log"],
                    help="link of a non-Gaussian response (default logit; log for poisson)")
     f.add_argument("--event", metavar="LEVEL",
-                   help="the event level of a two-level text response (default: the level "
-                        "that sorts last)")
+                   help="a two-level text response's event (default: the level sorting last)")
     f.add_argument("--model", default=None, choices=[*FORM_NAMES, "all"],
                    help="parameterisation (default: the family's, sufficient) or all")
     f.add_argument("--draws", type=_positive_int, default=1000)
@@ -190,19 +189,17 @@ CHUNKED_BYTES = 64 << 20
 
 def _load(args, *, stats_only: bool = False):
     from varcomp.models import load
+    from varcomp.models.responses import not_gaussian
 
     formula = getattr(args, "formula", None)
     if formula and (args.group or args.response):
         raise DataError("give either --formula or --group/--response, not both")
     glm = {k: getattr(args, k, None) for k in ("family", "link", "event")}
-    if any(v is not None for v in glm.values()) and glm["family"] != "gaussian" or (
-            formula and _binomial_formula(formula)):
+    if not_gaussian(formula, **glm):  # in memory, by the formula (or response ~ 1 + (1|group))
         if getattr(args, "engine", "memory") == "dask":
-            raise DataError("--engine dask reads Gaussian responses only: fit a binomial or "
-                            "Poisson response in memory")
-        response = args.response[0] if args.response and len(args.response) == 1 else \
-            args.response
-        return load(args.data, formula=formula, group=args.group, response=response, **glm)
+            raise DataError("--engine dask reads Gaussian responses only: fit in memory")
+        one = args.response[0] if args.response and len(args.response) == 1 else args.response
+        return load(args.data, formula=formula, group=args.group, response=one, **glm)
     if getattr(args, "engine", "memory") == "dask":
         return _load_dask(args, stats_only=stats_only)
     if getattr(args, "scheduler", None):
@@ -225,13 +222,6 @@ def _load(args, *, stats_only: bool = False):
 
         return read_stats(path, group=args.group, response=response)
     return load(args.data, group=args.group, response=response)
-
-
-def _binomial_formula(formula: str) -> bool:
-    """Whether the formula's response is p(successes, trials) (checked, never evaluated)."""
-    from varcomp.models.formula_guard import check
-
-    return check(formula).trials is not None
 
 
 def _load_dask(args, *, stats_only: bool):

@@ -100,7 +100,7 @@ class GlmmPriors:
                    x_mean=tuple(x_mean), x_scale=tuple(x_scale))
 
     def beta(self, alpha, slopes) -> np.ndarray:
-        """beta (..., k) in X's column order from alpha (...) and the slopes (..., k - 1)."""
+        """The coefficients (..., k) in X's column order from alpha (...), slopes (..., k - 1)."""
         slopes = np.asarray(slopes, dtype=np.float64)
         out = np.zeros((*slopes.shape[:-1], len(self.terms)))
         out[..., list(self.slope_index)] = slopes
@@ -181,8 +181,11 @@ class GlmmPriors:
 
 
 def parse_glmm_priors(priors: GlmmPriors, specs) -> GlmmPriors:
-    """``--prior`` overrides: ``intercept=normal:LOC:SCALE``, ``beta[x]=normal:SCALE``,
-    ``tau=FAMILY:SCALE`` / ``tau[f]=...`` (the grammar of :mod:`models.prior_grammar`)."""
+    """Apply ``--prior`` overrides (the grammar of :mod:`models.prior_grammar`).
+
+    ``intercept=normal:LOC:SCALE``, ``beta[x]=normal:SCALE``, ``tau=FAMILY:SCALE`` or
+    ``tau[f]=...``; no sigma.
+    """
     from varcomp.models.prior_grammar import SD_HINTS, apply_priors
 
     def intercept(p, spec):
@@ -231,6 +234,7 @@ def add_derived(idata, data) -> None:
     import xarray as xr
 
     from varcomp.models import shares
+    from varcomp.models.forms import family_of
     from varcomp.models.lmm import fixed_variance
 
     lik = likelihood_of(data)
@@ -250,7 +254,7 @@ def add_derived(idata, data) -> None:
     for name, other in list(variances.items())[1:]:
         post[f"icc_{name}"] = xr.DataArray(shares.icc(total, other), dims=dims)
     post["icc_data"] = xr.DataArray(lik.data_icc(data.link, eta0, total), dims=dims)
-    if len(factors) > 1:
+    if not family_of(data).scalar_tau:
         parts = shares.vpc(t2, v)
         post["vpc"] = xr.DataArray(np.stack(list(parts.values()), axis=-1),
                                    dims=(*dims, "component"), coords={"component": list(parts)})

@@ -26,10 +26,24 @@ import pandas as pd
 
 from varcomp.models.errors import DataError
 
-__all__ = ["DEFAULT_LINK", "LINKS", "family_and_link", "glm_rows", "separation_problem"]
+__all__ = ["DEFAULT_LINK", "LINKS", "family_and_link", "glm_rows", "not_gaussian",
+           "separation_problem"]
 
 LINKS = {"binomial": ("logit", "probit"), "poisson": ("log",), "gaussian": ("identity",)}
 DEFAULT_LINK = {"binomial": "logit", "poisson": "log", "gaussian": "identity"}
+
+
+def not_gaussian(formula: str | None, family: str | None = None, link: str | None = None,
+                 event: str | None = None) -> bool:
+    """Whether these settings ask for a non-Gaussian response (never evaluating the formula).
+
+    ``p()`` in the formula, a ``--family`` other than gaussian, or a ``--link``/``--event``.
+    """
+    from varcomp.models.formula_guard import check
+
+    if family not in (None, "gaussian") or link is not None or event is not None:
+        return True
+    return family is None and formula is not None and check(formula).trials is not None
 
 
 def family_and_link(family: str | None, link: str | None, *, proportion: bool,

@@ -84,7 +84,7 @@ def _level_stats(y: np.ndarray, order: np.ndarray, starts: np.ndarray, counts: n
     return mean, np.sqrt(np.maximum(var, 0.0))
 
 
-def ppc_design(post, data, seed: int = 0) -> list[dict]:
+def ppc_design(post, data, seed: int = 0, likelihood=None) -> list[dict]:
     r"""Posterior predictive replicates of whole data sets for a formula's design.
 
     For each (thinned) posterior draw, y_rep = X beta + sum_f tau_f z_f[level of the row] +
@@ -92,6 +92,10 @@ def ppc_design(post, data, seed: int = 0) -> list[dict]:
     of this design would look. Compared with the data: the means of each factor's levels and
     the within-level sds of the last (finest) factor, as ECDFs, with posterior predictive
     p-values of their spread. O(draws x N), at most ``PPC_VALUES`` replicated values.
+
+    A non-Gaussian ``likelihood`` (its ``replicate_rows``) draws the rows from the linear
+    predictor X beta + offset + sum_f tau_f z_f instead, and both sides are compared as each
+    row's proportion (successes / trials) or rate (count / exp(offset)).
     """
     rng = np.random.default_rng(seed)
     design = data.design
@@ -103,10 +107,18 @@ def ppc_design(post, data, seed: int = 0) -> list[dict]:
     S = idx.size
     beta = post["beta"].transpose("chain", "draw", ...).values.reshape(-1, X.shape[1])[idx]
     tau = post["tau"].transpose("chain", "draw", ...).values.reshape(-1, len(design.factors))
-    sigma = flat(post["sigma"])[idx, None]
-    rep = beta @ X.T + sigma * rng.standard_normal((S, N))
+    glm = likelihood is not None and likelihood.replicate_rows is not None
+    rep = beta @ X.T
+    if not glm:
+        rep = rep + flat(post["sigma"])[idx, None] * rng.standard_normal((S, N))
     for f, t in zip(design.factors, tau[idx].T, strict=True):
         rep += (t[:, None] * rng.standard_normal((S, f.m)))[:, f.codes]
+    if glm:  # rows drawn by the likelihood; compared as proportions or rates
+        values = likelihood.containers(data)
+        offset = values.get("offset", np.zeros(N))
+        per = values["trials"] if "trials" in values else np.exp(offset)
+        rep = likelihood.replicate_rows(rep + offset, values.get("trials"), data.link, rng) / per
+        y = y / per
     panels, tests = [], []
     last = len(design.factors) - 1
     for i, f in enumerate(design.factors):

@@ -86,7 +86,7 @@ def fit_view(result, name: str, outcomes: list, *, open_: bool, seed: int = 0) -
         "mixed": mixed.sections(result, post, params),
         "ranks": ranks(post, scalars),
         "sampler": sampler(fit.idata, post, result.family.likelihood),
-        "ppc": (effects.ppc_design(post, result.data, seed) if fixed
+        "ppc": (effects.ppc_design(post, result.data, seed, result.family.likelihood) if fixed
                 else effects.ppc(post, result.data, outcomes, seed)),
         "caterpillars": effects.caterpillars(fit.idata, result.data, outcomes),
         "latent": bool(family.form(name).latent) if name in family.forms else True,

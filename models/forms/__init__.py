@@ -50,8 +50,9 @@ def family_of(data) -> Family:
     Several response columns: the multivariate model. No formula's design (group and
     response columns), or a formula of rows with an intercept only and one grouping factor:
     the one-way model. A non-Gaussian response (``data.likelihood``): the GLMM family of that
-    likelihood, one factor or several (:mod:`models.forms.glmm`). A design with several grouping factors: nested or crossed, as the data
-    nest; with one factor and covariates: the random-intercept regression. A design of
+    likelihood, one factor or several (:mod:`models.forms.glmm`). A design with several
+    grouping factors: nested or crossed, as the data nest; with one factor and covariates:
+    the random-intercept regression. A design of
     statistics only (a file reduced while reading, ``design.X`` None) is fitted by the mixed
     families' cell kernels whatever its terms (the one-way forms need the rows' statistics).
     """
@@ -60,8 +61,8 @@ def family_of(data) -> Family:
     design = getattr(data, "design", None)
     response = getattr(data, "likelihood", "gaussian")
     if response != "gaussian":  # binomial or Poisson: the GLMM families, by structure
-        return family_named(response if len(design.factors) == 1
-                            else f"{response}_multilevel")
+        several = len(design.factors) > 1
+        return family_named(f"{response}_multilevel" if several else response)
     if design is None or (design.X is not None and design.terms == ("Intercept",)
                           and len(design.factors) == 1):
         return family_named("oneway")

@@ -31,7 +31,7 @@ def inverse_link(eta, link: str):
 
 
 def log_probabilities(eta, link: str):
-    """(log p, log(1 - p)) at ``eta``, computed stably in the tails."""
+    """The pair (log p, log(1 - p)) at ``eta``, computed stably in the tails."""
     import numpy as np
     from scipy import special
 
@@ -41,7 +41,7 @@ def log_probabilities(eta, link: str):
 
 
 def row_logp(y, eta, link: str, trials):
-    """log C(n, y) + y log p + (n - y) log(1 - p) per row (broadcast over draws of ``eta``)."""
+    """The log pmf log C(n, y) + y log p + (n - y) log(1 - p) per row (broadcast over draws)."""
     import numpy as np
     from scipy.special import gammaln
 
@@ -51,8 +51,10 @@ def row_logp(y, eta, link: str, trials):
 
 
 def observe(eta, data) -> None:
-    """``y ~ Binomial(trials, g^{-1}(eta + offset))`` on the containers ``y_obs``, ``trials``,
-    ``offset``."""
+    """Observe ``y ~ Binomial(trials, g^{-1}(eta + offset))``.
+
+    On the containers ``y_obs``, ``trials`` and ``offset``.
+    """
     import pymc as pm
 
     values = containers(data)

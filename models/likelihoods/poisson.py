@@ -32,7 +32,7 @@ def inverse_link(eta, link: str = "log"):
 
 
 def row_logp(y, eta, link: str, trials=None):
-    """y eta - exp(eta) - log y! per row (``eta`` includes the offset)."""
+    """The log pmf y eta - exp(eta) - log y! per row (``eta`` includes the offset)."""
     import numpy as np
     from scipy.special import gammaln
 
