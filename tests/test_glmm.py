@@ -293,3 +293,15 @@ def test_cbpp_fits_end_to_end_with_the_gate_passing(tmp_path, capsys):
     assert -1.9 < fit["params"]["beta[Intercept]"]["mean"] < -0.9
     html = (out / "report.html").read_text()
     assert "tau-sigma pair plot" not in html
+
+
+def test_compare_of_a_binomial_formula_is_refused_in_one_line(tmp_path, capsys):
+    out = tmp_path / "out"
+    try:
+        code = main(["compare", str(ROOT / "data" / "cbpp.csv"), "--formula",
+                     "p(incidence, size) ~ 1 + (1|herd)", "--out", str(out)])
+    except SystemExit as exc:
+        code = exc.code
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "quadrature module" in err, err
+    assert not out.exists()
