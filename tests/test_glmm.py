@@ -292,7 +292,8 @@ def test_cbpp_fits_end_to_end_with_the_gate_passing(tmp_path, capsys):
     assert 0.3 < fit["params"]["tau"]["mean"] < 1.1
     assert -1.9 < fit["params"]["beta[Intercept]"]["mean"] < -0.9
     html = (out / "report.html").read_text()
-    assert "tau-sigma pair plot" not in html
+    assert "energy and tau-sigma pair plot" not in html and "with sigma (" not in html
+    assert "ICC (data scale)" in html and "Shares of variance" in html
 
 
 def test_compare_of_a_binomial_formula_is_refused_in_one_line(tmp_path, capsys):
