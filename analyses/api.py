@@ -17,7 +17,7 @@ from varcomp.models.errors import DataError
 __all__ = ["FAMILIES", "check", "compare", "datasets", "describe", "fit", "load_dataset", "plan",
            "reliability"]
 
-FAMILIES = ("gaussian",)
+FAMILIES = ("gaussian", "bernoulli", "binomial", "poisson")
 """Response families that can be fitted (normal responses; others come with a later issue)."""
 
 
@@ -69,9 +69,10 @@ def _prior_specs(priors) -> list[str] | None:
 
 
 def fit(data, formula: str | None = None, *, group: str | None = None,
-        response: str | Sequence[str] | None = None, family: str = "gaussian",
+        response: str | Sequence[str] | None = None, family: str | None = None,
         model: str | Sequence[str] | None = None, draws: int = 1000, tune: int = 1000,
-        chains: int = 4, seed: int | None = None, priors=None, progress: bool = True):
+        chains: int = 4, seed: int | None = None, priors=None, progress: bool = True,
+        link: str | None = None, event: str | None = None):
     """Fit a variance-components model; returns a :class:`varcomp.Result`.
 
     ``data``: a pandas DataFrame, a pyarrow Table, a CSV/Parquet path or a shipped dataset's
@@ -80,6 +81,9 @@ def fit(data, formula: str | None = None, *, group: str | None = None,
     multivariate model). ``model``: a form (``centred``, ``noncentred``, ``marginal``,
     ``sufficient``), a list of them or ``"all"`` (default: the family's). ``priors``: the CLI's
     ``--prior`` overrides as ``{"tau": "halfnormal:10"}`` or ``["tau=halfnormal:10"]``.
+    ``family``: ``gaussian`` (default), ``bernoulli``, ``binomial`` (``p(successes, trials)``
+    implies it) or ``poisson``; ``link``: ``logit``/``probit`` (binomial kinds), ``log``;
+    ``event``: a two-level text response's event level (default: the level sorting last).
     ``seed`` None draws a fresh seed (recorded in ``summary_dict``'s settings). Nothing is
     written; ``Result.report(path)`` writes what ``varcomp fit --out`` writes.
     """
@@ -88,13 +92,14 @@ def fit(data, formula: str | None = None, *, group: str | None = None,
     from varcomp.analyses.source import resolve
     from varcomp.models.forms import family_of
 
-    if family not in FAMILIES:
+    if family is not None and family not in FAMILIES:
         raise DataError(f"family={family!r} is not supported: varcomp fits "
                         f"{', '.join(repr(f) for f in FAMILIES)} responses for now")
     _positive(draws=draws, tune=tune, chains=chains)
     seed = _seed(seed)
     specs = _prior_specs(priors)
-    loaded = resolve(data, formula, group=group, response=response)
+    loaded = resolve(data, formula, group=group, response=response, family=family, link=link,
+                     event=event)
     fam = family_of(loaded)
     built = fam.parse_priors(loaded, specs) if specs else None
     for w in loaded.warnings:

@@ -83,6 +83,13 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--response", action="append", help="response column (repeat for several)")
     f.add_argument("--formula", help="a mixed-model formula, e.g. 'y ~ x + C(z) + (1|g)' or "
                    "'y ~ x + (1|a/b)' (instead of --group/--response)")
+    f.add_argument("--family", choices=["gaussian", "bernoulli", "binomial", "poisson"],
+                   help="the response distribution (default gaussian; p(successes, trials) in "
+                        "the formula implies binomial)")
+    f.add_argument("--link", choices=["logit", "probit", "log"],
+                   help="link of a non-Gaussian response (default logit; log for poisson)")
+    f.add_argument("--event", metavar="LEVEL",
+                   help="a two-level text response's event (default: the level sorting last)")
     f.add_argument("--model", default=None, choices=[*FORM_NAMES, "all"],
                    help="parameterisation (default: the family's, sufficient) or all")
     f.add_argument("--draws", type=_positive_int, default=1000)
@@ -182,10 +189,17 @@ CHUNKED_BYTES = 64 << 20
 
 def _load(args, *, stats_only: bool = False):
     from varcomp.models import load
+    from varcomp.models.responses import not_gaussian
 
     formula = getattr(args, "formula", None)
     if formula and (args.group or args.response):
         raise DataError("give either --formula or --group/--response, not both")
+    glm = {k: getattr(args, k, None) for k in ("family", "link", "event")}
+    if not_gaussian(formula, **glm):  # in memory, by the formula (or response ~ 1 + (1|group))
+        if getattr(args, "engine", "memory") == "dask":
+            raise DataError("--engine dask reads Gaussian responses only: fit in memory")
+        one = args.response[0] if args.response and len(args.response) == 1 else args.response
+        return load(args.data, formula=formula, group=args.group, response=one, **glm)
     if getattr(args, "engine", "memory") == "dask":
         return _load_dask(args, stats_only=stats_only)
     if getattr(args, "scheduler", None):

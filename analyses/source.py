@@ -43,11 +43,12 @@ def _response(response: str | Sequence[str] | None):
 
 
 def resolve(data, formula: str | None = None, *, group: str | None = None,
-            response: str | Sequence[str] | None = None):
+            response: str | Sequence[str] | None = None, **glm):
     """``data`` and its model columns as validated :class:`models.ClusteredData`.
 
     Raises :class:`DataError` (one line) for bad input and :class:`TypeError` for an argument
     of the wrong kind (``data`` neither a table, a path nor a name; a formula that is not text).
+    ``glm``: ``family``, ``link``, ``event`` of :func:`models.load` (None: not given).
     """
     from varcomp.models.data import ClusteredData
 
@@ -60,7 +61,8 @@ def resolve(data, formula: str | None = None, *, group: str | None = None,
     if formula is not None and (group is not None or response):
         raise DataError("give either a formula or group/response columns, not both")
     if isinstance(data, ClusteredData):
-        if formula is not None or group is not None or response:
+        if formula is not None or group is not None or response or any(
+                v is not None for v in glm.values()):
             raise DataError("the data are already loaded with their columns: pass them alone, "
                             "or pass the DataFrame or file with formula= or group=/response=")
         return data
@@ -69,6 +71,6 @@ def resolve(data, formula: str | None = None, *, group: str | None = None,
         from varcomp.models import load  # the one loader of frames, files and shipped names
 
         return load(data if frame is None else frame, group=group, response=response,
-                    formula=formula)
+                    formula=formula, **glm)
     raise TypeError(f"data must be a pandas DataFrame, a pyarrow Table, a file path or a "
                     f"shipped dataset's name, got {type(data).__name__}")

@@ -48,15 +48,30 @@ FRAME_SOURCE = "<DataFrame>"
 """``data.source`` of data given as a frame (summary.json's ``data.source``)."""
 
 
-def load(spec, *, group=None, response=None, formula=None) -> ClusteredData:
+def load(spec, *, group=None, response=None, formula=None, family=None, link=None,
+         event=None) -> ClusteredData:
     """A shipped dataset by name, a CSV/Parquet file, or a pandas DataFrame.
 
     By ``group`` and ``response`` columns (:func:`models.data.load`), or by a mixed-model
     ``formula`` such as ``"y ~ x + C(z) + (1|g)"`` (:func:`models.design.load_formula`).
+    ``family`` (``gaussian``, ``bernoulli``, ``binomial``, ``poisson``), ``link`` and ``event``
+    choose the response distribution (:mod:`models.responses`); a non-Gaussian one by columns
+    is the formula ``response ~ 1 + (1|group)``.
     """
     import os
 
     from varcomp.models.errors import DataError
+
+    glm = {k: v for k, v in (("family", family), ("link", link), ("event", event))
+           if v is not None}
+    if formula is None and family not in (None, "gaussian"):
+        if group is None or not isinstance(response, str):
+            raise DataError(f"--family {family} takes one --response column and --group (or a "
+                            f"--formula)")
+        formula = f"{_quoted(response)} ~ 1 + (1|{_quoted(group)})"
+        group = response = None
+    elif formula is None and (link is not None or event is not None):
+        raise DataError("--link and --event are for a non-Gaussian --family")
 
     frame = _is_frame(spec)
     if not (frame or isinstance(spec, (str, os.PathLike))):
@@ -68,10 +83,10 @@ def load(spec, *, group=None, response=None, formula=None) -> ClusteredData:
         if frame:
             from varcomp.models.design import from_formula
 
-            return from_formula(spec, formula, source=FRAME_SOURCE)
+            return from_formula(spec, formula, source=FRAME_SOURCE, **glm)
         from varcomp.models.design import load_formula
 
-        return load_formula(spec, formula)
+        return load_formula(spec, formula, **glm)
     if frame:
         from varcomp.models.data import ClusteredData
 
@@ -84,6 +99,11 @@ def load(spec, *, group=None, response=None, formula=None) -> ClusteredData:
     from varcomp.models.data import load as load_columns
 
     return load_columns(spec, group=group, response=response)
+
+
+def _quoted(column: str) -> str:
+    """A column name as a formula writes it (backquoted unless a plain name)."""
+    return column if column.isidentifier() else f"`{column}`"
 
 
 def _is_frame(obj) -> bool:

@@ -142,6 +142,15 @@ class ClusteredData:
         For a formula with covariates or several grouping factors (:mod:`models.design`): the
         fixed-effects matrix X, its term names and every random-intercept factor; ``codes`` and
         ``groups`` are then the first (top-level) factor's. None for the one-way model.
+    likelihood : str
+        The response distribution's name (``gaussian``, ``binomial``, ``poisson``:
+        :data:`models.likelihoods.LIKELIHOODS`; :mod:`models.responses` decides it).
+    link : str or None
+        The link of a non-Gaussian response (``logit``, ``probit``, ``log``).
+    trials : (N,) float64 or None
+        A binomial response's trials per row (1 for Bernoulli rows); ``y`` holds successes.
+    offset : (N,) float64 or None
+        A non-Gaussian model's summed offsets per row (in its linear predictor).
     """
 
     y: np.ndarray
@@ -154,6 +163,10 @@ class ClusteredData:
     warnings: tuple[str, ...] = field(default=())
     design: object | None = None
     rows: np.ndarray | None = None
+    likelihood: str = "gaussian"
+    link: str | None = None
+    trials: np.ndarray | None = None
+    offset: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         """Freeze the arrays: validated data cannot change under their cached statistics.
@@ -162,7 +175,7 @@ class ClusteredData:
         after that would leave them stale, so every array is read-only (an array this object
         does not own is copied first, so the caller's array stays writable).
         """
-        for name in ("y", "codes", "groups", "rows"):
+        for name in ("y", "codes", "groups", "rows", "trials", "offset"):
             value = getattr(self, name)
             if value is not None:
                 object.__setattr__(self, name, _read_only(value))

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from varcomp.models.errors import DataError
+from varcomp.models.responses import family_and_link, glm_rows, separation_problem
 from varcomp.models.terms import INTERCEPT, Factor, Term
 
 __all__ = ["Design", "Factor", "Term", "from_formula", "group_variables", "load_formula", "parse",
@@ -98,6 +99,7 @@ class Parsed:
     response_expr: object = field(default=None, repr=False, compare=False)
     offsets: tuple = field(default=(), repr=False, compare=False)
     random: tuple = ()
+    trials: str | None = None
 
     @property
     def label(self) -> str:
@@ -120,7 +122,7 @@ def parse(formula: str) -> Parsed:
     groups = tuple(dict.fromkeys(f for f, _ in checked.groups))
     return Parsed(checked.response, checked.fixed, groups, checked.variables,
                   checked.response_vars, checked.response_expr, checked.offsets,
-                  tuple(checked.groups))
+                  tuple(checked.groups), checked.trials)
 
 
 def slope_columns(parsed: Parsed) -> list[str]:
@@ -144,6 +146,23 @@ def response_values(df: pd.DataFrame, parsed: Parsed) -> np.ndarray:
 
     cols = {v: numeric_response(df[v], v) for v in parsed.response_vars}
     y = evaluate(parsed.response_expr, cols)
+    for off in _offsets(df, parsed):
+        y = y - off
+    return y
+
+
+def offset_values(df: pd.DataFrame, parsed: Parsed) -> np.ndarray:
+    """The summed offsets of ``df``'s rows (0 without any): a GLMM's linear predictor's."""
+    total = np.zeros(len(df))
+    for off in _offsets(df, parsed):
+        total = total + off
+    return total
+
+
+def _offsets(df: pd.DataFrame, parsed: Parsed):
+    """Each ``offset(...)``'s values over ``df``'s rows."""
+    from varcomp.models.formula_guard import evaluate
+
     for label, expr in parsed.offsets:
         names = [v for v in parsed.variables if v in df.columns]
         values = {}
@@ -153,11 +172,10 @@ def response_values(df: pd.DataFrame, parsed: Parsed) -> np.ndarray:
                 continue  # not read by the offset (a grouping or categorical column)
             values[v] = col.to_numpy(dtype=np.float64, na_value=np.nan)
         try:
-            y = y - evaluate(expr, values)
+            yield evaluate(expr, values)
         except KeyError as exc:
             raise DataError(f"{label}: column {exc} is not numeric; an offset is a number per "
                             f"row") from None
-    return y
 
 
 def _slash_terms(formula: str) -> set[tuple[str, ...]]:
@@ -364,8 +382,8 @@ def kept_columns(parsed: Parsed) -> list[str]:
     return [v for v in parsed.variables if v not in gvars and v not in parsed.response_vars]
 
 
-def row_filter(df: pd.DataFrame, parsed: Parsed, *,
-               whole: bool = True) -> tuple[np.ndarray, np.ndarray]:
+def row_filter(df: pd.DataFrame, parsed: Parsed, *, whole: bool = True, y=None,
+               extras=()) -> tuple[np.ndarray, np.ndarray]:
     """Which rows of ``df`` are kept, and the fitted response: the one row filter.
 
     Used by the in-memory load (:func:`from_formula`) and, part by part, by the chunked and
@@ -374,7 +392,10 @@ def row_filter(df: pd.DataFrame, parsed: Parsed, *,
     numeric column finite, any other not missing. A missing grouping label is an error; a
     covariate outside ``C()`` must be numeric (:func:`numeric_covariates`). ``whole``: ``df``
     holds all the rows, so a missing label names its first rows and a response or covariate
-    with no observed value at all is an error (a part may lack them).
+    with no observed value at all is an error (a part may lack them). ``y``: the response
+    already read (a GLMM's counts, :func:`models.responses.glm_rows`) instead of
+    :func:`response_values`; ``extras``: further per-row arrays (trials, offsets) that must be
+    finite too (None entries are ignored).
     """
     for v in sorted({v for g in parsed.groups for v in g}):
         if missing := int(df[v].isna().sum()):
@@ -383,10 +404,14 @@ def row_filter(df: pd.DataFrame, parsed: Parsed, *,
             raise DataError(f"{missing} row(s) have no '{v}' label{where}: fill them in or "
                             f"remove those rows")
     numeric_covariates(df, parsed.fixed)
-    y = response_values(df, parsed)
+    if y is None:
+        y = response_values(df, parsed)
     if whole and len(df) and not np.isfinite(y).any():
         raise DataError(f"the response {parsed.label} has no finite value in any row")
     keep = np.isfinite(y)
+    for extra in extras:
+        if extra is not None:
+            keep &= np.isfinite(extra)
     for v in kept_columns(parsed):
         col = df[v]
         if pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col):
@@ -428,13 +453,14 @@ def random_terms(frame: pd.DataFrame, parsed: Parsed, factors) -> tuple[Term, ..
         out.append(Term(by_name[":".join(names)], cols, values))
     return tuple(out)
 
-
-def from_formula(df: pd.DataFrame, formula: str, *, source: str = "<frame>"):
+def from_formula(df: pd.DataFrame, formula: str, *, source: str = "<frame>",
+                 family: str | None = None, link: str | None = None, event: str | None = None):
     """Validate ``df`` for ``formula``; a :class:`~models.data.ClusteredData`.
 
     The returned data carry a :class:`Design` (the family that fits them is
     :func:`models.forms.family_of`'s decision); their ``codes``/``groups`` are the top-level
-    factor's.
+    factor's. ``family``, ``link``, ``event``: the response distribution
+    (:mod:`models.responses`; ``p(s, n)`` implies binomial).
     """
     import formulae
 
@@ -447,7 +473,23 @@ def from_formula(df: pd.DataFrame, formula: str, *, source: str = "<frame>"):
         raise DataError(f"column(s) {missing} of the formula not found; columns present: "
                         f"{', '.join(map(str, df.columns))}")
     gvars = sorted({v for g in parsed.groups for v in g})
-    keep, y = row_filter(df, parsed)
+    kind, link, bernoulli = family_and_link(family, link, proportion=parsed.trials is not None,
+                                            response=parsed.response)
+    trials = offset = y = None
+    notes = []
+    if kind == "gaussian":
+        if event is not None:
+            raise DataError("--event chooses the event level of a Bernoulli response: add "
+                            "--family bernoulli")
+    else:
+        if parsed.trials is None and parsed.response not in parsed.response_vars:
+            raise DataError(f"the response {parsed.response} of a {kind} model is transformed: "
+                            f"give the column itself (the link does the transforming)")
+        y, trials, note = glm_rows(df, parsed.response_vars, parsed.trials, kind, bernoulli,
+                                   event)
+        offset = offset_values(df, parsed)
+        notes = [note] if note else []
+    keep, y = row_filter(df, parsed, y=y, extras=(trials, offset))
     frame = df.loc[keep].reset_index(drop=True)
     if len(frame) == 0:
         raise DataError(f"no row has every value of {formula!r} observed")
@@ -476,7 +518,9 @@ def from_formula(df: pd.DataFrame, formula: str, *, source: str = "<frame>"):
     if dropped:
         warnings.append(f"{dropped} row(s) with a missing or non-finite response or covariate "
                         f"were dropped")
-    warnings += offset_notes(parsed)
+    warnings += notes + (offset_notes(parsed) if kind == "gaussian" else [
+        f"{o} is an offset: it enters the linear predictor with coefficient 1 (rates per unit "
+        f"of it)" for o, _ in parsed.offsets[:1]])
     for g in parsed.groups:  # (1|a/b) with b's labels reused across a: fit as written, say so
         if g in _slash_terms(formula):  # (1|a:b) as written: recurring labels are its point
             own = _factor(frame, g[-1:])
@@ -486,6 +530,9 @@ def from_formula(df: pd.DataFrame, formula: str, *, source: str = "<frame>"):
                                 f"'{':'.join(g[:-1])}': ({'|'.join(['1', ':'.join(g)])}) treats "
                                 f"them as different cells, as written")
     top = factors[0]
+    if kind != "gaussian" and (why := separation_problem(
+            yk, None if trials is None else trials[keep], top.codes, top.m)):
+        raise DataError(why)
     _spread_check(X, terms)
     _rank_check(X, terms)
     _between_rank_check(X, top, terms)
@@ -495,14 +542,21 @@ def from_formula(df: pd.DataFrame, formula: str, *, source: str = "<frame>"):
     if 1 < top.m < 3:
         warnings.append(f"only {top.m} levels of '{top.name}': its variance is weakly identified "
                         f"and leans on its prior")
+    glm = {} if kind == "gaussian" else {
+        "likelihood": kind, "link": link,
+        "trials": None if trials is None else trials[keep],
+        "offset": offset[keep] if parsed.offsets else None}
     return ClusteredData(y=yk[:, None], codes=top.codes, groups=top.levels,
                          responses=(parsed.label,), group_name=top.name, source=source,
                          dropped_rows=dropped, warnings=tuple(warnings), design=design,
-                         rows=np.flatnonzero(keep))
+                         rows=np.flatnonzero(keep), **glm)
 
 
-def load_formula(spec, formula: str):
-    """A file or shipped dataset fitted by ``formula`` (group columns read as text)."""
+def load_formula(spec, formula: str, **response):
+    """A file or shipped dataset fitted by ``formula`` (group columns read as text).
+
+    ``response``: ``family``, ``link``, ``event`` (:func:`from_formula`).
+    """
     from pathlib import Path
 
     from varcomp.models.data import DATASETS, data_dir
@@ -519,4 +573,4 @@ def load_formula(spec, formula: str):
         raise DataError(f"column(s) {missing} of the formula not found; columns present: "
                         f"{', '.join(dialect.columns)} (read as {dialect.describe()})")
     df = read_frame(path, text_columns=group_variables(formula), dialect=dialect)
-    return from_formula(df, formula, source=source)
+    return from_formula(df, formula, source=source, **response)

@@ -9,7 +9,8 @@ with ``formulae``'s own scanner and parser (the tree ``formulae`` would evaluate
 - the transforms in :data:`TRANSFORMS`: ``np.log``, ``np.log1p``, ``np.exp``, ``np.sqrt``,
   ``np.abs``, ``center``, ``scale``, ``standardize``, ``I(...)`` (and ``{...}``) with the
   arithmetic ``+ - * / **``, ``C(x)`` and ``C(x, Treatment(level))``, and ``offset(...)`` (a term
-  of its own); ``p(y, n)`` (binomial) is refused with one line until a binomial family exists.
+  of its own); a binomial response ``p(successes, trials)`` of two columns (left of ``~`` only;
+  ``Checked.trials`` names the trials column).
 
 Anything else (other calls or attribute chains, subscripts ``x[a]``, keyword arguments, strings
 outside ``Treatment(...)``, comparisons, ``True``/``None``, names starting ``__``, text after the
@@ -33,7 +34,7 @@ __all__ = ["TRANSFORMS", "Checked", "check", "env", "evaluate", "expand_uncorrel
 NUMPY = ("log", "log1p", "exp", "sqrt", "abs")
 STATEFUL = ("center", "scale", "standardize")
 TRANSFORMS = (*(f"np.{f}" for f in NUMPY), *STATEFUL, "I", "C", "offset")
-"""Every call a formula may make (``p`` is recognised and refused: no binomial family yet)."""
+"""Every call a formula's terms may make (``p(successes, trials)`` is a response only)."""
 ARITHMETIC = {"PLUS", "MINUS", "STAR", "SLASH", "STAR_STAR"}
 FORMULA_OPS = {"PLUS", "MINUS", "COLON", "STAR", "SLASH", "STAR_STAR"}
 
@@ -59,7 +60,8 @@ class Checked:
     without group terms and offsets, as text for ``formulae``; ``offsets``: (label, lazy
     expression) of each ``offset(...)``; ``groups``: each group term as (its left side's text,
     factor columns); ``variables``: every column the formula names (``response_vars``: those of
-    the response).
+    the response); ``trials``: the trials column of a binomial response ``p(successes, trials)``
+    (``response_vars`` is then (successes, trials) and ``response_expr`` None), else None.
     """
 
     response: str
@@ -69,6 +71,7 @@ class Checked:
     offsets: tuple
     groups: tuple
     variables: tuple[str, ...]
+    trials: str | None = None
 
 
 def _refuse(formula: str, what: str) -> DataError:
@@ -152,8 +155,8 @@ class _Walk:
             raise self.bad(f"calls {_text(e.callee)!r}")
         f = e.callee.name.lexeme
         if f in ("p", "prop", "proportion"):
-            raise DataError(f"{_text(e)}: binomial responses p(y, n) are not supported; varcomp "
-                            f"fits a Gaussian response")
+            raise DataError(f"{_text(e)}: a binomial response p(successes, trials) stands alone "
+                            f"left of ~ (e.g. 'p(incidence, size) ~ period + (1|herd)')")
         if f not in TRANSFORMS:
             raise self.bad(f"calls {f}(), which is not an allowed transform")
         for a in e.args:
@@ -257,8 +260,14 @@ def check(formula: str) -> Checked:
         raise DataError(f"the formula {formula!r} needs the form 'y ~ terms'")
     w = _Walk(formula)
     resp = tree.left
+    trials = None
     if type(resp).__name__ in ("Variable", "QuotedName"):
         w.name(resp)
+    elif type(resp).__name__ == "Call" and _callee(resp) == "p" and len(resp.args) == 2 and \
+            all(type(a).__name__ in ("Variable", "QuotedName") for a in resp.args):
+        for a in resp.args:
+            w.name(a)
+        trials = w.names[-1]
     elif _holds_stateful(resp) or type(resp).__name__ == "Call" and \
             _callee(resp) in ("p", "prop", "proportion", "C", "offset"):
         if _callee(resp) in ("p", "prop", "proportion"):
@@ -300,8 +309,9 @@ def check(formula: str) -> Checked:
                 raise DataError(f"the formula {formula!r} writes the term ({lhs}|{':'.join(f)}) "
                                 f"twice (directly or through a/b): write it once")
             seen.add((f, c))
-    return Checked(_text(resp), response_vars, CallResolver(resp).resolve(), text or "1",
-                   tuple(offsets), tuple(groups), variables)
+    expr = None if trials else CallResolver(resp).resolve()
+    return Checked(_text(resp), response_vars, expr, text or "1", tuple(offsets), tuple(groups),
+                   variables, trials)
 
 
 def _group_factors(w: _Walk, e) -> tuple[tuple[str, ...], ...]:

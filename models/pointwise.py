@@ -259,8 +259,11 @@ def add_pointwise(idata, family, data, priors, effects: Sequence[str] = ()) -> s
         total = (family.total_loglik(data, post, likelihood=family.likelihood)
                  if family.total_loglik else None)
         if total is None:
-            kind, total = "conditional", conditional_loglik(data, post, effects,
-                                                            likelihood=family.likelihood)
+            if family.conditional_loglik:
+                kind, total = "conditional", family.conditional_loglik(data, post, effects)
+            else:
+                kind, total = "conditional", conditional_loglik(data, post, effects,
+                                                                likelihood=family.likelihood)
         if total is None:
             return None
         loglik = xr.Dataset({"y": (("chain", "draw"), total.reshape(shape))},

@@ -22,10 +22,20 @@ from collections.abc import Mapping
 
 import numpy as np
 
-__all__ = ["corr", "deff", "deff_components", "fixed_variance", "icc", "icc_curve",
-           "icc_unadjusted", "mean_size", "r2_conditional", "r2_marginal", "reliability",
-           "shares_with",
-           "slope_variance", "vpc", "vpc_mean_variance", "weighted_size"]
+__all__ = ["DATA_ICC_NODES", "LOGIT_VARIANCE", "PROBIT_VARIANCE", "corr", "deff",
+           "deff_components", "fixed_variance", "icc", "icc_curve", "icc_data_binary",
+           "icc_data_poisson", "icc_unadjusted", "mean_size", "poisson_lognormal_variance",
+           "poisson_trigamma_variance", "r2_conditional", "r2_marginal", "reliability",
+           "shares_with", "slope_variance", "vpc", "vpc_mean_variance", "weighted_size"]
+
+LOGIT_VARIANCE = float(np.pi**2 / 3.0)
+"""The logistic distribution's variance pi^2/3: a logit model's latent residual variance."""
+PROBIT_VARIANCE = 1.0
+"""The standard normal's variance: a probit model's latent residual variance."""
+DATA_ICC_NODES = 256
+"""Gauss-Hermite nodes of :func:`icc_data_binary` (its error against scipy's adaptive
+quadrature, logit link: below 1e-12 for tau <= 3, 1e-7 at tau = 5, 3e-4 at tau = 10, where
+the fixed nodes no longer resolve the inverse link; ``tests/test_glmm.py``)."""
 
 
 def icc(tau2, residual):
@@ -173,3 +183,52 @@ def weighted_size(n) -> float:
 def fixed_variance(beta, cov):
     """sigma_f^2 = beta' Cov(X) beta per draw (``beta`` (..., k), ``cov`` (k, k))."""
     return np.einsum("...i,ij,...j->...", beta, cov, beta)
+
+
+# ---------------------------------------------------------------- non-Gaussian responses
+def poisson_lognormal_variance(eta0, tau2):
+    """A Poisson model's latent distribution-specific variance, log-normal approximation.
+
+    ln(1 + 1/lambda) with lambda = exp(eta0 + tau2 / 2), the mean rate over the random effects
+    (Nakagawa, Johnson & Schielzeth 2017); ``eta0`` the mean linear predictor, ``tau2`` the
+    summed random-effects variance, per draw.
+    """
+    lam = np.exp(np.asarray(eta0, dtype=np.float64) + 0.5 * np.asarray(tau2))
+    return np.log1p(1.0 / lam)
+
+
+def poisson_trigamma_variance(eta0, tau2):
+    """The same variance by the trigamma approximation psi_1(lambda) (Nakagawa et al. 2017)."""
+    from scipy.special import polygamma
+
+    lam = np.exp(np.asarray(eta0, dtype=np.float64) + 0.5 * np.asarray(tau2))
+    return polygamma(1, lam)
+
+
+def icc_data_binary(eta0, tau2, inverse_link, nodes: int = DATA_ICC_NODES):
+    """The ICC of binary rows on the data scale: Var(p) / (Var(p) + E[p (1 - p)]).
+
+    p = inverse_link(eta0 + u), u ~ N(0, tau2): the correlation of two 0/1 rows of one cluster.
+    Both moments by Gauss-Hermite quadrature over u (``nodes`` nodes), vectorised over draws;
+    Var(p) + E[p(1 - p)] = E[p](1 - E[p]).
+    """
+    x, w = np.polynomial.hermite_e.hermegauss(nodes)
+    w = w / w.sum()
+    eta0 = np.asarray(eta0, dtype=np.float64)
+    sd = np.sqrt(np.asarray(tau2, dtype=np.float64))
+    p = inverse_link(eta0[..., None] + sd[..., None] * x)
+    m1 = p @ w
+    m2 = (p * p) @ w
+    return (m2 - m1 * m1) / (m1 * (1.0 - m1))
+
+
+def icc_data_poisson(eta0, tau2):
+    """The ICC of Poisson counts on the data scale (log-normal closed form).
+
+    With lambda = exp(eta0 + u), u ~ N(0, tau2): E[lambda] = m = exp(eta0 + tau2 / 2),
+    Var(lambda) = m^2 (exp(tau2) - 1); the ICC is Var(lambda) / (Var(lambda) + m).
+    """
+    tau2 = np.asarray(tau2, dtype=np.float64)
+    m = np.exp(np.asarray(eta0, dtype=np.float64) + 0.5 * tau2)
+    v = m * m * np.expm1(tau2)
+    return v / (v + m)

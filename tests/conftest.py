@@ -130,10 +130,34 @@ def _formula_frame(family: str, seed: int) -> tuple[pd.DataFrame, str]:
     raise KeyError(family)
 
 
+def _glmm_data(family: str, shift: float, scale: float, seed: int):
+    """Binomial or Poisson rows: one factor with a covariate, or crossed factors (multilevel).
+
+    ``shift + scale * y`` (and the same of the trials) keeps them counts when shift and scale
+    are whole numbers, and successes <= trials.
+    """
+    from varcomp.models.design import from_formula
+
+    rng = np.random.default_rng(seed)
+    kind, several = family.split("_")[0], family.endswith("_multilevel")
+    a = np.repeat([f"a{i}" for i in range(4)], 6)
+    b = np.tile([f"b{j}" for j in range(3)], 8)
+    x = rng.normal(size=a.size)
+    n = rng.integers(1, 6, a.size)
+    y = rng.binomial(n, 0.4) if kind == "binomial" else rng.poisson(2.0, a.size)
+    frame = pd.DataFrame({"a": a, "b": b, "x": x, "y": shift + scale * y,
+                          "n": shift + scale * n})
+    rhs = "1 + (1|a) + (1|b)" if several else "x + (1|a)"
+    lhs = "p(y, n)" if kind == "binomial" else "y"
+    return from_formula(frame, f"{lhs} ~ {rhs}", family=kind)
+
+
 def _mixed_data(family: str, shift: float = 0.0, scale: float = 1.0, seed: int = 0):
     """Small data of ``family`` with responses ``shift + scale * y`` (the same design)."""
     from varcomp.models.design import from_formula
 
+    if family.startswith(("binomial", "poisson")):  # the GLMMs: counts stay counts
+        return _glmm_data(family, shift, scale, seed)
     if family == "oneway":
         from varcomp.models.simulate import simulate_univariate
 

@@ -259,8 +259,8 @@ def test_compare_takes_a_frame(frame, tmp_path):
 
 # ---------------------------------------------------------------------------- bad input
 BAD = [
-    ("family", lambda df: varcomp.fit(df, FORMULA, family="binomial"), DataError,
-     "family='binomial' is not supported: varcomp fits 'gaussian'"),
+    ("family", lambda df: varcomp.fit(df, FORMULA, family="gamma"), DataError,
+     "family='gamma' is not supported: varcomp fits 'gaussian', 'bernoulli'"),
     ("data of another kind", lambda df: varcomp.fit(42, FORMULA), TypeError,
      "data must be a pandas DataFrame, a pyarrow Table, a file path"),
     ("formula and group", lambda df: varcomp.fit(df, FORMULA, group="g"), DataError,

@@ -21,11 +21,14 @@ from varcomp.models.priors import Priors
 DIMS = ("chain", "draw")
 
 
-def test_registry_and_every_family_is_gaussian():
-    assert LIKELIHOODS == {"gaussian": GAUSSIAN}
+def test_registry_and_every_family_has_its_likelihood():
+    assert set(LIKELIHOODS) == {"gaussian", "binomial", "poisson"}
     assert GAUSSIAN.params == ("sigma",) and GAUSSIAN.residual_sd == "sigma"
-    for name in FAMILY_MODULES:
-        assert family_named(name).likelihood is GAUSSIAN, name
+    for name in FAMILY_MODULES:  # the GLMM families are named by their likelihood
+        want = LIKELIHOODS.get(name.removesuffix("_multilevel"), GAUSSIAN)
+        assert family_named(name).likelihood is want, name
+    for lik in (LIKELIHOODS["binomial"], LIKELIHOODS["poisson"]):
+        assert lik.residual_sd is None and lik.params == ()
 
 
 def test_residual_variance_is_sigma_squared_for_draws_and_estimates():

@@ -157,7 +157,7 @@ def data_summary(data, family) -> dict:
         warns.append(f"Only {L} cluster{'s' if L != 1 else ''}: the between-cluster sd tau "
                      f"rests on {L - 1} degree of freedom, so its posterior mostly reflects the "
                      f"prior. Treat tau and the ICC as poorly determined.")
-    if singletons:
+    if singletons and family.likelihood.residual_sd is not None:
         warns.append(f"{singletons} cluster(s) have a single observation: they inform tau and "
                      f"the mean but not the within-cluster sd sigma.")
     values, counts = np.unique(sizes, return_counts=True)
@@ -242,16 +242,25 @@ def boundary(panel: dict, estimates: Mapping) -> dict:
 
 
 def design_effects(post, data, outcomes: list) -> dict:
-    """Kish's design effect and the reliability of cluster means, with 94% HDIs."""
+    """Kish's design effect and the reliability of cluster means, with 94% HDIs.
+
+    A non-Gaussian response (a posterior with ``icc_data``) uses the data-scale ICC, the
+    correlation of two 0/1 trials (or counts) of one cluster, and, for binomial rows, each
+    cluster's trials as its size: the design effect of a cluster's proportion.
+    """
     rows, notes = [], []
+    glm = "icc_data" in post
     for k, o in enumerate(outcomes):
         n = data.stats.n[:, k]
+        if glm and data.trials is not None:
+            n = np.bincount(data.codes, weights=data.trials, minlength=data.n_groups)
         n = n[n > 0].astype(np.float64)
         nbar, nw = shares.mean_size(n), shares.weighted_size(n)
-        icc = flat(pick(post["icc"], o))
+        icc = flat(pick(post["icc_data" if glm else "icc"], o))
         deff = shares.deff(icc, nbar)  # design effect 1 + (n_bar - 1) ICC
         rel = shares.reliability(icc, nbar)  # reliability of a mean of n_bar draws
         suffix = "" if o is None else f" [{o}]"
+        suffix += " (data-scale ICC)" if glm else ""
         rows.append({"quantity": f"design effect 1 + (n̄ − 1) ICC{suffix}", "nbar": nbar,
                      "mean": float(deff.mean()), "hdi": hdi(deff)})
         rows.append({"quantity": f"reliability of cluster means n̄ ICC / (1 + (n̄ − 1) ICC)"

@@ -93,6 +93,10 @@ def ppc_design(post, data, likelihood, seed: int = 0) -> list[dict]:
     of this design would look. Compared with the data: the means of each factor's levels and
     the within-level sds of the last (finest) factor, as ECDFs, with posterior predictive
     p-values of their spread. O(draws x N), at most ``PPC_VALUES`` replicated values.
+
+    A non-Gaussian ``likelihood`` (its ``replicate_rows``) draws the rows from the linear
+    predictor X beta + offset + sum_f tau_f z_f instead, and both sides are compared as each
+    row's proportion (successes / trials) or rate (count / exp(offset)).
     """
     rng = np.random.default_rng(seed)
     design = data.design
@@ -104,10 +108,18 @@ def ppc_design(post, data, likelihood, seed: int = 0) -> list[dict]:
     S = idx.size
     beta = post["beta"].transpose("chain", "draw", ...).values.reshape(-1, X.shape[1])[idx]
     tau = post["tau"].transpose("chain", "draw", ...).values.reshape(-1, len(design.factors))
-    own = {p: flat(post[p])[idx] for p in likelihood.params}
-    rep = likelihood.replicate(beta @ X.T, own, rng)
+    glm = likelihood.replicate_rows is not None
+    rep = beta @ X.T
+    if not glm:  # the likelihood's own noise around the mean (Gaussian: sigma e)
+        rep = likelihood.replicate(rep, {p: flat(post[p])[idx] for p in likelihood.params}, rng)
     for f, t in zip(design.factors, tau[idx].T, strict=True):
         rep += (t[:, None] * rng.standard_normal((S, f.m)))[:, f.codes]
+    if glm:  # rows drawn by the likelihood; compared as proportions or rates
+        values = likelihood.containers(data)
+        offset = values.get("offset", np.zeros(N))
+        per = values["trials"] if "trials" in values else np.exp(offset)
+        rep = likelihood.replicate_rows(rep + offset, values.get("trials"), data.link, rng) / per
+        y = y / per
     panels, tests = [], []
     last = len(design.factors) - 1
     for i, f in enumerate(design.factors):

@@ -19,6 +19,7 @@ from varcomp.analyses.report.compute import (
     design_effects,
     estimate_dicts,
     estimates_table,
+    hdi,
     headline,
     icc_marks,
     icc_panels,
@@ -35,6 +36,32 @@ __all__ = ["fit_view", "glance", "report"]
 
 GLANCE = (("icc", "ICC", ""), ("vpc", "VPC", " (share of variance)"),
           ("tau", "tau", " (between sd)"), ("sigma", "sigma", " (within sd)"))
+
+
+GLM_SHARES = (
+    ("icc", "ICC (latent scale)", "sum tau² / (sum tau² + v), v the distribution-specific "
+     "variance on the link scale: π²/3 (logit), 1 (probit), ln(1 + 1/λ) (Poisson, log-normal; "
+     "λ = exp(mean linear predictor + sum tau²/2); Nakagawa, Johnson & Schielzeth 2017)."),
+    ("icc_trigamma", "ICC (latent, trigamma)", "the same with v = ψ₁(λ), the trigamma "
+     "approximation of the Poisson variance."),
+    ("icc_data", "ICC (data scale)", "the correlation of two 0/1 trials (or two counts) of one "
+     "cluster at the mean linear predictor: Var(p) / (Var(p) + E[p(1 − p)]) over the random "
+     "effects (Poisson: Var(λ) / (Var(λ) + E λ))."),
+    ("r2_marginal", "R² marginal", "sigma_f² / (sigma_f² + sum tau² + v), sigma_f² = "
+     "Var(X beta)."),
+    ("r2_conditional", "R² conditional", "(sigma_f² + sum tau²) / (sigma_f² + sum tau² + v)."),
+)
+"""The shares of a binomial or Poisson fit, each defined in one sentence (link scale)."""
+
+
+def glm_shares(post, family) -> list[dict]:
+    """Posterior mean and 94% HDI of each GLMM share in the posterior, with its definition."""
+    out = []
+    for var, title, text in GLM_SHARES:
+        if var in post and var in family.summary_vars:
+            x = post[var].values.reshape(-1)
+            out.append({"title": title, "text": text, "mean": float(x.mean()), "hdi": hdi(x)})
+    return out
 
 
 def glance(result, name: str | None) -> dict | None:
@@ -90,6 +117,7 @@ def fit_view(result, name: str, outcomes: list, *, open_: bool, seed: int = 0) -
                 else effects.ppc(post, result.data, outcomes, family.likelihood, seed)),
         "caterpillars": effects.caterpillars(fit.idata, result.data, outcomes),
         "latent": bool(family.form(name).latent) if name in family.forms else True,
+        "glm": glm_shares(post, family) if family.likelihood.residual_sd is None else None,
     }
 
 

@@ -27,12 +27,21 @@ FAMILY_MODULES = {
     "regression": "varcomp.models.forms.regression",
     "nested": "varcomp.models.forms.nested",
     "crossed": "varcomp.models.forms.crossed",
+    "binomial": "varcomp.models.forms.glmm",
+    "poisson": "varcomp.models.forms.glmm",
+    "binomial_multilevel": "varcomp.models.forms.glmm",
+    "poisson_multilevel": "varcomp.models.forms.glmm",
 }
 
 
 def family_named(name: str) -> Family:
-    """The family record called ``name`` (its module is imported on first use)."""
-    return import_module(FAMILY_MODULES[name]).FAMILY
+    """The family record called ``name`` (its module is imported on first use).
+
+    A module defines ``FAMILY``, or ``FAMILIES`` (name -> record) where one module holds
+    several (the GLMMs, one per likelihood and structure).
+    """
+    module = import_module(FAMILY_MODULES[name])
+    return module.FAMILIES[name] if hasattr(module, "FAMILIES") else module.FAMILY
 
 
 def family_of(data) -> Family:
@@ -40,8 +49,10 @@ def family_of(data) -> Family:
 
     Several response columns: the multivariate model. No formula's design (group and
     response columns), or a formula of rows with an intercept only and one grouping factor:
-    the one-way model. A design with several grouping factors: nested or crossed, as the data
-    nest; with one factor and covariates: the random-intercept regression. A design of
+    the one-way model. A non-Gaussian response (``data.likelihood``): the GLMM family of that
+    likelihood, one factor or several (:mod:`models.forms.glmm`). A design with several
+    grouping factors: nested or crossed, as the data nest; with one factor and covariates:
+    the random-intercept regression. A design of
     statistics only (a file reduced while reading, ``design.X`` None) is fitted by the mixed
     families' cell kernels whatever its terms (the one-way forms need the rows' statistics).
     A design whose random-effects terms have slope columns is parsed but refused here, naming
@@ -57,6 +68,10 @@ def family_of(data) -> Family:
         raise DataError(f"random slopes: {slopes[0].label} is parsed but not yet fitted (no "
                         f"family fits slopes); fit random intercepts, e.g. "
                         f"(1|{slopes[0].factor.name})")
+    response = getattr(data, "likelihood", "gaussian")
+    if response != "gaussian":  # binomial or Poisson: the GLMM families, by structure
+        several = len(design.factors) > 1
+        return family_named(f"{response}_multilevel" if several else response)
     if design is None or (design.X is not None and design.terms == ("Intercept",)
                           and len(design.factors) == 1):
         return family_named("oneway")

@@ -126,6 +126,10 @@ class Family:
         power-scaling still has its sum.
     log_prior : callable or None
         ``log_prior(data, posterior, priors) -> (S,)``: the log prior per draw (power-scaling).
+    conditional_loglik : callable or None
+        ``conditional_loglik(data, posterior, effects) -> (S,) or None``: each draw's log
+        density of all rows given the latent forms' effects, where the family's response is not
+        Gaussian (None: :func:`models.pointwise.conditional_loglik`, the Gaussian one).
     new_cluster : callable or None
         ``new_cluster(data, posterior, rng)``: draws of a new cluster's effect and mean
         (:mod:`models.predictive`).
@@ -173,6 +177,7 @@ class Family:
     cluster_loglik: Callable[..., Any] | None = None
     total_loglik: Callable[..., Any] | None = None
     log_prior: Callable[..., Any] | None = None
+    conditional_loglik: Callable[..., Any] | None = None
     new_cluster: Callable[..., Any] | None = None
     partition_priors: Callable[..., Any] | None = None
     headline: str = "icc"

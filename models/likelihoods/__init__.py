@@ -7,8 +7,15 @@ module defining its :class:`~models.likelihoods.base.Likelihood` record and one 
 from __future__ import annotations
 
 from varcomp.models.likelihoods.base import Likelihood
+from varcomp.models.likelihoods.binomial import BINOMIAL
 from varcomp.models.likelihoods.gaussian import GAUSSIAN
+from varcomp.models.likelihoods.poisson import POISSON
 
-__all__ = ["GAUSSIAN", "LIKELIHOODS", "Likelihood"]
+__all__ = ["BINOMIAL", "FAMILY_NAMES", "GAUSSIAN", "LIKELIHOODS", "POISSON", "Likelihood"]
 
-LIKELIHOODS: dict[str, Likelihood] = {GAUSSIAN.name: GAUSSIAN}
+LIKELIHOODS: dict[str, Likelihood] = {GAUSSIAN.name: GAUSSIAN, BINOMIAL.name: BINOMIAL,
+                                      POISSON.name: POISSON}
+
+FAMILY_NAMES = ("gaussian", "bernoulli", "binomial", "poisson")
+"""What ``--family`` / ``family=`` accept; ``bernoulli`` is the binomial record with one trial
+per row."""
