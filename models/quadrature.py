@@ -16,8 +16,8 @@ equal glmer. It converges slowly when tau >= 1 and a cluster is all-zero or all-
 prior side is a Gaussian tail of width tau while the likelihood side falls off on the row density's
 own scale in u, both far from the curvature at the mode (K = 25: 1.8e-3 at tau = 5). The default
 (``K=None``) is therefore a trapezoid rule on nodes u_l + s_l xi with xi = j h_l: step h_l = 0.5 in
-units of s_l, reduced until h_l s_l <= ``STEP_U`` = 0.2; the grid runs out on each side until f_l has
-fallen by ``TAIL_DROP`` = 40. For analytic, fast-decaying integrands the trapezoid converges
+units of s_l, reduced until h_l s_l <= ``STEP_U`` = 0.2; the grid runs out on each side until f_l
+has fallen by ``TAIL_DROP`` = 40. For analytic, fast-decaying integrands the trapezoid converges
 geometrically in 1/h; measured worst error against brute force over the grid of
 tests/test_quadrature.py (cluster sizes 1..200, tau 0.05..5, all-zero/all-one clusters, three
 families): 2e-11 with 47 (tau <= 0.3) to 414 (tau = 5) nodes per cluster (DEVELOPERS.md).
