@@ -1,0 +1,105 @@
+"""PyTensor Ops of the GLMM cluster quadrature: ``pm.Potential("loglik", op(eta, tau))``.
+
+Two Ops, both returning the total log marginal density (a scalar) of a one-factor random-intercept
+GLMM with the rows' constants included, and both differentiable through a companion Op built from
+``models.quadrature``'s exact gradient (so NUTS gets the gradient of the value it is given):
+
+- ``SufficientLogpOp(stats, family, link, K)``: inputs eta per cluster (L,) and tau (scalar);
+  ``stats`` from ``quadrature.cluster_stats`` (the data, held as constants).
+- ``RowLogpOp(y, trials, codes, family, link, K)``: inputs eta per row (N,) and tau (scalar).
+
+``K`` is the quadrature rule (``None``: the default trapezoid; an integer: Gauss-Hermite).
+Evaluation is numpy on the host (``perform``), one call per logp/gradient evaluation.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytensor.tensor as pt
+from pytensor.graph.basic import Apply
+from pytensor.graph.op import Op
+
+from .quadrature import DEFAULT_K, cluster_logp, sufficient_logp
+
+__all__ = ["RowLogpOp", "SufficientLogpOp"]
+
+
+class _LogpGrad(Op):
+    """(eta, tau) -> (d total / d eta, d total / d tau) of its parent Op."""
+
+    def __init__(self, parent):
+        self.parent = parent
+
+    def make_node(self, eta, tau):
+        eta, tau = pt.as_tensor_variable(eta), pt.as_tensor_variable(tau)
+        return Apply(self, [eta, tau], [eta.type(), tau.type()])
+
+    def perform(self, node, inputs, outputs):
+        _, d_eta, d_tau = self.parent.evaluate(inputs[0], inputs[1], grad=True)
+        outputs[0][0] = np.asarray(d_eta, dtype=node.outputs[0].dtype)
+        outputs[1][0] = np.asarray(d_tau, dtype=node.outputs[1].dtype)
+
+
+class _LogpOp(Op):
+    """Base: (eta vector, tau scalar) -> total log density; ``evaluate`` is the numpy side."""
+
+    def evaluate(self, eta, tau, grad):  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def make_node(self, eta, tau):
+        eta = pt.as_tensor_variable(eta).astype("float64")
+        tau = pt.as_tensor_variable(tau).astype("float64")
+        if eta.ndim != 1 or tau.ndim != 0:
+            raise TypeError("eta must be a vector and tau a scalar")
+        return Apply(self, [eta, tau], [pt.dscalar()])
+
+    def perform(self, node, inputs, outputs):
+        total, _, _ = self.evaluate(inputs[0], inputs[1], grad=False)
+        outputs[0][0] = np.asarray(total, dtype="float64")
+
+    def grad(self, inputs, output_grads):
+        d_eta, d_tau = _LogpGrad(self)(*inputs)
+        g = output_grads[0]
+        return [g * d_eta, g * d_tau]
+
+
+class SufficientLogpOp(_LogpOp):
+    """Total log density from cluster sufficient statistics; inputs eta per cluster and tau."""
+
+    def __init__(self, stats, family: str, link: str, K: int | None = DEFAULT_K):
+        self.stats, self.family, self.link, self.K = stats, family, link, K
+
+    def evaluate(self, eta, tau, grad):
+        """(total, d total / d eta, d total / d tau); the last two None unless ``grad``."""
+        total, d_tau, d_eta = sufficient_logp(
+            self.stats, eta, float(tau), self.family, self.link, self.K, grad
+        )
+        return total, d_eta, d_tau
+
+
+class RowLogpOp(_LogpOp):
+    """Total log density from the rows; inputs eta per row and tau."""
+
+    def __init__(self, y, trials, codes, family: str, link: str, K: int | None = DEFAULT_K):
+        self.y = np.asarray(y, dtype=float)
+        self.trials = None if trials is None else np.asarray(trials, dtype=float)
+        self.codes = np.asarray(codes, dtype=np.intp)
+        self.n_clusters = int(self.codes.max()) + 1
+        self.family, self.link, self.K = family, link, K
+
+    def evaluate(self, eta, tau, grad):
+        """(total, d total / d eta, d total / d tau); the last two None unless ``grad``."""
+        r = cluster_logp(
+            self.y,
+            self.trials,
+            eta,
+            self.codes,
+            float(tau),
+            self.family,
+            self.link,
+            self.K,
+            n_clusters=self.n_clusters,
+            grad=grad,
+        )
+        total = float(r.logp.sum())
+        return (total, r.d_eta, float(r.d_tau.sum())) if grad else (total, None, None)
