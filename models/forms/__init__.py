@@ -27,6 +27,7 @@ FAMILY_MODULES = {
     "regression": "varcomp.models.forms.regression",
     "nested": "varcomp.models.forms.nested",
     "crossed": "varcomp.models.forms.crossed",
+    "slopes": "varcomp.models.forms.slopes",
 }
 
 
@@ -44,8 +45,8 @@ def family_of(data) -> Family:
     nest; with one factor and covariates: the random-intercept regression. A design of
     statistics only (a file reduced while reading, ``design.X`` None) is fitted by the mixed
     families' cell kernels whatever its terms (the one-way forms need the rows' statistics).
-    A design whose random-effects terms have slope columns is parsed but refused here, naming
-    the term, until a family fits random slopes.
+    A design whose random-effects terms have slope columns on one grouping factor: the
+    random-slopes family; slopes beside other factors are refused here, naming the term.
     """
     if data.p > 1:
         return family_named("multivariate")
@@ -54,9 +55,13 @@ def family_of(data) -> Family:
     if slopes:
         from varcomp.models.errors import DataError
 
-        raise DataError(f"random slopes: {slopes[0].label} is parsed but not yet fitted (no "
-                        f"family fits slopes); fit random intercepts, e.g. "
-                        f"(1|{slopes[0].factor.name})")
+        if len(design.factors) > 1 or design.X is None:
+            why = ("several grouping factors" if len(design.factors) > 1 else
+                   "a file reduced to statistics while reading")
+            raise DataError(f"random slopes: {slopes[0].label} with {why} is not fitted yet; "
+                            f"slopes are fitted on one grouping factor from rows in memory, "
+                            f"e.g. y ~ x + (1 + x|{slopes[0].factor.name})")
+        return family_named("slopes")
     if design is None or (design.X is not None and design.terms == ("Intercept",)
                           and len(design.factors) == 1):
         return family_named("oneway")
