@@ -149,8 +149,6 @@ class LmmPriors:
         ``sigma``; ``beta`` (dim ``term``) is a Deterministic. The model needs coords ``term``,
         ``slope`` and (several factors) ``factor``.
         """
-        import pymc as pm
-
         from varcomp.models.transforms import ScaledLog
 
         beta = self.create_beta()

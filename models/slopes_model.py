@@ -40,7 +40,8 @@ from varcomp.models.priors import ScalePrior, check_relative_scale, lkj_log_norm
 from varcomp.models.terms import INTERCEPT
 
 __all__ = ["DEFAULT_ETA", "ICC_KEY", "PYMC_LKJ_SIGN", "SlopesPriors", "add_slope_effects",
-           "derive", "estimates", "layout", "slopes_log_prior", "slopes_loglik", "stats_of"]
+           "curve_table", "derive", "estimates", "layout", "parse_slopes_priors",
+           "slopes_log_prior", "slopes_loglik", "stats_of"]
 
 DEFAULT_ETA = 2.0
 """LKJ shape of each correlated term's correlation matrix (see the module)."""
@@ -133,7 +134,7 @@ class SlopesPriors:
 
     @classmethod
     def default(cls, data) -> SlopesPriors:
-        """sd of coefficient c ~ HalfStudentT(3, sd(y) / sd(x_c)); LKJ(2); beta, sigma as lmm."""
+        """Sd of coefficient c ~ HalfStudentT(3, sd(y) / sd(x_c)); LKJ(2); beta, sigma as lmm."""
         fixed = LmmPriors.default(data)
         lay = layout(data)
         taus = []
@@ -227,8 +228,12 @@ class SlopesPriors:
 
 
 def parse_slopes_priors(data, specs) -> SlopesPriors:
-    """``--prior`` overrides: lmm's names, ``tau[Subject|Days]=FAMILY:SCALE``, ``tau=`` (all),
-    ``eta=`` is not a prior family: the LKJ shape stays :data:`DEFAULT_ETA`."""
+    """Apply ``--prior`` overrides through the one grammar (:mod:`models.prior_grammar`).
+
+    The regression's names (``intercept``, ``beta[x]``, ``sigma``) and ``tau=FAMILY:SCALE``
+    (every coefficient) or ``tau[Subject|Days]=FAMILY:SCALE`` (one, by its output label). The
+    LKJ shape is not a ``--prior``: it stays :data:`DEFAULT_ETA`.
+    """
     from varcomp.models.lmm import parse_lmm_priors
     from varcomp.models.prior_grammar import PriorSpec, parse_prior
 
@@ -347,12 +352,16 @@ def derive(idata, data) -> None:
         post["icc_curve"] = xr.DataArray(curve, dims=("chain", "draw", "x"), coords={"x": x})
 
 
-def curve_table(idata, data) -> list[dict] | None:
-    """The ICC curve at the slope column's min, quartiles and max: x, mean, 94% interval."""
+def curve_table(idata, data) -> dict:
+    """``{"icc_curve": rows}``: the ICC curve at the slope column's min, quartiles and max.
+
+    Each row: ``x``, ``mean``, ``lo94``, ``hi94`` (the 3% and 97% quantiles of the draws'
+    tau^2(x) / (tau^2(x) + sigma^2)). Empty where there is no single slope column.
+    """
     post = idata.posterior
     grid = curve_grid(data)
     if grid is None or "icc_curve" not in post:
-        return None
+        return {}
     lay = layout(data)
     xs = np.quantile(lay.Z[:, lay.slope_column], [0.0, 0.25, 0.5, 0.75, 1.0])
     _, _, _, sigma, V = _draws(post, SlopesPriors.default(data))
@@ -360,8 +369,8 @@ def curve_table(idata, data) -> list[dict] | None:
     z[:, lay.slope_column] = xs
     G = np.asarray(shares.icc_curve(V, sigma**2, z))
     lo, hi = np.quantile(G, [0.03, 0.97], axis=0)
-    return [{"x": float(x), "mean": float(g), "lo94": float(a), "hi94": float(b)}
-            for x, g, a, b in zip(xs, G.mean(axis=0), lo, hi, strict=True)]
+    return {ICC_KEY: [{"x": float(x), "mean": float(g), "lo94": float(a), "hi94": float(b)}
+                      for x, g, a, b in zip(xs, G.mean(axis=0), lo, hi, strict=True)]}
 
 
 @dataclass(frozen=True)

@@ -150,6 +150,9 @@ class Family:
         ``factor``, effects ``u_<factor>``).
     anova : bool
         Whether the report shows the one-way ANOVA of each response.
+    fit_tables : callable or None
+        ``fit_tables(idata, data) -> {key: table}``: family-specific tables added to each fit's
+        entry of summary.json (the random-slopes family's ``icc_curve``), or None.
     """
 
     name: str
@@ -178,6 +181,7 @@ class Family:
     design: bool = False
     scalar_tau: bool = False
     anova: bool = False
+    fit_tables: Callable[..., dict] | None = None
 
     def default(self, data: Any) -> str:
         """The form ``varcomp fit`` uses without ``--model``.

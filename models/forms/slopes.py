@@ -22,6 +22,7 @@ from varcomp.models.forms.base import Family, Form
 from varcomp.models.slopes_model import (
     SlopesPriors,
     add_slope_effects,
+    curve_table,
     derive,
     estimates,
     layout,
@@ -134,7 +135,7 @@ def _skip_marginal(data: ClusteredData) -> str | None:
 
 # --------------------------------------------------------------------------- sufficient
 def woodbury_loglik_pt(st, beta, chol, sigma, Zty, Xty_l, yty_l):
-    r"""log p(y | beta, V, sigma) from the per-cluster cross-products (PyTensor).
+    r"""Log p(y | beta, V, sigma) from the per-cluster cross-products (PyTensor).
 
     Lambda = chol(V) / sigma, A_l = Lambda' Z_l'Z_l Lambda + I = C_l C_l' (an elementwise
     Cholesky over the clusters, q small), u_l = C_l^-1 Lambda' Z_l' r_l;
@@ -221,4 +222,5 @@ FAMILY = Family(
     headline="vpc",
     checks="slopes",
     design=True,
+    fit_tables=curve_table,
 )
