@@ -181,11 +181,11 @@ def test_cluster_loglik_sums_to_scipy_per_cluster():
     V = family.default_priors(data).V(POINT["tau"], np.array([POINT["rho"]]))
     cov = dense_cov(data, V, POINT["sigma"])
     mean = data.design.X @ POINT["beta"]
-    for l in range(len(data.groups)):
-        rows = np.flatnonzero(data.codes == l)
+    for c in range(len(data.groups)):
+        rows = np.flatnonzero(data.codes == c)
         want = sps.multivariate_normal(mean[rows], cov[np.ix_(rows, rows)]).logpdf(
             data.y[rows, 0])
-        assert ll[0, l] == pytest.approx(want, rel=1e-10)
+        assert ll[0, c] == pytest.approx(want, rel=1e-10)
 
 
 def test_icc_curve_and_vpc_equal_their_definitions_from_the_draws():

@@ -223,4 +223,5 @@ FAMILY = Family(
     checks="slopes",
     design=True,
     fit_tables=curve_table,
+    effect_vars=(("b", "group"),),
 )
