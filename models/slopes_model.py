@@ -39,15 +39,19 @@ from varcomp.models.lmm import LmmPriors
 from varcomp.models.priors import ScalePrior, check_relative_scale, lkj_log_norm
 from varcomp.models.terms import INTERCEPT
 
-__all__ = ["DEFAULT_ETA", "ICC_KEY", "PYMC_LKJ_SIGN", "SlopesPriors", "add_slope_effects",
-           "curve_table", "derive", "estimates", "layout", "parse_slopes_priors",
-           "slopes_log_prior", "slopes_loglik", "stats_of"]
+__all__ = ["DEFAULT_ETA", "HEADLINE", "ICC_KEY", "PYMC_LKJ_SIGN", "SlopesPriors",
+           "add_slope_effects", "curve_table", "derive", "estimates", "layout",
+           "parse_slopes_priors", "slopes_log_prior", "slopes_loglik", "stats_of"]
 
 DEFAULT_ETA = 2.0
 """LKJ shape of each correlated term's correlation matrix (see the module)."""
 
 PYMC_LKJ_SIGN = 1.0
 """PyMC 5.28's ``LKJCorr`` log density is (eta - 1) log|R| + sign x log c_q (correct: -1)."""
+
+HEADLINE = "vpc_mean_variance"
+"""The headline share's name: Johnson's (2014) mean-variance VPC. Decision: one number that does
+not depend on a chosen x (the ICC curve shows how the share moves with x)."""
 
 ICC_KEY = "icc_curve"
 """summary.json key of the ICC curve's table (x, mean, 94% interval at min, quartiles, max)."""
@@ -331,10 +335,11 @@ def curve_grid(data) -> tuple[np.ndarray, np.ndarray] | None:
 
 
 def derive(idata, data) -> None:
-    """Per draw: ``vpc`` (Johnson's mean-variance VPC, the headline), ``icc_curve`` (dim ``x``).
+    """Per draw: ``vpc_mean_variance`` (Johnson's VPC, the headline), ``icc_curve`` (dim ``x``).
 
-    ``vpc`` = mean over rows of z_i'Vz_i / (that + sigma^2); ``icc_curve`` = z(x)'Vz(x) /
-    (z(x)'Vz(x) + sigma^2) over the slope column's observed range (one slope column only).
+    ``vpc_mean_variance`` = mean over rows of z_i'Vz_i / (that + sigma^2); ``icc_curve`` =
+    z(x)'Vz(x) / (z(x)'Vz(x) + sigma^2) over the slope column's observed range (one slope
+    column only).
     """
     import xarray as xr
 
@@ -343,8 +348,8 @@ def derive(idata, data) -> None:
     _, _, _, sigma, V = _draws(post, SlopesPriors.default(data))
     s2 = sigma**2
     lay = layout(data)
-    post["vpc"] = xr.DataArray(np.asarray(shares.vpc_mean_variance(V, s2, lay.Z)).reshape(shape),
-                               dims=("chain", "draw"))
+    post[HEADLINE] = xr.DataArray(
+        np.asarray(shares.vpc_mean_variance(V, s2, lay.Z)).reshape(shape), dims=("chain", "draw"))
     grid = curve_grid(data)
     if grid is not None:
         x, z = grid
@@ -389,7 +394,7 @@ class SlopesFit:
         s2 = f.sigma**2
         return {**d, "beta": beta, "criterion": f.criterion, "boundary": f.boundary,
                 "singular": f.singular,
-                "vpc": float(shares.vpc_mean_variance(f.V, s2, self.layout.Z))}
+                HEADLINE: float(shares.vpc_mean_variance(f.V, s2, self.layout.Z))}
 
     @property
     def boundary(self) -> bool:
@@ -412,8 +417,3 @@ def estimates(data) -> dict[str, SlopesFit]:
     kw = {"correlated": correlated, "group": lay.group, "coefficients": lay.columns,
           "fixed_names": data.design.terms}
     return {m: SlopesFit(fit_slopes(st, method=m, **kw), lay) for m in ("reml", "ml")}
-
-
-def vpc_of(V, sigma, Z) -> float:
-    """The mean-variance VPC of one (V, sigma) (for tests and reports)."""
-    return float(shares.vpc_mean_variance(V, float(sigma) ** 2, Z))

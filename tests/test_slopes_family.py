@@ -212,7 +212,7 @@ def test_icc_curve_and_vpc_equal_their_definitions_from_the_draws():
     days = pd.read_csv(ROOT / "data" / "sleepstudy.csv")["Days"].to_numpy(dtype=float)
     t2 = (tau[..., :1] ** 2 + 2 * rho * tau[..., :1] * tau[..., 1:] * days
           + tau[..., 1:] ** 2 * days**2).mean(axis=-1)
-    np.testing.assert_allclose(post["vpc"].values, t2 / (t2 + sigma**2), rtol=1e-12)
+    np.testing.assert_allclose(post["vpc_mean_variance"].values, t2 / (t2 + sigma**2), rtol=1e-12)
 
 
 @pytest.mark.parametrize("bars", ["|", "||"])

@@ -20,6 +20,7 @@ from varcomp.models.data import ClusteredData
 from varcomp.models.density import LOG_2PI
 from varcomp.models.forms.base import Family, Form
 from varcomp.models.slopes_model import (
+    HEADLINE,
     SlopesPriors,
     add_slope_effects,
     curve_table,
@@ -212,14 +213,14 @@ FAMILY = Family(
     default_form="sufficient",
     default_priors=SlopesPriors.default,
     parse_priors=parse_slopes_priors,
-    summary_vars=("beta", "tau", "rho", "sigma", "vpc"),
+    summary_vars=("beta", "tau", "rho", "sigma", HEADLINE),
     compare_vars=("beta", "tau", "rho", "sigma"),
     add_effects=add_slope_effects,
     estimates=estimates,
     derive=derive,
     cluster_loglik=slopes_loglik,
     log_prior=slopes_log_prior,
-    headline="vpc",
+    headline=HEADLINE,
     checks="slopes",
     design=True,
     fit_tables=curve_table,
