@@ -428,8 +428,8 @@ def headline(post, family, icc: list[dict]) -> list[dict]:
         return [{"label": p["label"], "draws": p["draws"]} for p in icc]
     if "vpc" not in family.summary_vars:
         var = family.headline  # one share per draw (the random slopes' mean-variance VPC)
-        return [{"label": var, "draws": flat(post[var])}] if var in post and post[
-            var].ndim == 2 else []
+        scalar = var in post and post[var].dims == ("chain", "draw")
+        return [{"label": var, "draws": flat(post[var])}] if scalar else []
     return [{"label": e["label"], "draws": flat(e["da"])} for e in elements(post["vpc"])
             if e["label"] != "vpc[residual]"]
 
