@@ -273,8 +273,9 @@ def test_bad_input_is_one_line(case):
 def test_sleepstudy_fit_passes_the_gate_near_reml(bars):
     import varcomp
 
-    res = varcomp.fit("sleepstudy", formula=f"Reaction ~ Days + (Days {bars} Subject)")
-    summary = res.summary if isinstance(res.summary, dict) else res.fit_result.summary
+    res = varcomp.fit("sleepstudy", formula=f"Reaction ~ Days + (Days {bars} Subject)", seed=0,
+                      progress=False)
+    summary = res.summary_dict()
     fit = summary["fits"]["sufficient"]
     assert fit["diagnostics_ok"] and fit["divergences"] == 0
     reml = summary["estimates"]["reml"]
