@@ -275,7 +275,7 @@ def test_sleepstudy_fit_passes_the_gate_near_reml(bars):
 
     res = varcomp.fit("sleepstudy", formula=f"Reaction ~ Days + (Days {bars} Subject)", seed=0,
                       progress=False)
-    summary = res.summary_dict()
+    summary = res.summary_dict
     fit = summary["fits"]["sufficient"]
     assert fit["diagnostics_ok"] and fit["divergences"] == 0
     reml = summary["estimates"]["reml"]
