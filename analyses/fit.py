@@ -445,6 +445,8 @@ def summarise(result: FitResult) -> dict:
             "prior_sensitivity_likelihood": sensitivity_likelihood(f.idata),
             "new_cluster": _new_cluster_summary(f.idata),
         }
+        if family.fit_tables is not None:
+            summary["fits"][name].update(family.fit_tables(f.idata, d))
     if result.estimates:
         summary["estimates"] = {k: e.as_dict() for k, e in result.estimates.items()}
     if result.comparison is not None:

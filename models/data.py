@@ -61,6 +61,15 @@ DATASETS: dict[str, ShippedDataset] = {
         ShippedDataset("scotssec", "scotssec.csv", "primary", ("attain",),
                        "mlmRev ScotsSec: attainment of 3,435 Scottish pupils, 148 primary x 19 "
                        "secondary schools (crossed, unbalanced)"),
+        ShippedDataset("sleepstudy", "sleepstudy.csv", "Subject", ("Reaction",),
+                       "lme4 sleepstudy: reaction times of 18 subjects over 10 days of sleep "
+                       "deprivation (random slopes: Reaction ~ Days + (Days|Subject))"),
+        ShippedDataset("orthodont", "orthodont.csv", "Subject", ("distance",),
+                       "nlme Orthodont: pituitary-fissure distance of 27 children at ages 8-14 "
+                       "(distance ~ age + (age|Subject))"),
+        ShippedDataset("slopes_boundary", "slopes_boundary.csv", "g", ("y",),
+                       "simulated: 15 groups x 6 rows whose slope sd is estimated at 0 "
+                       "(y ~ x + (x|g): a boundary fit)"),
     ]
 }
 

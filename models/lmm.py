@@ -149,10 +149,28 @@ class LmmPriors:
         ``sigma``; ``beta`` (dim ``term``) is a Deterministic. The model needs coords ``term``,
         ``slope`` and (several factors) ``factor``.
         """
+        from varcomp.models.transforms import ScaledLog
+
+        beta = self.create_beta()
+        if len({(p.family, p.nu) for p in self.tau}) != 1:
+            raise DataError("the tau priors of the factors must share one family (and nu)")
+        one = self.tau[0]
+        scales = np.array([p.scale for p in self.tau])
+        kwargs = {} if len(self.tau) == 1 else {"dims": "factor"}
+        tau = one.pymc("tau", scale=scales if len(self.tau) > 1 else float(scales[0]),
+                       default_transform=ScaledLog(self.scale), **kwargs)
+        sigma = self.sigma.pymc("sigma", default_transform=ScaledLog(self.scale))
+        return beta, tau, sigma
+
+    def create_beta(self):
+        """Create ``alpha``, ``slope`` and the Deterministic ``beta`` (dim ``term``); returns beta.
+
+        The fixed part of :meth:`create`, shared with the random-slopes family's priors.
+        """
         import pymc as pm
         import pytensor.tensor as pt
 
-        from varcomp.models.transforms import Affine, OutcomeAffine, ScaledLog
+        from varcomp.models.transforms import Affine, OutcomeAffine
 
         parts = {}
         if self.slope_index:
@@ -172,16 +190,7 @@ class LmmPriors:
                 cols.append(parts["alpha"] - shift)
             else:
                 cols.append(parts["slope"][self.slope_index.index(j)])
-        beta = pm.Deterministic("beta", pt.stack(cols), dims="term")
-        if len({(p.family, p.nu) for p in self.tau}) != 1:
-            raise DataError("the tau priors of the factors must share one family (and nu)")
-        one = self.tau[0]
-        scales = np.array([p.scale for p in self.tau])
-        kwargs = {} if len(self.tau) == 1 else {"dims": "factor"}
-        tau = one.pymc("tau", scale=scales if len(self.tau) > 1 else float(scales[0]),
-                       default_transform=ScaledLog(self.scale), **kwargs)
-        sigma = self.sigma.pymc("sigma", default_transform=ScaledLog(self.scale))
-        return beta, tau, sigma
+        return pm.Deterministic("beta", pt.stack(cols), dims="term")
 
 
 def parse_lmm_priors(priors: LmmPriors, specs: Sequence[str] | None) -> LmmPriors:

@@ -127,6 +127,14 @@ def _formula_frame(family: str, seed: int) -> tuple[pd.DataFrame, str]:
         return pd.DataFrame({"a": a, "b": b, "y": rng.normal(size=a.size)
                              + pd.factorize(a)[0] * 0.6 - pd.factorize(b)[0] * 0.4}), \
             "y ~ 1 + (1|a) + (1|b)"
+    if family == "slopes":
+        sizes = [3, 4, 5, 4, 3, 5]
+        g = np.repeat([f"g{i}" for i in range(6)], sizes)
+        x = rng.normal(size=g.size)
+        y = (1.0 + 0.5 * x + np.repeat(rng.normal(size=6), sizes)
+             + np.repeat(rng.normal(0.0, 0.4, 6), sizes) * x)
+        return pd.DataFrame({"g": g, "x": x, "y": y + rng.normal(0.0, 0.7, g.size)}), \
+            "y ~ x + (1 + x|g)"
     raise KeyError(family)
 
 

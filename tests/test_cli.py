@@ -49,7 +49,7 @@ def test_datasets_lists_every_shipped_dataset(capsys):
     assert code == 0
     assert [line.split()[0] for line in out.splitlines()] == [
         "dyestuff", "dyestuff2", "rail", "radon", "gcsemv", "pastes", "penicillin",
-        "scotssec"]
+        "scotssec", "sleepstudy", "orthodont", "slopes_boundary"]
 
 
 def test_describe_dyestuff_prints_box_and_tiao_anova(capsys):

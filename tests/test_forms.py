@@ -177,7 +177,7 @@ def test_family_of_reads_a_formula_s_design(mixed_data):
     one = from_formula(frame, "y ~ 1 + (1|g)")
     assert one.design is not None and family_of(one) is family_named("oneway")
     assert family_of(from_formula(frame, "y ~ x + (1|g)")) is family_named("regression")
-    for name in ("regression", "nested", "crossed"):
+    for name in ("regression", "nested", "crossed", "slopes"):
         assert family_of(mixed_data(name)) is family_named(name)
     fields = {n: (family_named(n).checks, family_named(n).design, family_named(n).scalar_tau,
                   family_named(n).anova) for n in FAMILIES}
@@ -189,7 +189,8 @@ def test_family_of_reads_a_formula_s_design(mixed_data):
                       "binomial": ("glmm", True, True, False),
                       "poisson": ("glmm", True, True, False),
                       "binomial_multilevel": ("glmm", True, False, False),
-                      "poisson_multilevel": ("glmm", True, False, False)}
+                      "poisson_multilevel": ("glmm", True, False, False),
+                      "slopes": ("slopes", True, False, False)}
 
 
 def test_a_form_that_does_not_apply_is_absent_with_its_reason(mixed_data):

@@ -93,8 +93,9 @@ BAD_TERMS = [
     ("y ~ (x|g) + (1|g)", "writes the term (1|g) twice"),
     ("y ~ (np.log(x) || g)", "writes an uncorrelated term (np.log(x) || g) varcomp cannot read"),
     ("y ~ (1|g) || h", "writes an uncorrelated term"),
-    ("y ~ x + (x|g)", "random slopes: (1 + x|g) is parsed but not yet fitted"),
-    ("y ~ x + (x || g)", "random slopes: (0 + x|g) is parsed but not yet fitted"),
+    ("y ~ x + (x|g) + (1|h)", "random slopes: (1 + x|g) with several grouping factors is not "
+                              "fitted yet"),
+    ("y ~ x + (x || g) + (1|h)", "random slopes: (0 + x|g) with several grouping factors"),
 ]
 
 

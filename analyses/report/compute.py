@@ -436,7 +436,9 @@ def headline(post, family, icc: list[dict]) -> list[dict]:
     if icc:
         return [{"label": p["label"], "draws": p["draws"]} for p in icc]
     if "vpc" not in family.summary_vars:
-        return []
+        var = family.headline  # one share per draw (the random slopes' mean-variance VPC)
+        scalar = var in post and post[var].dims == ("chain", "draw")
+        return [{"label": var, "draws": flat(post[var])}] if scalar else []
     return [{"label": e["label"], "draws": flat(e["da"])} for e in elements(post["vpc"])
             if e["label"] != "vpc[residual]"]
 

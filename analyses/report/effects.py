@@ -178,7 +178,11 @@ def effect_sources(idata, data) -> list[dict]:
         if var in seen:
             continue
         seen.add(var)
-        if var in post:
+        if var in post and "coef" in post[var].dims:  # random slopes: a panel per coefficient
+            out += [{"var": f"{var}[{c}]", "factor": f"{factor}|{c}", "codes": codes,
+                     "draws": post[var].sel(coef=c, drop=True), "coef": c}
+                    for c in post[var]["coef"].values]
+        elif var in post:
             out.append({"var": var, "factor": factor, "codes": codes, "draws": post[var]})
         elif var == "group_effect" and SUMMARY_GROUP in idata.groups():
             out.append({"var": var, "factor": factor, "codes": codes,
@@ -206,6 +210,9 @@ def _observed_effects(post, data, sources: list[dict], k: int, o) -> list:
                         else s["moments"]["mean"].values, dtype=np.float64) for s in sources]
     out = []
     for i, s in enumerate(sources):
+        if "coef" in s:  # a coefficient's effects: no raw mean to set beside them
+            out.append(None)
+            continue
         r = resid - sum((m[sources[j]["codes"]] for j, m in enumerate(means) if j != i), 0.0)
         counts = np.bincount(s["codes"], minlength=means[i].size)
         ok = counts.size == means[i].size

@@ -365,6 +365,20 @@ def d_study_figure(rel: dict):
     return fig
 
 
+def icc_curve_figure(curve: dict):
+    """The ICC with random slopes over the slope column: posterior mean and 94% band."""
+    fig, axes = _grid(7.0, 3.0, top=0.3)
+    ax = axes[0, 0]
+    ax.fill_between(curve["x"], curve["lo"], curve["hi"], color=BLUE, alpha=0.25, lw=0,
+                    label=f"{HDI_PROB:.0%} band")
+    ax.plot(curve["x"], curve["mean"], color="#1f3b63", lw=1.8, label="posterior mean")
+    ax.set_ylim(0.0, 1.0)
+    ax.set_xlabel(curve["column"])
+    ax.set_ylabel("ICC(x)")
+    ax.legend(loc="best", frameon=False)
+    return fig
+
+
 # ---------------------------------------------------------------------------- all of them
 def draw(view: dict) -> dict:
     """Every figure of the page as a data URI: ``{"sizes", "overlay", "d_study", "fits": ...}``.
@@ -391,6 +405,8 @@ def draw(view: dict) -> dict:
             mixed = f["mixed"]
             if mixed and mixed["fixed"]["plotted"]:
                 shown["coef"] = coef_figure(mixed["fixed"])
+            if mixed and mixed.get("curve"):
+                shown["icc_curve"] = icc_curve_figure(mixed["curve"])
             if mixed and mixed["components"]:
                 shown["vpc"] = vpc_figure(mixed["components"])
             if f["ranks"]:

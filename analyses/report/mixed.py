@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -220,4 +221,26 @@ def sections(result, post, params: Mapping) -> dict | None:
                  if "corr" in have and design is not None else None),
         "gauge": gauge(post, design) if several and design is not None else None,
         "boundary": {k.upper(): on_boundary(d) for k, d in ests.items()},
+        "curve": icc_curve(post, result),
     }
+
+
+def icc_curve(post, result) -> dict | None:
+    """The ICC as a function of the slope column (posterior ``icc_curve``, dim ``x``), if any.
+
+    Per grid point the posterior mean and the 3% and 97% quantiles (the 94% band); ``table``:
+    the family's rows at the column's min, quartiles and max (summary.json's ``icc_curve``).
+    """
+    if "icc_curve" not in post:
+        return None
+    da = post["icc_curve"]
+    x = np.asarray(da["x"].values, dtype=np.float64)
+    G = np.asarray(da.values, dtype=np.float64).reshape(-1, x.size)
+    lo, hi = np.quantile(G, [0.03, 0.97], axis=0)
+    design = result.data.design
+    column = next(c for t in design.random for c in t.columns if c != "Intercept")
+    tables = result.family.fit_tables
+    rows = (tables(SimpleNamespace(posterior=post), result.data).get("icc_curve", [])
+            if tables is not None else [])
+    return {"x": x, "mean": G.mean(axis=0), "lo": lo, "hi": hi, "column": column,
+            "rows": rows}

@@ -31,6 +31,7 @@ FAMILY_MODULES = {
     "poisson": "varcomp.models.forms.glmm",
     "binomial_multilevel": "varcomp.models.forms.glmm",
     "poisson_multilevel": "varcomp.models.forms.glmm",
+    "slopes": "varcomp.models.forms.slopes",
 }
 
 
@@ -55,8 +56,8 @@ def family_of(data) -> Family:
     the random-intercept regression. A design of
     statistics only (a file reduced while reading, ``design.X`` None) is fitted by the mixed
     families' cell kernels whatever its terms (the one-way forms need the rows' statistics).
-    A design whose random-effects terms have slope columns is parsed but refused here, naming
-    the term, until a family fits random slopes.
+    A design whose random-effects terms have slope columns on one grouping factor: the
+    random-slopes family; slopes beside other factors are refused here, naming the term.
     """
     if data.p > 1:
         return family_named("multivariate")
@@ -65,9 +66,15 @@ def family_of(data) -> Family:
     if slopes:
         from varcomp.models.errors import DataError
 
-        raise DataError(f"random slopes: {slopes[0].label} is parsed but not yet fitted (no "
-                        f"family fits slopes); fit random intercepts, e.g. "
-                        f"(1|{slopes[0].factor.name})")
+        response = getattr(data, "likelihood", "gaussian")
+        if len(design.factors) > 1 or design.X is None or response != "gaussian":
+            why = ("several grouping factors" if len(design.factors) > 1 else
+                   "a file reduced to statistics while reading" if design.X is None else
+                   f"a {response} response")
+            raise DataError(f"random slopes: {slopes[0].label} with {why} is not fitted yet; "
+                            f"slopes are fitted on one grouping factor of a Gaussian response "
+                            f"from rows in memory, e.g. y ~ x + (1 + x|{slopes[0].factor.name})")
+        return family_named("slopes")
     response = getattr(data, "likelihood", "gaussian")
     if response != "gaussian":  # binomial or Poisson: the GLMM families, by structure
         several = len(design.factors) > 1

@@ -157,6 +157,13 @@ class Family:
         ``factor``, effects ``u_<factor>``).
     anova : bool
         Whether the report shows the one-way ANOVA of each response.
+    effect_vars : tuple or None
+        ``((variable, dim), ...)``: the posterior's group-effect variables where they are not
+        the mixed families' (``group_effect`` / ``u_<factor>``); the random-slopes family's
+        ``b`` over (``group``, ``coef``).
+    fit_tables : callable or None
+        ``fit_tables(idata, data) -> {key: table}``: family-specific tables added to each fit's
+        entry of summary.json (the random-slopes family's ``icc_curve``), or None.
     """
 
     name: str
@@ -186,6 +193,8 @@ class Family:
     design: bool = False
     scalar_tau: bool = False
     anova: bool = False
+    fit_tables: Callable[..., dict] | None = None
+    effect_vars: tuple[tuple[str, str], ...] | None = None
 
     def default(self, data: Any) -> str:
         """The form ``varcomp fit`` uses without ``--model``.

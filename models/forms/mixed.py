@@ -37,7 +37,10 @@ def safe(name: str) -> str:
 
 def effect_names(data: ClusteredData) -> list[tuple[str, str]]:
     """(variable, dim) of each factor's group effects (the family's :attr:`~Family.scalar_tau`)."""
-    if family_of(data).scalar_tau:
+    family = family_of(data)
+    if family.effect_vars is not None:
+        return list(family.effect_vars)
+    if family.scalar_tau:
         return [("group_effect", "group")]
     return [(f"u_{safe(f.name)}", safe(f.name)) for f in data.design.factors]
 
