@@ -175,13 +175,13 @@ def test_family_of_reads_a_formula_s_design(mixed_data):
     assert family_of(from_formula(frame, "y ~ x + (1|g)")) is family_named("regression")
     for name in ("regression", "nested", "crossed"):
         assert family_of(mixed_data(name)) is family_named(name)
-    fields = {n: (family_named(n).checks, family_named(n).design, family_named(n).scalar_tau,
-                  family_named(n).anova) for n in FAMILIES}
-    assert fields == {"oneway": ("univariate", False, False, True),
-                      "multivariate": ("multivariate", False, False, True),
-                      "regression": ("mixed", True, True, False),
-                      "nested": ("mixed", True, False, False),
-                      "crossed": ("mixed", True, False, False)}
+    fields = {n: (family_named(n).oracle.rsplit(".", 1)[-1], family_named(n).design,
+                  family_named(n).scalar_tau, family_named(n).anova) for n in FAMILIES}
+    assert fields == {"oneway": ("kit_oneway:KIT", False, False, True),
+                      "multivariate": ("kit_multivariate:KIT", False, False, True),
+                      "regression": ("lmm:KIT", True, True, False),
+                      "nested": ("lmm:KIT", True, False, False),
+                      "crossed": ("lmm:KIT", True, False, False)}
 
 
 def test_a_form_that_does_not_apply_is_absent_with_its_reason(mixed_data):

@@ -186,7 +186,7 @@ FAMILY = Family(
     total_loglik=crossed_loglik,
     log_prior=mixed_prior,
     new_cluster=mixed_new_cluster,
-    checks="mixed",
+    oracle="varcomp.models.checks.lmm:KIT",
     design=True,
 )
 
