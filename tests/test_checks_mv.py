@@ -72,9 +72,10 @@ def test_numpy_lkj_cholesky_density_is_the_closed_form_for_p2():
 
 def test_pymc_lkj_normalising_constant_has_the_wrong_sign():
     """PyMC 5.28 adds +log c_p(eta) where the LKJ density needs -log c_p(eta): its LKJCorr(n=2,
-    eta=1) has logp +log 2 although r is uniform on (-1, 1). compare_logp (its multivariate kit) removes exactly
-    this constant (2 log c per LKJ term) before comparing priors. If this test fails, PyMC has
-    fixed it: drop the note in DEVELOPERS.md (the prior check then needs no offset)."""
+    eta=1) has logp +log 2 although r is uniform on (-1, 1). compare_logp (its multivariate kit)
+    removes exactly this constant (2 log c per LKJ term) before comparing priors. If this test
+    fails, PyMC has fixed it: drop the note in DEVELOPERS.md (the prior check then needs no
+    offset)."""
     import pymc as pm
 
     assert float(pm.logp(pm.LKJCorr.dist(n=2, eta=1.0), np.array([0.3])).eval()) == \
