@@ -43,7 +43,7 @@ def test_four_forms_and_scipy_agree_exactly_including_missing_rows(p, seed, make
     assert res.table.tau_over_sigma.max() == pytest.approx(1e2)
 
 
-def test_compare_logp_mv_fails_the_broken_model(make_partly_missing):
+def test_compare_logp_fails_the_broken_multivariate_model(make_partly_missing):
     """V / n_bar where V belongs (Sigma + V for Sigma + n V) is another density: the check
     fails it (off by more than 1%) while passing sufficient."""
     data = make_partly_missing(2, 1)
