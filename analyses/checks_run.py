@@ -107,6 +107,53 @@ SETTINGS = (
 )
 
 
+class CompileCounter:
+    """Counts PyTensor's work while active: functions compiled, C modules built (cache misses).
+
+    ``functions`` counts :func:`pytensor.function` graphs (every mode); ``c_modules`` counts C
+    compilations (``GCC_compiler.compile_str``: a module not found in the compiledir), the
+    expensive part of a cold run. ``graphs`` lists each function's outputs' names.
+    """
+
+    def __init__(self) -> None:
+        self.functions, self.c_modules, self.graphs = 0, 0, []
+
+    def __enter__(self) -> CompileCounter:
+        from importlib import import_module
+
+        from pytensor.link.c import cmodule
+
+        pfunc = import_module("pytensor.compile.function.pfunc")  # the module, not the function
+        self._saved = (pfunc.orig_function, cmodule.GCC_compiler.__dict__["compile_str"])
+        real_function, real_compile = pfunc.orig_function, cmodule.GCC_compiler.compile_str
+
+        def orig_function(inputs, outputs, *args, **kwargs):
+            self.functions += 1
+            outs = outputs if isinstance(outputs, list | tuple) else [outputs]
+            self.graphs.append(f"{len(inputs)} inputs -> {len(outs)} outputs, mode "
+                               f"{getattr(kwargs.get('mode'), 'optimizer', kwargs.get('mode'))}")
+            return real_function(inputs, outputs, *args, **kwargs)
+
+        def compile_str(*args, **kwargs):
+            self.c_modules += 1
+            return real_compile(*args, **kwargs)
+
+        pfunc.orig_function = orig_function
+        cmodule.GCC_compiler.compile_str = staticmethod(compile_str)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        from importlib import import_module
+
+        from pytensor.link.c import cmodule
+
+        pfunc = import_module("pytensor.compile.function.pfunc")
+        pfunc.orig_function, cmodule.GCC_compiler.compile_str = self._saved
+
+    def as_dict(self) -> dict:
+        return {"pytensor_functions": self.functions, "c_modules_built": self.c_modules}
+
+
 def _sampling_plan(quick: bool) -> list[dict]:
     """First attempt, then raised settings if the diagnostics gate fails.
 
@@ -275,7 +322,7 @@ def run_checks(*, quick: bool, sims: int | None, out: Path | None, seed: int = 0
     agreements: dict[str, dict[str, int]] = {}
     tables = {}
     # OpenBLAS threads spinning on 2 shared cores make small LAPACK calls ~100x slower
-    with threadpool_limits(limits=1, user_api="blas"):
+    with threadpool_limits(limits=1, user_api="blas"), CompileCounter() as compiled:
         for i, setting in enumerate(SETTINGS):
             res = _check_setting(setting, seed + i, quick=quick, plan=plan, t_start=t_start)
             report["logp"][setting.name] = res["logp"]
@@ -304,6 +351,7 @@ def run_checks(*, quick: bool, sims: int | None, out: Path | None, seed: int = 0
     report.update({"passed": passed, "exact_logp_passed": bool(logp_ok),
                    "no_reliable_pair_disagrees": bool(pairs_ok),
                    "agreements_with_reference": agreements, "table": status,
+                   "compilations": compiled.as_dict(),
                    "seconds": time.perf_counter() - t_start})
     for fam, rows in status.items():
         names = [s.name for s in SETTINGS if report["logp"][s.name] and
@@ -321,6 +369,8 @@ def run_checks(*, quick: bool, sims: int | None, out: Path | None, seed: int = 0
           f"{'agree' if pairs_ok else 'DISAGREE'}; SBC: " + ", ".join(
               f"{f} {'pass' if r.passed else 'FAIL'}" for f, r in sbc_results.items())
           + f"; {'PASSED' if passed else 'FAILED'} in {report['seconds']:.0f} s")
+    print(f"PyTensor: {compiled.functions} functions compiled, {compiled.c_modules} C modules "
+          f"built (0 when the compiledir holds them all)")
     if out is not None:
         from varcomp.analyses.outputs import dump_json, write_atomically
 

@@ -54,6 +54,9 @@ class LmmPriors:
     scale: float
     x_mean: tuple[float, ...]
     x_scale: tuple[float, ...]
+    scalar_tau: bool = False
+    """tau is one number per draw (the family's :attr:`~models.forms.base.Family.scalar_tau`),
+    not a vector over the ``factor`` dim."""
 
     @property
     def intercept_index(self) -> int | None:
@@ -82,13 +85,20 @@ class LmmPriors:
                 s = math.sqrt(m2[1 + j, 1 + j] / N + m * m) or 1.0
             x_mean.append(m if design.intercept else 0.0)
             x_scale.append(s)
+        from varcomp.models.forms import family_of
+
         half = ScalePrior("halfstudentt", sd)
         names = sd_coords(design.random) or [design.factors[0].name]  # tau's output names
         return cls(terms=tuple(design.terms), factors=tuple(names),
                    intercept=NormalPrior(center, 2.5 * sd) if design.intercept else None,
                    slopes=tuple(NormalPrior(0.0, 2.5 * sd / s) for s in x_scale),
                    tau=tuple(half for _ in design.factors), sigma=half, center=center, scale=sd,
-                   x_mean=tuple(x_mean), x_scale=tuple(x_scale))
+                   x_mean=tuple(x_mean), x_scale=tuple(x_scale),
+                   scalar_tau=family_of(data).scalar_tau)
+
+    def tau_at(self, tau, d: int):
+        """Factor ``d``'s tau from the model's ``tau`` (a scalar, or a vector over ``factor``)."""
+        return tau if self.scalar_tau else tau[d]
 
     # --------------------------------------------------------------- numpy
     def beta(self, alpha, slopes) -> np.ndarray:
@@ -156,8 +166,8 @@ class LmmPriors:
             raise DataError("the tau priors of the factors must share one family (and nu)")
         one = self.tau[0]
         scales = np.array([p.scale for p in self.tau])
-        kwargs = {} if len(self.tau) == 1 else {"dims": "factor"}
-        tau = one.pymc("tau", scale=scales if len(self.tau) > 1 else float(scales[0]),
+        kwargs = {} if self.scalar_tau else {"dims": "factor"}
+        tau = one.pymc("tau", scale=float(scales[0]) if self.scalar_tau else scales,
                        default_transform=ScaledLog(self.scale), **kwargs)
         sigma = self.sigma.pymc("sigma", default_transform=ScaledLog(self.scale))
         return beta, tau, sigma

@@ -23,8 +23,8 @@ from varcomp.models.effects import draw_blocks
 from varcomp.models.likelihoods import GAUSSIAN, Likelihood
 
 __all__ = ["MAX_CROSSED_FLOPS", "MAX_POINTWISE", "add_pointwise", "conditional_loglik",
-           "crossed_loglik", "crossed_stats", "mixed_loglik", "mixed_prior", "mv_loglik",
-           "mv_prior", "oneway_loglik", "oneway_prior"]
+           "crossed_loglik", "crossed_stats", "crossed_terms", "mixed_loglik", "mixed_prior",
+           "mv_loglik", "mv_prior", "oneway_loglik", "oneway_prior"]
 
 MAX_POINTWISE = 10_000_000
 """Largest chains x draws x clusters stored in ``log_likelihood`` (80 MB of float64)."""
@@ -118,8 +118,7 @@ def crossed_stats(data):
     return {"G": G, "zw": zw, "zz": zz, "owner": owner, "m_big": m[big], "n": cells.n.sum()}
 
 
-def crossed_loglik(data, post, likelihood: Likelihood = GAUSSIAN, *,
-                   _broken: bool = False) -> np.ndarray | None:
+def crossed_loglik(data, post, likelihood: Likelihood = GAUSSIAN) -> np.ndarray | None:
     r"""(S,) log density of all rows per draw, every factor's effects integrated out.
 
     With :math:`D = \mathrm{diag}(\tau_f^2)` over the q levels and
@@ -130,10 +129,22 @@ def crossed_loglik(data, post, likelihood: Likelihood = GAUSSIAN, *,
         + \log|K| + (r^\top r - c^\top K^{-1} c)/\sigma^2\big],\quad
         r = y - X\beta,\ c = D^{1/2} Z^\top r
 
-    K's block of the factor with most levels is diagonal: it is eliminated in closed form and
-    the Schur complement of the other R levels is factored densely, O(R^2 (m + R)) per draw.
-    None above :data:`MAX_CROSSED_FLOPS`. ``_broken`` (log|K| without the eliminated
-    block) is for the tests' deliberately wrong sum only.
+    The bracket's terms are :func:`crossed_terms`. None above :data:`MAX_CROSSED_FLOPS`.
+    """
+    t = crossed_terms(data, post, likelihood)
+    if t is None:
+        return None
+    logdet = t["logdet_schur"] + t["logdet_eliminated"]
+    return -0.5 * (t["constant"] + logdet + t["quad"])
+
+
+def crossed_terms(data, post, likelihood: Likelihood = GAUSSIAN) -> dict[str, np.ndarray] | None:
+    r"""The terms of :func:`crossed_loglik`'s bracket per draw, each (S,).
+
+    ``constant`` (N log 2 pi + (N - q) log sigma^2), ``logdet_eliminated`` (log|K_aa|: K's block of
+    the factor with most levels, diagonal, eliminated in closed form), ``logdet_schur`` (log of
+    the Schur complement of the other R levels, factored densely: O(R^2 (m + R)) per draw) and
+    ``quad``. None above :data:`MAX_CROSSED_FLOPS`.
     """
     st = crossed_stats(data)
     if st is None:
@@ -143,7 +154,8 @@ def crossed_loglik(data, post, likelihood: Likelihood = GAUSSIAN, *,
     G, zw, zz, owner, mb, N = st["G"], st["zw"], st["zz"], st["owner"], st["m_big"], st["n"]
     q = owner.size
     na, C, B0 = np.diag(zz)[:mb], zz[:mb, mb:], zz[mb:, mb:]
-    out = np.empty(len(beta))
+    out = {k: np.empty(len(beta)) for k in ("constant", "logdet_schur", "logdet_eliminated",
+                                            "quad")}
     chunk = max(1, 2_000_000 // max(C.size, 1))
     for a in range(0, len(beta), chunk):
         sl = slice(a, a + chunk)
@@ -161,11 +173,10 @@ def crossed_loglik(data, post, likelihood: Likelihood = GAUSSIAN, *,
         cb = c[:, mb:] - ta[:, None] * tb * ((ca / kaa) @ C)
         L = np.linalg.cholesky(S)
         v = np.linalg.solve(L, cb[..., None])[..., 0]
-        logdet = 2.0 * np.log(np.diagonal(L, axis1=1, axis2=2)).sum(axis=1)
-        if not _broken:
-            logdet = logdet + np.log(kaa).sum(axis=1)
-        quad = (rr - (ca * ca / kaa).sum(axis=1) - (v * v).sum(axis=1)) / s2
-        out[sl] = -0.5 * (N * np.log(2.0 * np.pi) + (N - q) * np.log(s2) + logdet + quad)
+        out["logdet_schur"][sl] = 2.0 * np.log(np.diagonal(L, axis1=1, axis2=2)).sum(axis=1)
+        out["logdet_eliminated"][sl] = np.log(kaa).sum(axis=1)
+        out["quad"][sl] = (rr - (ca * ca / kaa).sum(axis=1) - (v * v).sum(axis=1)) / s2
+        out["constant"][sl] = N * np.log(2.0 * np.pi) + (N - q) * np.log(s2)
     return out
 
 

@@ -26,14 +26,14 @@ SIGMA_NOTES = np.array([[0.25, -0.24], [-0.24, 0.36]])
 # ------------------------------------------------------------------------ exact log densities
 @pytest.mark.parametrize("p, seed", [(2, 0), pytest.param(3, 2, marks=pytest.mark.slow)])
 def test_four_forms_and_scipy_agree_exactly_including_missing_rows(p, seed, make_partly_missing):
-    """compare_logp (dispatching to compare_logp_mv for p > 1): at 8 random (mu, V, Sigma) with
+    """compare_logp (the multivariate family's check kit): at 8 random (mu, V, Sigma) with
     tau/sigma over 1e-4..1e2, the four forms (whose data are pm.Data containers) and the numpy
     information form equal scipy's MvNormal of each cluster's stacked observed vector to
     relative 1e-9, with ~30% of the outcome values missing; the PyMC prior terms equal the
     independent numpy LKJ-Cholesky density (after PyMC's constant) to 1e-9."""
     data = make_partly_missing(p, seed)
     res = checks.compare_logp(data, n_points=8, seed=seed)
-    assert res.name == "compare_logp_mv"
+    assert res.name == "compare_logp"
     assert res.passed, res.text
     assert res.details["rows_partly_missing"] > 0
     assert set(res.details["max_rel_err"]) == {"numpy", *family_named("multivariate").forms}
@@ -43,13 +43,13 @@ def test_four_forms_and_scipy_agree_exactly_including_missing_rows(p, seed, make
     assert res.table.tau_over_sigma.max() == pytest.approx(1e2)
 
 
-def test_compare_logp_mv_fails_the_broken_model(make_partly_missing):
+def test_compare_logp_fails_the_broken_multivariate_model(make_partly_missing):
     """V / n_bar where V belongs (Sigma + V for Sigma + n V) is another density: the check
     fails it (off by more than 1%) while passing sufficient."""
     data = make_partly_missing(2, 1)
     broken = BROKEN["multivariate"]
-    res = checks.compare_logp_mv(data, names=["sufficient"], builders={broken.name: broken.build},
-                                 n_points=6, seed=3)
+    res = checks.compare_logp(data, names=["sufficient"], builders={broken.name: broken.build},
+                              n_points=6, seed=3)
     assert not res.passed
     assert res.details["failed"] == ["broken_V_not_scaled_by_n"]
     assert res.details["max_rel_err"]["broken_V_not_scaled_by_n"] > 1e-2
@@ -72,9 +72,10 @@ def test_numpy_lkj_cholesky_density_is_the_closed_form_for_p2():
 
 def test_pymc_lkj_normalising_constant_has_the_wrong_sign():
     """PyMC 5.28 adds +log c_p(eta) where the LKJ density needs -log c_p(eta): its LKJCorr(n=2,
-    eta=1) has logp +log 2 although r is uniform on (-1, 1). compare_logp_mv removes exactly
-    this constant (2 log c per LKJ term) before comparing priors. If this test fails, PyMC has
-    fixed it: drop the note in DEVELOPERS.md (the prior check then needs no offset)."""
+    eta=1) has logp +log 2 although r is uniform on (-1, 1). compare_logp (its multivariate kit)
+    removes exactly this constant (2 log c per LKJ term) before comparing priors. If this test
+    fails, PyMC has fixed it: drop the note in DEVELOPERS.md (the prior check then needs no
+    offset)."""
     import pymc as pm
 
     assert float(pm.logp(pm.LKJCorr.dist(n=2, eta=1.0), np.array([0.3])).eval()) == \

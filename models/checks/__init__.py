@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from varcomp.models.checks.base import AGREES, DISAGREES, UNRELIABLE, CheckResult
 from varcomp.models.checks.broken import BROKEN
-from varcomp.models.checks.logp import compare_compiled, compare_logp, compare_logp_mv
+from varcomp.models.checks.logp import compare_compiled, compare_logp
 from varcomp.models.checks.posteriors import compare_posteriors
 from varcomp.models.checks.sbc import SBCResult, plot_sbc, rank_uniformity, sbc
 from varcomp.models.checks.sbc_models import MixedSBC, MultivariateSBC, OnewaySBC
@@ -25,5 +25,5 @@ from varcomp.models.reference import ReferencePosterior, reference_posterior
 
 __all__ = ["AGREES", "BROKEN", "DISAGREES", "UNRELIABLE", "CheckResult", "MixedSBC",
            "MultivariateSBC", "OnewaySBC", "ReferencePosterior", "SBCResult", "compare_compiled",
-           "compare_logp", "compare_logp_mv", "compare_posteriors", "plot_sbc", "rank_uniformity",
+           "compare_logp", "compare_posteriors", "plot_sbc", "rank_uniformity",
            "reference_posterior", "sbc"]

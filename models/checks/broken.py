@@ -15,7 +15,8 @@ from varcomp.models.data import ClusteredData
 from varcomp.models.forms.base import Form
 from varcomp.models.priors import MvPriors, Priors
 
-__all__ = ["BROKEN", "build_broken_tau_not_squared", "build_broken_V_not_scaled_by_n"]
+__all__ = ["BROKEN", "build_broken_tau_not_squared", "build_broken_V_not_scaled_by_n",
+           "crossed_loglik_without_eliminated_block"]
 
 
 def build_broken_tau_not_squared(data: ClusteredData, *, priors: Priors | None = None):
@@ -106,6 +107,21 @@ def _mixed_values(data: ClusteredData) -> dict[str, np.ndarray]:
     from varcomp.models.forms import family_of
 
     return family_of(data).form("sufficient").data_values(data)
+
+
+def crossed_loglik_without_eliminated_block(data, post, likelihood=None) -> np.ndarray | None:
+    """:func:`models.pointwise.crossed_loglik` without log|K_aa| (WRONG on purpose).
+
+    The largest factor's eliminated diagonal block is left out of log|K|; the checks of the
+    crossed log density (the stacked MvNormal, leave-one-out, power-scaling) must fail it.
+    """
+    from varcomp.models.likelihoods import GAUSSIAN
+    from varcomp.models.pointwise import crossed_terms
+
+    t = crossed_terms(data, post, likelihood or GAUSSIAN)
+    if t is None:
+        return None
+    return -0.5 * (t["constant"] + t["logdet_schur"] + t["quad"])
 
 
 _BROKEN_MIXED = Form("broken_tau_not_squared", "sufficient with tau for tau^2 (wrong)",

@@ -1,13 +1,14 @@
-r"""Exact checks of the mixed-model families (covariates, nested, crossed) against scipy.
+r"""The mixed-model families' check kit (covariates, nested, crossed) and simulator.
 
 - :func:`scipy_loglik_lmm`: the oracle, written from the definition: scipy's MvNormal of the
   stacked rows with covariance sigma^2 I + sum_f tau_f^2 Z_f Z_f^T built densely, by top-level
   unit when the factors nest (blocks are independent) and over all rows otherwise.
-- :func:`compare_logp_lmm`: every form's log-likelihood (its whole log density without Jacobian
-  minus its own prior terms; latent effects integrated out exactly by the Gaussian identity
-  log p(y) = log p(y, u_hat) + 1/2 log|2 pi H^-1|, H = Z'Z / sigma^2 + diag(1 / tau^2)) equals the
-  oracle to 1e-9 at random points; the prior terms equal :meth:`LmmPriors.logpdf`.
-- :func:`compare_compiled_lmm`: the compiled ``sufficient`` form against the PyMC one.
+- :data:`KIT` (:class:`models.checks.kit.CheckKit`): every form's log-likelihood (its whole log
+  density without Jacobian minus its own prior terms; latent effects integrated out exactly by
+  the Gaussian identity log p(y) = log p(y, u_hat) + 1/2 log|2 pi H^-1|,
+  H = Z'Z / sigma^2 + diag(1 / tau^2)) against the oracle at random points; the prior terms
+  against :meth:`LmmPriors.logpdf`; the compiled ``sufficient`` form (:mod:`models.compiled.lmm`)
+  in the PyMC form's coordinates.
 - :func:`simulate_mixed`: y for a design (the simulator of
   :class:`models.checks.sbc_models.MixedSBC`).
 """
@@ -15,17 +16,19 @@ r"""Exact checks of the mixed-model families (covariates, nested, crossed) again
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 
 import numpy as np
-import pandas as pd
 from scipy import stats
 
-from varcomp.models.checks.base import CheckResult
+from varcomp.models.checks.base import constrained_logp
+from varcomp.models.checks.kit import CheckKit, Native
 from varcomp.models.data import ClusteredData
+from varcomp.models.forms import family_of
+from varcomp.models.forms.mixed import effect_names
 from varcomp.models.lmm import LmmPriors
 
-__all__ = ["compare_compiled_lmm", "compare_logp_lmm", "scipy_loglik_lmm", "simulate_mixed"]
+__all__ = ["KIT", "integrated_loglik_lmm", "scipy_loglik_lmm", "simulate_mixed"]
 
 PRIOR_VARS = ("alpha", "slope", "tau", "sigma")
 
@@ -65,23 +68,28 @@ def _effects_conditional(data: ClusteredData, beta, tau, sigma):
     return np.split(u, splits), half_logdet
 
 
-def integrated_loglik_lmm(model, data: ClusteredData, mode: str | None = None) -> Callable:
-    """``f(beta, tau, sigma) -> (log p(y | beta, tau, sigma), prior terms)`` from the model."""
-    from varcomp.models.checks.base import constrained_logp
-    from varcomp.models.forms.mixed import effect_names
+def integrated_loglik_lmm(model, data: ClusteredData, priors=None,
+                          mode: str | None = None) -> Callable:
+    """``f(point) -> (log p(y | beta, tau, sigma), prior terms)`` from the model.
 
+    ``point`` holds ``beta``, ``tau`` (one per factor) and ``sigma``; the model's tau is a
+    scalar where the family says so (:attr:`Family.scalar_tau`).
+    """
     names_in = [rv.name for rv in model.free_RVs]
     prior_names = [v for v in PRIOR_VARS if v in names_in]
     fn, names = constrained_logp(model, mode, prior_names=prior_names)
     effects = effect_names(data)
-    priors: LmmPriors = LmmPriors.default(data)
+    priors: LmmPriors = LmmPriors.default(data)  # the centring of alpha, whatever the priors
     n_f = len(data.design.factors)
+    scalar_tau = family_of(data).scalar_tau
 
-    def f(beta, tau, sigma):
+    def f(p: dict):
+        beta, tau, sigma = p["beta"], p["tau"], p["sigma"]
         beta = np.asarray(beta, dtype=np.float64)
         tau_v = _tau_vec(tau, n_f)
         slopes = beta[list(priors.slope_index)]
-        point = {"tau": tau_v if n_f > 1 else float(tau_v[0]), "sigma": sigma, "slope": slopes}
+        point = {"tau": float(tau_v[0]) if scalar_tau else tau_v, "sigma": sigma,
+                 "slope": slopes}
         if priors.intercept_index is not None:
             point["alpha"] = beta[priors.intercept_index] + slopes @ np.asarray(priors.x_mean)
         correction = 0.0
@@ -99,7 +107,7 @@ def integrated_loglik_lmm(model, data: ClusteredData, mode: str | None = None) -
     return f
 
 
-def _points(data: ClusteredData, n_points: int, rng: np.random.Generator) -> list[dict]:
+def points(data: ClusteredData, priors, n_points: int, rng: np.random.Generator) -> list[dict]:
     """Random (beta, tau, sigma): beta near least squares, tau/sigma log-spaced 1e-4..1e2."""
     d = data.design
     X, y = d.X, data.y[:, 0]
@@ -117,104 +125,54 @@ def _points(data: ClusteredData, n_points: int, rng: np.random.Generator) -> lis
     return out
 
 
-def compare_logp_lmm(data: ClusteredData, names: Sequence[str] | None = None, n_points: int = 12,
-                     seed: int = 0, rtol: float = 1e-9, *, priors: LmmPriors | None = None,
-                     builders: Mapping[str, Callable] | None = None,
-                     mode: str | None = "FAST_COMPILE") -> CheckResult:
-    """Every form's log-likelihood equals :func:`scipy_loglik_lmm` to relative ``rtol``.
+def native(data: ClusteredData, priors: LmmPriors, model) -> Native:
+    """The compiled kernel (:mod:`models.compiled.lmm`) in the PyMC model's coordinates.
 
-    Forms that do not apply to the data (their family's ``skip``, e.g. ``sufficient`` of an
-    unbalanced crossed design) are reported as skipped. Prior terms: equal to
-    :meth:`LmmPriors.logpdf` up to PyMC's float32 rounding of log 2 (a constant < 1e-6).
-    """
-    from varcomp.models.forms import family_of
-
-    family = family_of(data)
-    priors = priors or LmmPriors.default(data)
-    chosen, skipped = {}, {}
-    for nm in (list(family.forms) if names is None else list(names)):
-        form = family.form(nm)
-        why = form.applies(data)
-        if why:
-            skipped[nm] = why
-            continue
-        chosen[nm] = form.build
-    funcs = {nm: integrated_loglik_lmm(b(data, priors=priors), data, mode)
-             for nm, b in {**chosen, **(builders or {})}.items()}
-    points = _points(data, n_points, np.random.default_rng(seed))
-    truth = np.array([scipy_loglik_lmm(data, p["beta"], p["tau"], p["sigma"]) for p in points])
-    prior_np = np.array([priors.logpdf(p["beta"], p["tau"], p["sigma"]) for p in points])
-    table = pd.DataFrame({"tau_over_sigma": [p["tau_over_sigma"] for p in points],
-                          "truth": truth})
-    max_rel, prior_diff = {}, {}
-    for nm, f in funcs.items():
-        out = np.array([f(p["beta"], p["tau"], p["sigma"]) for p in points])
-        rel = np.abs(out[:, 0] - truth) / np.abs(truth)
-        rel[~np.isfinite(out[:, 0])] = np.inf
-        table[nm], table[f"rel_err_{nm}"] = out[:, 0], rel
-        max_rel[nm] = float(rel.max())
-        prior_diff[nm] = float(np.max(np.abs(out[:, 1] - prior_np)))
-    failed = [nm for nm, r in max_rel.items() if not r <= rtol]
-    failed += [f"{nm} (prior)" for nm, d in prior_diff.items() if not d <= 1e-6]
-    lines = [f"{family.name} log-likelihood vs scipy MvNormal of the stacked rows at {n_points} "
-             f"points, tau/sigma 1e-4..1e2 ({data.n_obs} rows, factors "
-             f"{', '.join(f'{f.name} ({f.m})' for f in data.design.factors)})"]
-    lines += [f"{nm}: max relative error {r:.1e} {'ok' if r <= rtol else 'FAILS'} (rtol {rtol:g})"
-              for nm, r in max_rel.items()]
-    lines += [f"{nm}: skipped ({why})" for nm, why in skipped.items()]
-    return CheckResult("compare_logp", not failed, table, "\n".join(lines),
-                       {"max_rel_err": max_rel, "failed": failed, "rtol": rtol,
-                        "prior_max_abs_diff": prior_diff, "skipped": skipped})
-
-
-def compare_compiled_lmm(data: ClusteredData, priors: LmmPriors | None = None,
-                         n_points: int = 20, seed: int = 0, rtol: float = 1e-8) -> CheckResult:
-    """The compiled ``sufficient`` density against the PyMC form it implements.
-
-    At random points: gradients equal and log densities equal up to one constant (PyMC's
-    float32 log 2).
+    The kernel's coordinates are (beta in term order, log tau by factor, log sigma); PyMC's
+    are its value variables (slope, alpha, tau, sigma) in the model's order.
     """
     from varcomp.models.compiled import lmm
-    from varcomp.models.forms import family_of
 
     family = family_of(data)
-    priors = priors or LmmPriors.default(data)
-    form = family.form("sufficient")
-    compiled = form.compiled(data, priors)
-    model = form.build(data, priors=priors)
+    compiled = family.form("sufficient").compiled(data, priors)
     value_names = [v.name for v in model.value_vars]
-    logp = model.compile_logp(mode="FAST_COMPILE")
-    dlogp = model.compile_dlogp(mode="FAST_COMPILE")
     k, F = len(priors.terms), len(priors.tau)
     i0, slopes = priors.intercept_index, list(priors.slope_index)
-    rng = np.random.default_rng(seed)
-    rows = []
-    for _ in range(n_points):
-        z = 1.5 * rng.standard_normal(k + F + 1)
-        point = {"slope_std__": z[slopes], "tau_log_std__": z[k:k + F] if F > 1 else z[k],
-                 "sigma_log_std__": z[k + F]}
+
+    def point(z: np.ndarray) -> dict:
+        out = {"slope_std__": z[slopes], "sigma_log_std__": z[k + F],
+               "tau_log_std__": z[k] if family.scalar_tau else z[k:k + F]}
         if i0 is not None:
-            point["alpha_std__"] = z[i0]
-        point = {n: point[n] for n in value_names}
-        value, grad = lmm.logp_and_grad(z, compiled.user_data)
-        g = np.asarray(dlogp(point))
-        order = ([*slopes] if slopes else []) + ([i0] if i0 is not None else []) + \
-            list(range(k, k + F + 1))
-        want = np.empty_like(grad)
+            out["alpha_std__"] = z[i0]
+        return {n: out[n] for n in value_names}
+
+    order = ([*slopes] if slopes else []) + ([i0] if i0 is not None else []) + \
+        list(range(k, k + F + 1))
+
+    def grad_of(g: np.ndarray) -> np.ndarray:
+        want = np.empty_like(g)
         want[order] = g
-        rows.append({"logp_pymc": float(logp(point)), "logp_compiled": value,
-                     "grad_rel_err": float(np.max(np.abs(grad - want)) / np.max(np.abs(want)))})
-    table = pd.DataFrame(rows)
-    offset = table["logp_compiled"] - table["logp_pymc"]
-    spread = float(offset.max() - offset.min()) / float(table["logp_pymc"].abs().max())
-    worst = float(table["grad_rel_err"].max())
-    passed = bool(worst <= rtol and spread <= rtol)
-    text = (f"compiled sufficient vs PyMC ({family.name}) at {n_points} points: gradient max "
-            f"relative error {worst:.1e}, log-density offset {float(offset.mean()):+.3g} constant "
-            f"to {spread:.1e} (rtol {rtol:g}): {'ok' if passed else 'FAILS'}")
-    return CheckResult("compiled sufficient", passed, table, text,
-                       {"max_grad_rel_err": worst, "logp_offset": float(offset.mean()),
-                        "logp_offset_spread": spread, "rtol": rtol})
+        return want
+
+    return Native(k + F + 1, lambda z: lmm.logp_and_grad(z, compiled.user_data), point, grad_of)
+
+
+def describe(data: ClusteredData) -> str:
+    factors = ", ".join(f"{f.name} ({f.m})" for f in data.design.factors)
+    return f"{data.n_obs} rows, factors {factors}"
+
+
+KIT = CheckKit(
+    oracle=lambda data, p: scipy_loglik_lmm(data, p["beta"], p["tau"], p["sigma"]),
+    oracle_name="scipy MvNormal of the stacked rows",
+    points=points,
+    integrated=integrated_loglik_lmm,
+    prior_logpdf=lambda priors, p: priors.logpdf(p["beta"], p["tau"], p["sigma"]),
+    native=native,
+    n_points=12,
+    describe=describe,
+)
+"""The mixed-model families' check kit (regression, nested, crossed)."""
 
 
 def simulate_mixed(data: ClusteredData, beta, tau, sigma, rng: np.random.Generator) -> np.ndarray:

@@ -239,12 +239,12 @@ def _model(priors, likelihood: np.ndarray, kernel: float, n_factors: int):
     from varcomp.models.compiled.nutpie import nutpie_model
 
     k = len(priors.terms)
-    one = n_factors == 1
-    layout = [("beta", (k,))] + ([("tau", () if one else (n_factors,))] if n_factors else []) \
+    vector = bool(n_factors) and not priors.scalar_tau  # tau over the ``factor`` dim
+    layout = [("beta", (k,))] + ([("tau", (n_factors,) if vector else ())] if n_factors else []) \
         + [("sigma", ())]
-    dims = {"beta": ("term",)} | ({"tau": ("factor",)} if n_factors > 1 else {})
+    dims = {"beta": ("term",)} | ({"tau": ("factor",)} if vector else {})
     coords = {"term": pd.Index([str(t) for t in priors.terms])}
-    if n_factors > 1:
+    if vector:
         coords["factor"] = pd.Index([str(f) for f in priors.factors])
     start = np.zeros(k + n_factors + 1)
     start[k:] = np.log(np.array([*(p.scale for p in priors.tau), priors.sigma.scale])

@@ -8,7 +8,7 @@ and swap data sets), the container values for any data of the same design, its c
 (or none), whether it exists for given data (:attr:`Form.applies`) and why ``--model all``
 leaves it out as too costly (:attr:`Form.skip`). Every consumer (fit, checks, report, CLI,
 benchmarks) loops over ``family.forms`` and asks; nothing else tests the family: what differs by
-kind of model is a field of the family record (:attr:`Family.checks`, :attr:`Family.scalar_tau`,
+kind of model is a field of the family record (:attr:`Family.oracle`, :attr:`Family.scalar_tau`,
 :attr:`Family.design`, :attr:`Family.anova`), set once in the family's module.
 
 ``applies`` and ``skip`` are different questions. ``applies(data)`` gives the reason a form has
@@ -143,11 +143,11 @@ class Family:
         The response distribution (:mod:`models.likelihoods`): its parameters beyond the linear
         predictor, residual variance (the shares' denominator), prior scale, cluster density and
         predictive replicates. Gaussian for every family today.
-    checks : str
-        Which independent oracle :mod:`models.checks` compares the family's densities with:
-        ``univariate`` (scipy's normal densities of the one-way model), ``multivariate``
-        (scipy's MvNormal of each cluster's stacked observed vector) or ``mixed`` (the dense
-        covariance of a formula's design).
+    oracle : str or None
+        Where the family's check kit lives, ``"module:NAME"``
+        (:class:`models.checks.kit.CheckKit`: the independent oracle of its log density, random
+        parameter points, how a form's density becomes a likelihood, the compiled kernel's
+        coordinates). An address, not an import: production code imports no checks.
     design : bool
         Whether the family's data carry a formula's design (fixed effects, grouping factors)
         that the report shows and its effects are read from.
@@ -189,7 +189,7 @@ class Family:
     partition_priors: Callable[..., Any] | None = None
     headline: str = "icc"
     likelihood: Likelihood = GAUSSIAN
-    checks: str = "univariate"
+    oracle: str | None = None
     design: bool = False
     scalar_tau: bool = False
     anova: bool = False

@@ -60,7 +60,7 @@ def build_sufficient_strata(data: ClusteredData, *, priors: LmmPriors | None = N
         y_mean = pm.Data("y_mean", np.asarray(st.y_mean))
         ybar_c = pm.Data("ybar_c", np.asarray(st.ybar_c))
         beta, tau, sigma = priors.create()
-        t = pt.stack([tau if n_f == 1 else tau[d] for d in range(n_f)])
+        t = pt.stack([priors.tau_at(tau, d) for d in range(n_f)])
         lam = sigma**2 + pt.dot(pt.as_tensor(st.coef), t**2)
         e = y_mean + ybar_c - pt.dot(st.x_mean + st.xbar_c, beta)
         quad = yy - 2.0 * pt.dot(xy, beta) + pt.sum(pt.dot(pt.as_tensor(st.xx), beta) * beta,
@@ -186,7 +186,7 @@ FAMILY = Family(
     total_loglik=crossed_loglik,
     log_prior=mixed_prior,
     new_cluster=mixed_new_cluster,
-    checks="mixed",
+    oracle="varcomp.models.checks.lmm:KIT",
     design=True,
 )
 

@@ -127,7 +127,6 @@ def _family(likelihood: Likelihood, several: bool) -> Family:
         conditional_loglik=conditional_loglik,
         headline="vpc" if several else "icc",
         likelihood=likelihood,
-        checks="glmm",
         design=True,
         scalar_tau=not several,
     )

@@ -60,10 +60,6 @@ def start(data: ClusteredData, priors: LmmPriors | None):
     return pm.Model(coords=coords), priors
 
 
-def _tau(tau, d: int, n_factors: int):
-    return tau if n_factors == 1 else tau[d]
-
-
 def build_latent(data: ClusteredData, *, priors: LmmPriors | None = None,
                  centred: bool | Sequence[bool] = True):
     """The latent model with each factor's effects centred or not.
@@ -91,7 +87,7 @@ def build_latent(data: ClusteredData, *, priors: LmmPriors | None = None,
         eta = pt.dot(pt.as_tensor(design.X), beta)
         for d, (f, (name, dim)) in enumerate(zip(design.factors, effect_names(data),
                                                  strict=True)):
-            t = _tau(tau, d, n_f)
+            t = priors.tau_at(tau, d)
             if flags[d]:
                 u = pm.Normal(name, 0.0, t, dims=dim, default_transform=Affine(0.0, priors.scale))
             else:
@@ -175,16 +171,15 @@ def build_marginal_blocks(data: ClusteredData, *, priors: LmmPriors | None = Non
 
     model, priors = start(data, priors)
     design = data.design
-    n_f = len(design.factors)
     blocks = unit_blocks(data)
     with model:
         beta, tau, sigma = priors.create()
         for i, (rows, pattern) in enumerate(blocks):
             K = rows.shape[1]
-            cov = sigma**2 * pt.eye(K) + _tau(tau, 0, n_f) ** 2 * pt.ones((K, K))
+            cov = sigma**2 * pt.eye(K) + priors.tau_at(tau, 0) ** 2 * pt.ones((K, K))
             for d, codes in enumerate(pattern, start=1):
                 same = (codes[:, None] == codes[None, :]).astype(np.float64)
-                cov = cov + _tau(tau, d, n_f) ** 2 * same
+                cov = cov + priors.tau_at(tau, d) ** 2 * same
             mean = pt.dot(pt.as_tensor(design.X[rows]), beta)
             pm.MvNormal(f"y_b{i}", mu=mean, cov=cov,
                         observed=pm.Data(f"y_b{i}_obs", data.y[rows, 0]))
@@ -207,14 +202,13 @@ def build_marginal_all(data: ClusteredData, *, priors: LmmPriors | None = None):
 
     model, priors = start(data, priors)
     design = data.design
-    n_f = len(design.factors)
     N = data.n_obs
     with model:
         beta, tau, sigma = priors.create()
         cov = sigma**2 * pt.eye(N)
         for d, f in enumerate(design.factors):
             same = (f.codes[:, None] == f.codes[None, :]).astype(np.float64)
-            cov = cov + _tau(tau, d, n_f) ** 2 * same
+            cov = cov + priors.tau_at(tau, d) ** 2 * same
         pm.MvNormal("y", mu=pt.dot(pt.as_tensor(design.X), beta), cov=cov,
                     observed=pm.Data("y_obs", data.y[:, 0]))
     return model
@@ -267,7 +261,7 @@ def build_sufficient_nested(data: ClusteredData, *, priors: LmmPriors | None = N
         yy = pm.Data("yy", np.asarray(st.yy))
         y_mean = pm.Data("y_mean", np.asarray(st.y_mean))
         beta, tau, sigma = priors.create()
-        tau_vec = pt.stack([_tau(tau, d, n_f) for d in range(n_f)])
+        tau_vec = pt.stack([priors.tau_at(tau, d) for d in range(n_f)])
         pm.Potential("loglik", nested_loglik_pt(st, beta, tau_vec**2, sigma**2, cell_s, xy, yy,
                                                 y_mean))
     return model

@@ -506,6 +506,6 @@ FAMILY = Family(
     cluster_loglik=mv_loglik,
     log_prior=mv_prior,
     new_cluster=mv_new_cluster,
-    checks="multivariate",
+    oracle="varcomp.models.checks.kit_multivariate:KIT",
     anova=True,
 )

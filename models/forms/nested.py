@@ -73,6 +73,6 @@ FAMILY = Family(
     cluster_loglik=mixed_loglik,
     log_prior=mixed_prior,
     new_cluster=mixed_new_cluster,
-    checks="mixed",
+    oracle="varcomp.models.checks.lmm:KIT",
     design=True,
 )

@@ -315,6 +315,6 @@ FAMILY = Family(
     new_cluster=oneway_new_cluster,
     partition_priors=lambda data, specs: parse_partition_overrides(
         PartitionPriors.default(data), specs),
-    checks="univariate",
+    oracle="varcomp.models.checks.kit_oneway:KIT",
     anova=True,
 )

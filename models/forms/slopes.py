@@ -221,7 +221,6 @@ FAMILY = Family(
     cluster_loglik=slopes_loglik,
     log_prior=slopes_log_prior,
     headline=HEADLINE,
-    checks="slopes",
     design=True,
     fit_tables=curve_table,
     effect_vars=(("b", "group"),),
