@@ -122,6 +122,26 @@ def test_a_compiled_density_reads_swapped_data(family_name, form_name, mixed_dat
     assert abs(before - want) > 1e-3 * abs(want)  # the data did change the density
 
 
+@pytest.mark.parametrize("name", FAMILIES)
+def test_every_family_s_forms_equal_its_kit_s_oracle_and_its_broken_form_fails(name, mixed_data):
+    """The one exact-density driver over every registered family (its check kit, named by
+    ``Family.oracle``): each form that applies equals the kit's independent scipy oracle to 1e-9
+    at 4 random points (latent GLMM and slopes forms: the joint of rows and effects), the PyMC
+    prior terms equal the kit's numpy/scipy priors, absent forms are reported skipped with their
+    reason, and the family's deliberately broken form (:data:`checks.broken.BROKEN`) fails."""
+    from varcomp.models.checks import BROKEN, compare_logp
+
+    family = family_named(name)
+    data = mixed_data(name)
+    broken = BROKEN[name]
+    res = compare_logp(data, n_points=4, seed=1, family=family, builders={"broken": broken})
+    errors = res.details["max_rel_err"]
+    assert set(errors) | set(res.details["skipped"]) >= set(family.forms) | {"broken"}
+    assert set(res.details["skipped"]) == set(family.absent(data))
+    assert res.details["failed"] == ["broken"] and errors["broken"] > 1e-3, res.text
+    assert max(v for k, v in errors.items() if k != "broken") <= 1e-9
+
+
 @pytest.mark.parametrize("name", DATA_FAMILIES)
 def test_only_sufficient_has_a_compiled_route(name, mixed_data):
     """The compiled route is the sufficient form's: a ready nutpie model over the same sampler
@@ -189,11 +209,11 @@ def test_family_of_reads_a_formula_s_design(mixed_data):
                       "regression": ("lmm:KIT", True, True, False),
                       "nested": ("lmm:KIT", True, False, False),
                       "crossed": ("lmm:KIT", True, False, False),
-                      "binomial": (None, True, True, False),
-                      "poisson": (None, True, True, False),
-                      "binomial_multilevel": (None, True, False, False),
-                      "poisson_multilevel": (None, True, False, False),
-                      "slopes": (None, True, False, False)}
+                      "binomial": ("kit_glmm:KIT", True, True, False),
+                      "poisson": ("kit_glmm:KIT", True, True, False),
+                      "binomial_multilevel": ("kit_glmm:KIT", True, False, False),
+                      "poisson_multilevel": ("kit_glmm:KIT", True, False, False),
+                      "slopes": ("kit_slopes:KIT", True, False, False)}
 
 
 def test_a_form_that_does_not_apply_is_absent_with_its_reason(mixed_data):

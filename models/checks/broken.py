@@ -15,7 +15,8 @@ from varcomp.models.data import ClusteredData
 from varcomp.models.forms.base import Form
 from varcomp.models.priors import MvPriors, Priors
 
-__all__ = ["BROKEN", "build_broken_tau_not_squared", "build_broken_V_not_scaled_by_n",
+__all__ = ["BROKEN", "build_broken_glmm_link", "build_broken_slopes_chol_transposed",
+           "build_broken_tau_not_squared", "build_broken_V_not_scaled_by_n",
            "crossed_loglik_without_eliminated_block"]
 
 
@@ -124,6 +125,75 @@ def crossed_loglik_without_eliminated_block(data, post, likelihood=None) -> np.n
     return -0.5 * (t["constant"] + t["logdet_schur"] + t["quad"])
 
 
+def build_broken_glmm_link(data: ClusteredData, *, priors=None):
+    """A GLMM's ``centred`` form with the wrong link (WRONG on purpose).
+
+    Binomial: the rows' probability is the probit of the logit model's linear predictor (or
+    the logit of the probit's); Poisson: the rate is softplus(eta) = log(1 + exp(eta)) where
+    exp(eta) belongs. The production form plus a potential: the wrong rows' log pmf minus the
+    right one.
+    """
+    import pymc as pm
+    import pytensor.tensor as pt
+
+    from varcomp.models.forms import glmm
+
+    model = glmm.build_centred(data, priors=priors)
+    y = model["y"]
+    observed, param = model.rvs_to_values[y], y.owner.inputs[-1]  # p or the Poisson rate
+    if data.likelihood == "binomial":
+        n = y.owner.inputs[-2]
+        if data.link == "logit":  # eta = logit(p), p_wrong = Phi(eta)
+            wrong = pm.math.invprobit(pt.log(param) - pt.log1p(-param))
+        else:  # eta = probit(p), p_wrong = expit(eta)
+            wrong = pm.math.sigmoid(pt.sqrt(2.0) * pt.erfinv(2.0 * param - 1.0))
+        right, bad = pm.Binomial.dist(n=n, p=param), pm.Binomial.dist(n=n, p=wrong)
+    else:
+        right, bad = pm.Poisson.dist(mu=param), pm.Poisson.dist(mu=pt.log1p(param))
+    with model:
+        pm.Potential("loglik_error", pm.logp(bad, observed).sum() - pm.logp(right, observed).sum())
+    return model
+
+
+def build_broken_slopes_chol_transposed(data: ClusteredData, *, priors=None):
+    """The random-slopes ``noncentred`` form with b_l = chol(V)' z_l (WRONG on purpose).
+
+    The effects' covariance is then chol' chol, not V = chol chol'. The production form plus a
+    potential: the rows' log density with the wrong effects minus the right one.
+    """
+    import pymc as pm
+    import pytensor.tensor as pt
+    from pytensor.graph.replace import graph_replace
+
+    from varcomp.models.forms import slopes
+
+    model = slopes.build_noncentred(data, priors=priors)
+    b, y = model["b"], model["y"]  # b: a view of dot(z, chol'); y ~ N(mean, sigma)
+    z, chol_t = b.owner.inputs[0].owner.inputs
+    mean, sigma = y.owner.inputs[-2:]
+    wrong = graph_replace(mean, {b: pt.dot(z, chol_t.T)}, strict=True)
+    observed = model.rvs_to_values[y]
+    with model:
+        pm.Potential("loglik_error", pm.logp(pm.Normal.dist(wrong, sigma), observed).sum()
+                     - pm.logp(pm.Normal.dist(mean, sigma), observed).sum())
+    return model
+
+
+def _glmm_values(data: ClusteredData) -> dict[str, np.ndarray]:
+    from varcomp.models.forms import family_of
+
+    return family_of(data).form("centred").data_values(data)
+
+
+def _slopes_values(data: ClusteredData) -> dict[str, np.ndarray]:
+    from varcomp.models.forms import family_of
+
+    return family_of(data).form("noncentred").data_values(data)
+
+
+_BROKEN_GLMM = Form("broken_wrong_link", "centred with the wrong link (wrong)",
+                    build_broken_glmm_link, _glmm_values, latent=True)
+
 _BROKEN_MIXED = Form("broken_tau_not_squared", "sufficient with tau for tau^2 (wrong)",
                      build_broken_mixed, _mixed_values)
 
@@ -135,5 +205,11 @@ BROKEN = {
     "regression": _BROKEN_MIXED,
     "nested": _BROKEN_MIXED,
     "crossed": _BROKEN_MIXED,
+    "binomial": _BROKEN_GLMM,
+    "poisson": _BROKEN_GLMM,
+    "binomial_multilevel": _BROKEN_GLMM,
+    "poisson_multilevel": _BROKEN_GLMM,
+    "slopes": Form("broken_chol_transposed", "noncentred with chol(V)' for chol(V) (wrong)",
+                   build_broken_slopes_chol_transposed, _slopes_values, latent=True),
 }
 """The deliberately broken form of each family, by family name."""

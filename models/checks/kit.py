@@ -79,6 +79,13 @@ class CheckKit:
         ``describe(data) -> str``: the data in a few words, for the check's text.
     facts : callable
         ``facts(data) -> dict``: facts about the data added to the result's ``details``.
+    joint_oracle : callable or None
+        ``joint_oracle(data, point) -> float``: the joint log density of the rows and the
+        effects in ``point``; where set, the latent forms (:attr:`Form.latent`) keep their
+        effects (``integrated`` returns their joint density) and are compared with it, the
+        others with ``oracle`` (the GLMMs, whose effects have no closed-form integral).
+    joint_oracle_name : str
+        The joint oracle in words.
     """
 
     oracle: Callable[[Any, dict], float]
@@ -97,6 +104,8 @@ class CheckKit:
         default=lambda data: f"{data.n_groups} clusters, sizes {int(data.sizes.min())}-"
                              f"{int(data.sizes.max())}")
     facts: Callable[[Any], dict] = field(default=lambda data: {})
+    joint_oracle: Callable[[Any, dict], float] | None = None
+    joint_oracle_name: str = ""
 
 
 def kit_of(family) -> CheckKit:

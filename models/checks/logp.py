@@ -24,6 +24,7 @@ from varcomp.models.checks.base import CheckResult
 from varcomp.models.checks.kit import kit_of
 from varcomp.models.data import ClusteredData
 from varcomp.models.forms import family_of
+from varcomp.models.forms.base import Form
 
 __all__ = ["compare_compiled", "compare_logp"]
 
@@ -45,7 +46,9 @@ def compare_logp(
     At ``n_points`` random points of the family's kit (tau / sigma log-spaced over 1e-4..1e2),
     each form's log-likelihood (its whole log density without Jacobian, minus its own prior
     terms, latent effects integrated out exactly: the kit's ``integrated``) and each of the
-    kit's ``extras`` must equal the kit's ``oracle``. Forms that do not apply to the data
+    kit's ``extras`` must equal the kit's ``oracle``. A kit with a ``joint_oracle`` (the GLMMs,
+    random slopes) puts the effects in its points, and its latent forms (:attr:`Form.latent`)
+    give their joint density of rows and effects, compared with that oracle. Forms that do not apply to the data
     (:attr:`Form.applies`, e.g. ``sufficient`` of an unbalanced crossed design) are reported as
     skipped. The prior terms are compared with the kit's numpy prior density: by absolute
     difference (PyMC's HalfStudentT computes log 2 in float32, a constant 2.0e-8 per term that
@@ -62,7 +65,9 @@ def compare_logp(
     priors : optional
         Default ``family.default_priors(data)``.
     builders : mapping, optional
-        Extra ``name -> builder(data, *, priors)`` to check (e.g. :data:`BROKEN`).
+        Extra ``name -> builder(data, *, priors)`` or ``name -> Form`` to check (e.g. a
+        :data:`BROKEN` form; a Form's ``latent`` says which oracle a kit with a
+        ``joint_oracle`` compares it with; a bare builder is an integrated form).
     mode : str, optional
         PyTensor compilation mode of the log densities (default: the kit's ``mode(data)``).
     family : Family, optional
@@ -71,9 +76,10 @@ def compare_logp(
     Returns
     -------
     CheckResult
-        ``table``: one row per point with tau/sigma, the truth, each form's value and its
-        relative error; ``details``: ``max_rel_err`` per form, ``failed``, ``skipped``,
-        ``prior_max_abs_diff`` or ``prior_max_rel_err``.
+        ``table``: one row per point with tau/sigma, the truth (``truth``: the oracle;
+        ``truth_joint``: the kit's joint oracle, what latent forms are compared with when it
+        has one), each form's value and its relative error; ``details``: ``max_rel_err``
+        per form, ``failed``, ``skipped``, ``prior_max_abs_diff`` or ``prior_max_rel_err``.
     """
     family = family or family_of(data)
     kit = kit_of(family)
@@ -86,24 +92,32 @@ def compare_logp(
         if why := form.applies(data):
             skipped[nm] = why
         else:
-            chosen[nm] = form.build
-    chosen.update(builders or {})
-    funcs = {nm: kit.integrated(b(data, priors=priors), data, priors, mode)
-             for nm, b in chosen.items()}
+            chosen[nm] = form
+    for nm, b in (builders or {}).items():
+        chosen[nm] = b if isinstance(b, Form) else Form(nm, "extra builder", b, lambda d: {})
+    # latent forms keep their effects: compared with the joint oracle where the kit has one
+    joint = {nm: kit.joint_oracle is not None and f.latent for nm, f in chosen.items()}
+    funcs = {nm: kit.integrated(f.build(data, priors=priors), data, priors, mode)
+             for nm, f in chosen.items()}
     points = kit.points(data, priors, n_points, np.random.default_rng(seed))
-    truth = np.array([kit.oracle(data, p) for p in points])
+    extras = dict(kit.extras(data, points))
+    table = pd.DataFrame({"tau_over_sigma": [p["tau_over_sigma"] for p in points]})
+    truths = {}
+    if extras or not all(joint.values()):
+        truths[False] = table["truth"] = np.array([kit.oracle(data, p) for p in points])
+    if any(joint.values()):
+        truths[True] = table["truth_joint"] = np.array([kit.joint_oracle(data, p)
+                                                        for p in points])
     prior_np = np.array([kit.prior_logpdf(priors, p) for p in points])
-    table = pd.DataFrame({"tau_over_sigma": [p["tau_over_sigma"] for p in points],
-                          "truth": truth})
-    values = dict(kit.extras(data, points))
+    values = {nm: (v, truths[False]) for nm, v in extras.items()}
     prior_err = {}
     for nm, f in funcs.items():
         out = np.array([f(p) for p in points])
-        values[nm] = out[:, 0]
+        values[nm] = (out[:, 0], truths[joint[nm]])
         diff = np.abs(out[:, 1] - prior_np)
         prior_err[nm] = float(np.max(diff / np.abs(prior_np) if kit.prior_relative else diff))
     max_rel = {}
-    for nm, vals in values.items():
+    for nm, (vals, truth) in values.items():
         rel = np.abs(vals - truth) / np.abs(truth)
         rel[~np.isfinite(vals)] = np.inf
         table[nm], table[f"rel_err_{nm}"] = vals, rel
@@ -112,7 +126,9 @@ def compare_logp(
     failed = [nm for nm, r in max_rel.items() if not r <= rtol]
     failed += [f"{nm} (prior)" for nm, e in prior_err.items()
                if not e <= prior_tol and nm not in failed]
-    lines = [f"{family.name} log-likelihood vs {kit.oracle_name} at {n_points} points, "
+    oracle_name = " / ".join([kit.oracle_name] * (False in truths)
+                             + [kit.joint_oracle_name] * (True in truths))
+    lines = [f"{family.name} log-likelihood vs {oracle_name} at {n_points} points, "
              f"tau/sigma 1e-4..1e2 ({kit.describe(data)})"]
     lines += [f"{nm}: max relative error {r:.1e} {'ok' if r <= rtol else 'FAILS'} (rtol {rtol:g})"
               for nm, r in max_rel.items()]

@@ -16,8 +16,9 @@ from scipy import special, stats
 from varcomp.models.data import ClusteredData
 from varcomp.models.priors import MvPriors
 
-__all__ = ["lkj_corr_draw", "mv_prior_draw", "mv_prior_logpdf", "pymc_lkj_constant_offset",
-           "scipy_loglik", "scipy_loglik_mv"]
+__all__ = ["lkj_corr_draw", "lkj_logpdf", "mv_prior_draw", "mv_prior_logpdf",
+           "pymc_lkj_constant_offset", "pymc_lkj_offset", "scale_prior_logpdf", "scipy_loglik",
+           "scipy_loglik_mv"]
 
 
 def _cluster_blocks(y: np.ndarray, codes: np.ndarray) -> dict[int, np.ndarray]:
@@ -144,11 +145,7 @@ def pymc_lkj_constant_offset(priors: MvPriors) -> float:
     log c_p(eta): independent of the parameters, so no posterior moves, but whole log
     densities differ. Returns the sum over the V and Sigma terms.
     """
-    from pymc.distributions.multivariate import _lkj_normalizing_constant
-
-    return float(sum(float(_lkj_normalizing_constant(float(eta), priors.p).eval(
-        mode="FAST_COMPILE")) + _lkj_log_norm(priors.p, float(eta))
-        for eta in (priors.eta_between, priors.eta_within)))
+    return sum(pymc_lkj_offset(priors.p, eta) for eta in (priors.eta_between, priors.eta_within))
 
 
 def mv_prior_logpdf(priors: MvPriors, values: Mapping[str, np.ndarray]) -> float:
@@ -183,3 +180,29 @@ def mv_prior_draw(priors: MvPriors, rng: np.random.Generator) -> dict[str, np.nd
         s = np.abs(rng.normal(0.0, 1.0, p)) * np.asarray(sds)
         out[name] = s[:, None] * lkj_corr_draw(p, eta, rng) * s[None, :]
     return out
+
+
+def scale_prior_logpdf(prior, x) -> float:
+    """Log density of a scale prior (:class:`models.priors.ScalePrior`'s family, scale, nu)
+    at ``x`` from scipy's distributions (the half-t as twice the t density), summed."""
+    x = np.asarray(x, dtype=np.float64)
+    s = prior.scale
+    dist = {"halfnormal": lambda: stats.halfnorm(scale=s).logpdf(x),
+            "halfstudentt": lambda: math.log(2.0) + stats.t(prior.nu, scale=s).logpdf(x),
+            "halfcauchy": lambda: stats.halfcauchy(scale=s).logpdf(x),
+            "exponential": lambda: stats.expon(scale=s).logpdf(x)}[prior.family]
+    return float(np.sum(dist()))
+
+
+def lkj_logpdf(R: np.ndarray, eta: float) -> float:
+    """The LKJ(eta) log density of the correlation matrix ``R``, with its correct constant."""
+    return float((eta - 1.0) * np.linalg.slogdet(R)[1] - _lkj_log_norm(R.shape[0], eta))
+
+
+def pymc_lkj_offset(n: int, eta: float) -> float:
+    """PyMC 5.28's ``LKJCorr(n, eta)`` log density minus the correct one: 2 log c_n (a constant;
+    see :func:`pymc_lkj_constant_offset`), read from PyMC's own constant."""
+    from pymc.distributions.multivariate import _lkj_normalizing_constant
+
+    return float(_lkj_normalizing_constant(float(eta), n).eval(mode="FAST_COMPILE")) \
+        + _lkj_log_norm(n, float(eta))

@@ -129,6 +129,7 @@ def _family(likelihood: Likelihood, several: bool) -> Family:
         likelihood=likelihood,
         design=True,
         scalar_tau=not several,
+        oracle="varcomp.models.checks.kit_glmm:KIT",
     )
 
 

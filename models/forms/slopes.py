@@ -224,4 +224,5 @@ FAMILY = Family(
     design=True,
     fit_tables=curve_table,
     effect_vars=(("b", "group"),),
+    oracle="varcomp.models.checks.kit_slopes:KIT",
 )
