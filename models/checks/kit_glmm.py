@@ -65,7 +65,7 @@ def fixed_predictor(data: ClusteredData, beta) -> np.ndarray:
 
 
 def joint_loglik(data: ClusteredData, p: dict) -> float:
-    """log p(y | beta, u) + sum_f log N(u_f; 0, tau_f^2): the latent forms' oracle."""
+    """Log p(y | beta, u) + sum_f log N(u_f; 0, tau_f^2): the latent forms' oracle."""
     eta = fixed_predictor(data, p["beta"])
     total = 0.0
     for f, u, t in zip(data.design.factors, p["u"], np.atleast_1d(p["tau"]), strict=True):
@@ -76,7 +76,7 @@ def joint_loglik(data: ClusteredData, p: dict) -> float:
 
 def _cluster_log_integral(data: ClusteredData, rows: np.ndarray, eta0: np.ndarray,
                           tau: float) -> float:
-    """log of the integral over z of p(y_rows | eta0 + tau z) phi(z), by quad."""
+    """Log of the integral over z of p(y_rows | eta0 + tau z) phi(z), by quad."""
     def g(z: float) -> float:
         return float(np.sum(row_logpmf(data, eta0 + tau * z, rows))) + stats.norm.logpdf(z)
 
@@ -92,7 +92,7 @@ def _cluster_log_integral(data: ClusteredData, rows: np.ndarray, eta0: np.ndarra
 
 
 def marginal_loglik(data: ClusteredData, p: dict) -> float:
-    """log p(y | beta, tau) with one factor's effects integrated out per cluster by quad."""
+    """Log p(y | beta, tau) with one factor's effects integrated out per cluster by quad."""
     if not family_of(data).scalar_tau:
         raise ValueError("the integrated GLMM density is per cluster of one grouping factor")
     f, tau = data.design.factors[0], float(np.atleast_1d(p["tau"])[0])

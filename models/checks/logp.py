@@ -48,12 +48,13 @@ def compare_logp(
     terms, latent effects integrated out exactly: the kit's ``integrated``) and each of the
     kit's ``extras`` must equal the kit's ``oracle``. A kit with a ``joint_oracle`` (the GLMMs,
     random slopes) puts the effects in its points, and its latent forms (:attr:`Form.latent`)
-    give their joint density of rows and effects, compared with that oracle. Forms that do not apply to the data
-    (:attr:`Form.applies`, e.g. ``sufficient`` of an unbalanced crossed design) are reported as
-    skipped. The prior terms are compared with the kit's numpy prior density: by absolute
-    difference (PyMC's HalfStudentT computes log 2 in float32, a constant 2.0e-8 per term that
-    cannot move a posterior but would swamp a 1e-9 comparison of whole densities) or, for the
-    multivariate kit, by relative error after PyMC's wrong-signed LKJ constant.
+    give their joint density of rows and effects, compared with that oracle. Forms that do not
+    apply to the data (:attr:`Form.applies`, e.g. ``sufficient`` of an unbalanced crossed
+    design) are reported as skipped. The prior terms are compared with the kit's numpy prior
+    density: by absolute difference (PyMC's HalfStudentT computes log 2 in float32, a constant
+    2.0e-8 per term that cannot move a posterior but would swamp a 1e-9 comparison of whole
+    densities) or, for the multivariate kit, by relative error after PyMC's wrong-signed LKJ
+    constant.
 
     Parameters
     ----------

@@ -183,8 +183,11 @@ def mv_prior_draw(priors: MvPriors, rng: np.random.Generator) -> dict[str, np.nd
 
 
 def scale_prior_logpdf(prior, x) -> float:
-    """Log density of a scale prior (:class:`models.priors.ScalePrior`'s family, scale, nu)
-    at ``x`` from scipy's distributions (the half-t as twice the t density), summed."""
+    """Log density of a scale prior at ``x`` from scipy's distributions, summed.
+
+    ``prior``: a :class:`models.priors.ScalePrior` (family, scale, nu); the half-t as twice the
+    t density.
+    """
     x = np.asarray(x, dtype=np.float64)
     s = prior.scale
     dist = {"halfnormal": lambda: stats.halfnorm(scale=s).logpdf(x),
@@ -200,8 +203,10 @@ def lkj_logpdf(R: np.ndarray, eta: float) -> float:
 
 
 def pymc_lkj_offset(n: int, eta: float) -> float:
-    """PyMC 5.28's ``LKJCorr(n, eta)`` log density minus the correct one: 2 log c_n (a constant;
-    see :func:`pymc_lkj_constant_offset`), read from PyMC's own constant."""
+    """PyMC 5.28's ``LKJCorr(n, eta)`` log density minus the correct one: 2 log c_n.
+
+    A constant (see :func:`pymc_lkj_constant_offset`), read from PyMC's own constant.
+    """
     from pymc.distributions.multivariate import _lkj_normalizing_constant
 
     return float(_lkj_normalizing_constant(float(eta), n).eval(mode="FAST_COMPILE")) \
