@@ -261,3 +261,18 @@ def test_compiled_posterior_equals_pymc_forms_on_sleepstudy(bars):
         assert (np.abs(mx - my) <= 4 * se).all(), (var, mx, my, se)
         # and the spread: sds within 10% (a wrong Jacobian moves the sds of tau and rho)
         np.testing.assert_allclose(x.std(axis=1), y.std(axis=1), rtol=0.1)
+
+
+@pytest.mark.parametrize("specs", [["tau=halfnormal:2", "sigma=exponential:1"],
+                                   ["tau=halfcauchy:1", "tau[g|x]=halfcauchy:0.3",
+                                    "beta[x]=normal:0.5:2", "intercept=normal:1:10"]])
+def test_prior_overrides_equal_the_numpy_oracle(specs):
+    from varcomp.models.slopes_model import parse_slopes_priors
+
+    data = from_formula(frame(), CASES["q2"])
+    priors = parse_slopes_priors(data, specs)
+    block = cs.parameter_block(priors, stats_of(data))
+    density = oracle_density(data, priors)
+    d = [cs.logp_and_grad(z, block)[0] - log_jacobian(z, block) - density(cs.expand(z, block))
+         for z in points(3, cs.n_dim(priors))]
+    assert np.abs(d).max() < 1e-7
