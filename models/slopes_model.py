@@ -165,6 +165,31 @@ class SlopesPriors:
         tau = np.asarray(tau, dtype=np.float64)
         return tau[..., :, None] * self.corr(rho) * tau[..., None, :]
 
+    def cpc(self, rho) -> tuple[dict[str, np.ndarray], float]:
+        """The PyMC forms' correlation variables at ``rho`` (one point, LKJCorr's pair order).
+
+        Returns ``({"cpc" or "cpc_i": u}, log|d rho / d u|)``: u = (w + 1) / 2 of each block's
+        CPCs w_im (i > m, row by row; w_im = L_im / prod_{m' < m} sqrt(1 - w_im'^2), L =
+        chol(R)), and the log Jacobian sum_{i>m} (n - m - 2) / 2 log(1 - w_im^2) + P log 2
+        (the LKJ density of rho is the u's Beta density minus it).
+        """
+        R = self.corr(np.asarray(rho, dtype=np.float64))
+        blocks = [b for b in self.layout.blocks if len(b) > 1]
+        out, log_jac = {}, 0.0
+        for i, b in enumerate(blocks):
+            n = len(b)
+            L = np.linalg.cholesky(R[np.ix_(b, b)])
+            u = []
+            for r in range(1, n):
+                rest = 1.0
+                for m in range(r):
+                    w = L[r, m] / np.sqrt(rest)
+                    rest -= L[r, m] ** 2
+                    u.append((w + 1.0) / 2.0)
+                    log_jac += 0.5 * (n - m - 2) * np.log1p(-w * w) + np.log(2.0)
+            out["cpc" if len(blocks) == 1 else f"cpc_{i}"] = np.array(u)
+        return out, float(log_jac)
+
     def logpdf(self, beta, tau, rho, sigma):
         """The prior's log density (the correct LKJ constant), vectorised over leading axes."""
         sigma = np.asarray(sigma, dtype=np.float64)

@@ -459,20 +459,9 @@ def to_unconstrained(priors, beta, tau, rho, sigma) -> np.ndarray:
     z[k:k + lay.q] = np.log(np.asarray(tau, dtype=np.float64)
                             / np.array([p.scale for p in priors.tau]))
     z[k + lay.q] = math.log(float(sigma) / f.scale)
-    R = priors.corr(np.asarray(rho, dtype=np.float64))
-    at = k + lay.q + 1
-    for blk in lay.blocks:
-        n = len(blk)
-        if n < 2:
-            continue
-        Lr = np.linalg.cholesky(R[np.ix_(blk, blk)])
-        for i in range(1, n):
-            rest = 1.0
-            for m in range(i):
-                w = Lr[i, m] / math.sqrt(rest)
-                z[at] = math.atanh(w)
-                rest -= Lr[i, m] ** 2
-                at += 1
+    cpcs, _ = priors.cpc(rho)
+    u = np.concatenate([np.zeros(0), *cpcs.values()])
+    z[k + lay.q + 1:] = np.arctanh(2.0 * u - 1.0)
     return z
 
 
