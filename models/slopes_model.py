@@ -16,12 +16,15 @@ Decisions:
   intercept: the betas' autoscaling, so a slope's sd is a few sd(y) per sd(x) at most a
   priori); each correlated block LKJ(eta = 2): for q = 2 a Beta(2, 2) on (rho + 1) / 2, zero at
   rho = +-1, which keeps the sampler off singular V without pulling rho = 0.8 in.
-- The correlation is PyMC's ``LKJCorr`` (its upper triangle) and the sds their own
-  HalfStudentT variables: nutpie 0.16.8 cannot initialise ``LKJCholeskyCov`` with a
-  HalfStudentT ``sd_dist``. PyMC 5.28's LKJCorr log density adds the normalising constant
-  log c_q where it should subtract it: a constant, irrelevant to sampling; the log prior
-  (:meth:`SlopesPriors.logpdf`, power-scaling) is the correct density, and the oracle checks
-  account for PyMC's sign (:data:`PYMC_LKJ_SIGN`).
+- The correlation is parameterised by its canonical partial correlations (CPCs; ``cpc``, or
+  ``cpc_i`` per correlated term, holds (CPC + 1) / 2, Beta distributed) and the sds are their
+  own HalfStudentT variables (nutpie 0.16.8 cannot initialise ``LKJCholeskyCov`` with a
+  HalfStudentT ``sd_dist``); ``rho`` is a Deterministic. Not PyMC's ``LKJCorr``: its graph takes
+  det(R) and Cholesky(R), whose gradients invert R, singular near rho = +-1 (nutpie's C backend
+  crashed on a LinAlgError in warm-up), its interval transform leaves non-positive-definite
+  points for q >= 3, and PyMC 5.28 adds its normalising constant where it should subtract it.
+  The CPC density is exact, constants included; the compiled route
+  (:mod:`models.compiled.slopes`) samples the same coordinates (its z_c = atanh(CPC)).
 - Group effects of the integrated forms: an exact draw from b_l | y, beta, V, sigma per
   posterior draw, in lme4's spherical coordinates (b_l = Lambda u_l, Lambda = chol(V) / sigma,
   u_l | y ~ N(A_l^-1 Lambda' Z_l' r_l, sigma^2 A_l^-1), A_l = Lambda' Z_l'Z_l Lambda + I).
@@ -39,15 +42,12 @@ from varcomp.models.lmm import LmmPriors
 from varcomp.models.priors import ScalePrior, check_relative_scale, lkj_log_norm
 from varcomp.models.terms import INTERCEPT
 
-__all__ = ["DEFAULT_ETA", "HEADLINE", "ICC_KEY", "PYMC_LKJ_SIGN", "SlopesPriors",
+__all__ = ["DEFAULT_ETA", "HEADLINE", "ICC_KEY", "SlopesPriors",
            "add_slope_effects", "curve_table", "derive", "estimates", "layout",
            "parse_slopes_priors", "slopes_log_prior", "slopes_loglik", "stats_of"]
 
 DEFAULT_ETA = 2.0
 """LKJ shape of each correlated term's correlation matrix (see the module)."""
-
-PYMC_LKJ_SIGN = 1.0
-"""PyMC 5.28's ``LKJCorr`` log density is (eta - 1) log|R| + sign x log c_q (correct: -1)."""
 
 HEADLINE = "vpc_mean_variance"
 """The headline share's name: Johnson's (2014) mean-variance VPC. Decision: one number that does
@@ -165,6 +165,31 @@ class SlopesPriors:
         tau = np.asarray(tau, dtype=np.float64)
         return tau[..., :, None] * self.corr(rho) * tau[..., None, :]
 
+    def cpc(self, rho) -> tuple[dict[str, np.ndarray], float]:
+        """The PyMC forms' correlation variables at ``rho`` (one point, LKJCorr's pair order).
+
+        Returns ``({"cpc" or "cpc_i": u}, log|d rho / d u|)``: u = (w + 1) / 2 of each block's
+        CPCs w_im (i > m, row by row; w_im = L_im / prod_{m' < m} sqrt(1 - w_im'^2), L =
+        chol(R)), and the log Jacobian sum_{i>m} (n - m - 2) / 2 log(1 - w_im^2) + P log 2
+        (the LKJ density of rho is the u's Beta density minus it).
+        """
+        R = self.corr(np.asarray(rho, dtype=np.float64))
+        blocks = [b for b in self.layout.blocks if len(b) > 1]
+        out, log_jac = {}, 0.0
+        for i, b in enumerate(blocks):
+            n = len(b)
+            L = np.linalg.cholesky(R[np.ix_(b, b)])
+            u = []
+            for r in range(1, n):
+                rest = 1.0
+                for m in range(r):
+                    w = L[r, m] / np.sqrt(rest)
+                    rest -= L[r, m] ** 2
+                    u.append((w + 1.0) / 2.0)
+                    log_jac += 0.5 * (n - m - 2) * np.log1p(-w * w) + np.log(2.0)
+            out["cpc" if len(blocks) == 1 else f"cpc_{i}"] = np.array(u)
+        return out, float(log_jac)
+
     def logpdf(self, beta, tau, rho, sigma):
         """The prior's log density (the correct LKJ constant), vectorised over leading axes."""
         sigma = np.asarray(sigma, dtype=np.float64)
@@ -194,9 +219,10 @@ class SlopesPriors:
     def create(self):
         """Create the parameters in the current PyMC model; returns (beta, tau, chol_V, sigma).
 
-        ``tau`` (dim ``factor``: ``Subject|Intercept``, ...), ``rho`` (dim ``pair``, if any
-        term is correlated), ``sigma``, ``beta`` (dim ``term``); chol_V is the lower Cholesky
-        factor of V (a tensor).
+        ``tau`` (dim ``factor``: ``Subject|Intercept``, ...), ``cpc`` (or ``cpc_i``: the CPCs,
+        :meth:`_corr_chol_pt`) and the Deterministic ``rho`` (dim ``pair``) if any term is
+        correlated, ``sigma``, ``beta`` (dim ``term``); chol_V is the lower Cholesky factor of V
+        (a tensor).
         """
         import pymc as pm
         import pytensor.tensor as pt
@@ -211,24 +237,43 @@ class SlopesPriors:
         sigma = self.fixed.sigma.pymc("sigma", default_transform=ScaledLog(self.scale))
         lay = self.layout
         corr_blocks = [b for b in lay.blocks if len(b) > 1]
-        rhos = [pm.LKJCorr("rho" if len(corr_blocks) == 1 else f"rho_{i}", n=len(b),
-                           eta=self.eta, **({"dims": "pair"} if len(corr_blocks) == 1 else {}))
-                for i, b in enumerate(corr_blocks)]
-        if len(corr_blocks) > 1:
-            pm.Deterministic("rho", pt.concatenate(rhos), dims="pair")
         chol = pt.zeros((lay.q, lay.q))
         for b in lay.blocks:
             if len(b) == 1:
                 chol = pt.set_subtensor(chol[b[0], b[0]], tau[b[0]])
-        for b, r in zip(corr_blocks, rhos, strict=True):
-            n = len(b)
-            iu = np.triu_indices(n, 1)
-            R = pt.eye(n)
-            R = pt.set_subtensor(R[iu], r)
-            R = pt.set_subtensor(R[iu[1], iu[0]], r)
-            block = tau[list(b)][:, None] * pt.linalg.cholesky(R)
-            chol = pt.set_subtensor(chol[np.ix_(b, b)], block)
+        rhos = []
+        for i, b in enumerate(corr_blocks):
+            L = self._corr_chol_pt("cpc" if len(corr_blocks) == 1 else f"cpc_{i}", len(b))
+            rhos.append(pt.dot(L, L.T)[np.triu_indices(len(b), 1)])
+            chol = pt.set_subtensor(chol[np.ix_(b, b)], tau[list(b)][:, None] * L)
+        if rhos:
+            pm.Deterministic("rho", pt.concatenate(rhos), dims="pair")
         return beta, tau, chol, sigma
+
+    def _corr_chol_pt(self, name: str, n: int):
+        """The LKJ(eta) correlation's Cholesky factor (n, n) from its CPCs (a PyMC variable).
+
+        ``name`` holds u = (w + 1) / 2 of the CPCs w_im (i > m, row by row), independent
+        u_im ~ Beta(b_m, b_m) with b_m = eta - 1 + (n - m) / 2: exactly LKJ(eta) on R
+        (Lewandowski et al. 2009). L_im = w_im prod_{m' < m} sqrt(1 - w_im'^2), L_ii the rest,
+        1 - w^2 = 4 u (1 - u): no Cholesky, determinant or inverse of R in the graph.
+        """
+        import pymc as pm
+        import pytensor.tensor as pt
+
+        rows, cols = np.tril_indices(n, -1)
+        b = self.eta - 1.0 + (n - cols) / 2.0
+        u = pm.Beta(name, alpha=b, beta=b)
+        L = pt.eye(n)
+        p = 0
+        for i in range(1, n):
+            rest = 1.0
+            for m in range(i):
+                L = pt.set_subtensor(L[i, m], (2.0 * u[p] - 1.0) * pt.sqrt(rest))
+                rest = rest * 4.0 * u[p] * (1.0 - u[p])
+                p += 1
+            L = pt.set_subtensor(L[i, i], pt.sqrt(rest))
+        return L
 
 
 def parse_slopes_priors(data, specs) -> SlopesPriors:
@@ -276,8 +321,11 @@ def _draws(post, priors: SlopesPriors):
     return beta, tau, rho, sigma, priors.V(tau, rho)
 
 
-def slopes_loglik(data, post) -> np.ndarray:
-    """(S, L): each cluster's log density, its effects integrated out (Woodbury, exact)."""
+def slopes_loglik(data, post, likelihood=None) -> np.ndarray:
+    """(S, L): each cluster's log density, its effects integrated out (Woodbury, exact).
+
+    ``likelihood`` (the Family hook's argument) is Gaussian for this family: unused.
+    """
     from varcomp.models.slopes_estimate import cluster_log_density
 
     st = stats_of(data)
@@ -306,16 +354,19 @@ def add_slope_effects(idata, data, seed: int | None = 0) -> None:
     st = stats_of(data)
     beta, _, _, sigma, V = _draws(post, SlopesPriors.default(data))
     rng = np.random.default_rng(seed)
-    out = np.empty((S, st.L, lay.q))
-    for s in range(S):
-        lam = np.linalg.cholesky(V[s] + 1e-300 * np.eye(lay.q)) / sigma[s]
-        A = lam.T @ st.ZtZ @ lam + np.eye(lay.q)
+    q = lay.q
+    out = np.empty((S, st.L, q))
+    step = max(1, 2**20 // (st.L * q * q))  # draws per batch: ~8 MB per (draws, L, q, q) array
+    for a in range(0, S, step):
+        sl = slice(a, min(a + step, S))
+        lam = np.linalg.cholesky(V[sl] + 1e-300 * np.eye(q)) / sigma[sl, None, None]
+        A = np.swapaxes(lam, -1, -2)[:, None] @ st.ZtZ @ lam[:, None] + np.eye(q)
         C = np.linalg.cholesky(A)
-        d = lam.T @ (st.Zty - st.ZtX @ beta[s])[..., None]
-        mean = np.linalg.solve(A, d)[..., 0]
-        e = rng.standard_normal((st.L, lay.q, 1))
-        u = mean + sigma[s] * np.linalg.solve(np.swapaxes(C, 1, 2), e)[..., 0]
-        out[s] = u @ lam.T
+        r = st.Zty - np.einsum("lqk,sk->slq", st.ZtX, beta[sl])  # Z_l' r_l per draw
+        mean = np.linalg.solve(A, np.einsum("sji,slj->sli", lam, r)[..., None])[..., 0]
+        e = rng.standard_normal((lam.shape[0], st.L, q, 1))  # the stream draw by draw
+        u = mean + sigma[sl, None, None] * np.linalg.solve(np.swapaxes(C, -1, -2), e)[..., 0]
+        out[sl] = np.einsum("slj,sij->sli", u, lam)
     post["b"] = xr.DataArray(out.reshape(post.sizes["chain"], post.sizes["draw"], st.L, lay.q),
                              dims=("chain", "draw", "group", "coef"),
                              coords={"group": [str(g) for g in data.groups],
@@ -334,8 +385,10 @@ def curve_grid(data) -> tuple[np.ndarray, np.ndarray] | None:
     return x, z
 
 
-def derive(idata, data) -> None:
+def derive(idata, data, likelihood=None) -> None:
     """Per draw: ``vpc_mean_variance`` (Johnson's VPC, the headline), ``icc_curve`` (dim ``x``).
+
+    ``likelihood`` (the Family hook's argument) is Gaussian for this family: unused.
 
     ``vpc_mean_variance`` = mean over rows of z_i'Vz_i / (that + sigma^2); ``icc_curve`` =
     z(x)'Vz(x) / (z(x)'Vz(x) + sigma^2) over the slope column's observed range (one slope

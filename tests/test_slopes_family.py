@@ -56,12 +56,9 @@ def prior_logpdf(priors, beta, tau, rho, sigma):
 
 
 def pymc_lkj_offset(rho):
-    """PyMC 5.28's LKJCorr adds its normalising constant c: its logp = correct + 2c."""
-    if rho is None:
-        return 0.0
-    correct = sps.beta(ETA, ETA).logpdf((rho + 1.0) / 2.0) - np.log(2.0)
-    c = (ETA - 1.0) * np.log(1.0 - rho**2) - correct
-    return 2.0 * c
+    """The forms' correlation variable is u = (rho + 1) / 2 (q = 2: the one CPC is rho): its
+    density is the LKJ density of rho times |d rho / d u| = 2."""
+    return 0.0 if rho is None else np.log(2.0)
 
 
 def model_logp(model, values):
@@ -90,7 +87,7 @@ def _values(data, priors, point, b=None, centred=True):
     out = {"alpha": beta[0] + beta[1] * priors.fixed.x_mean[0], "slope": beta[1:], "tau": tau,
            "sigma": sigma}
     if rho is not None:
-        out["rho"] = np.array([rho])
+        out["cpc"] = np.array([(rho + 1.0) / 2.0])
     if b is not None:
         V = priors.V(tau, np.array([rho if rho is not None else 0.0])[:1]
                      if rho is not None else np.zeros(0))

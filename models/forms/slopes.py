@@ -191,6 +191,13 @@ def build_sufficient(data: ClusteredData, *, priors: SlopesPriors | None = None)
     return model
 
 
+def _compiled(data: ClusteredData, priors: SlopesPriors | None):
+    from varcomp.models.compiled import slopes
+
+    priors = priors or SlopesPriors.default(data)
+    return slopes.compile_sufficient(data, priors) if slopes.supported(priors) else None
+
+
 def _sufficient_values(data: ClusteredData) -> dict[str, np.ndarray]:
     st = stats_of(data)
     return {"Zty": st.Zty, "Xty_l": st.Xty_l, "yty_l": st.yty_l}
@@ -208,7 +215,8 @@ FAMILY = Family(
                          "cluster, batched by layout", build_marginal, _marginal_values,
                          skip=_skip_marginal),
         "sufficient": Form("sufficient", "Woodbury from the per-cluster cross-products: "
-                           "O(L q^3) per gradient", build_sufficient, _sufficient_values),
+                           "O(L q^3) per gradient", build_sufficient, _sufficient_values,
+                           compiled=_compiled),
     },
     default_form="sufficient",
     default_priors=SlopesPriors.default,
