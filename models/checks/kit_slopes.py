@@ -9,9 +9,9 @@ and the effects b (clusters x coefficients):
 - :func:`joint_loglik` (the latent forms' oracle): the rows' conditional normal densities
   N(y_i; x_i'beta + z_i'b_l, sigma^2) plus scipy's MvNormal(0, V) of each cluster's b_l.
 - :func:`prior_logpdf`: the priors with scipy (normals, half-t, the LKJ density with its
-  correct normalising constant, :func:`oracles.lkj_logpdf`) plus PyMC 5.28's wrong-signed LKJ
-  constant (:func:`oracles.pymc_lkj_offset`, 2 log c_q per correlated term: a constant, so no
-  posterior moves; DEVELOPERS.md), compared absolutely to 1e-6.
+  correct normalising constant, :func:`oracles.lkj_logpdf`) plus the log Jacobian from rho to
+  the forms' free variables, the CPCs u (:meth:`models.slopes_model.SlopesPriors.cpc`: their Beta
+  density is the LKJ density plus it), compared absolutely to 1e-6.
 
 A latent form's value is its log density minus its prior terms: centred at b, non-centred at
 o_l = chol(V)^-1 b_l with -L log|chol(V)| to map the offsets' density back to b's. The broken
@@ -31,7 +31,6 @@ from varcomp.models.checks.kit import CheckKit
 from varcomp.models.checks.oracles import (
     lkj_corr_draw,
     lkj_logpdf,
-    pymc_lkj_offset,
     scale_prior_logpdf,
 )
 from varcomp.models.data import ClusteredData
@@ -90,18 +89,18 @@ def prior_logpdf(priors, p: dict) -> float:
         R[i, j] = R[j, i] = r
     for block in (b for b in priors.layout.blocks if len(b) > 1):
         out += lkj_logpdf(R[np.ix_(block, block)], priors.eta)
-        out += pymc_lkj_offset(len(block), priors.eta)
+    if priors.layout.pairs:  # the forms' free variables are the CPCs u: Beta(u) = LKJ + log|J|
+        out += priors.cpc(np.atleast_1d(p["rho"]))[1]
     return out
 
 
 def integrated_loglik_slopes(model, data: ClusteredData, priors, mode: str | None) -> Callable:
     """``f(point) -> (loglik, prior terms)``: the form's log density minus its prior terms."""
     present = [rv.name for rv in model.free_RVs]
-    prior_names = [v for v in present if v in ("alpha", "slope", "tau", "sigma", "rho")
-                   or v.startswith("rho_")]
+    prior_names = [v for v in present if v in ("alpha", "slope", "tau", "sigma", "cpc")
+                   or v.startswith("cpc_")]
     fn, names = constrained_logp(model, mode, prior_names=prior_names)
     lay, f = priors.layout, priors.fixed
-    corr_blocks = [b for b in lay.blocks if len(b) > 1]
     n_groups = len(data.groups)
 
     def f_(p: dict) -> tuple[float, float]:
@@ -110,14 +109,8 @@ def integrated_loglik_slopes(model, data: ClusteredData, priors, mode: str | Non
         point = {"slope": slopes, "tau": np.asarray(p["tau"]), "sigma": p["sigma"]}
         if f.intercept_index is not None:
             point["alpha"] = beta[f.intercept_index] + slopes @ np.asarray(f.x_mean)
-        rho = np.atleast_1d(p["rho"])
-        if "rho" in names:
-            point["rho"] = rho
-        start = 0
-        for i, blk in enumerate(corr_blocks):
-            k = len(blk) * (len(blk) - 1) // 2
-            point[f"rho_{i}"] = rho[start:start + k]
-            start += k
+        if lay.pairs:
+            point.update(priors.cpc(np.atleast_1d(p["rho"]))[0])
         correction = 0.0
         if "b" in names:
             point["b"] = p["b"]
