@@ -21,7 +21,7 @@ from pytensor.graph.op import Op
 
 from .quadrature import DEFAULT_K, cluster_logp, sufficient_logp
 
-__all__ = ["RowLogpOp", "SufficientLogpOp"]
+__all__ = ["RowLogpOp", "RowsLogpOp", "StatsLogpOp", "SufficientLogpOp"]
 
 
 class _LogpGrad(Op):
@@ -101,5 +101,93 @@ class RowLogpOp(_LogpOp):
             n_clusters=self.n_clusters,
             grad=grad,
         )
+        total = float(r.logp.sum())
+        return (total, r.d_eta, float(r.d_tau.sum())) if grad else (total, None, None)
+
+
+class _DataLogpOp(Op):
+    """Base of the data-carrying Ops: inputs ``(eta, tau, *data)`` -> total log density.
+
+    The data arrive as inputs (``pm.Data`` containers), so one compiled model serves every data
+    set of its design (``pm.set_data``); their gradient is undefined (never asked for: they are
+    not parameters).
+    """
+
+    n_data = 0
+
+    def evaluate(self, eta, tau, data, grad):  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def make_node(self, eta, tau, *data):
+        eta = pt.as_tensor_variable(eta).astype("float64")
+        tau = pt.as_tensor_variable(tau).astype("float64")
+        if eta.ndim != 1 or tau.ndim != 0 or len(data) != self.n_data:
+            raise TypeError(f"inputs: eta (vector), tau (scalar) and {self.n_data} data arrays")
+        data = [pt.as_tensor_variable(d) for d in data]
+        return Apply(self, [eta, tau, *data], [pt.dscalar()])
+
+    def perform(self, node, inputs, outputs):
+        total, _, _ = self.evaluate(inputs[0], inputs[1], inputs[2:], grad=False)
+        outputs[0][0] = np.asarray(total, dtype="float64")
+
+    def grad(self, inputs, output_grads):
+        from pytensor.gradient import grad_undefined
+
+        d_eta, d_tau = _DataLogpGrad(self)(*inputs)
+        g = output_grads[0]
+        rest = [grad_undefined(self, i, x, "data are not parameters")
+                for i, x in enumerate(inputs[2:], start=2)]
+        return [g * d_eta, g * d_tau, *rest]
+
+
+class _DataLogpGrad(Op):
+    """(eta, tau, *data) -> (d total / d eta, d total / d tau) of its parent Op."""
+
+    def __init__(self, parent):
+        self.parent = parent
+
+    def make_node(self, eta, tau, *data):
+        return Apply(self, [eta, tau, *data], [eta.type(), tau.type()])
+
+    def perform(self, node, inputs, outputs):
+        _, d_eta, d_tau = self.parent.evaluate(inputs[0], inputs[1], inputs[2:], grad=True)
+        outputs[0][0] = np.asarray(d_eta, dtype=node.outputs[0].dtype)
+        outputs[1][0] = np.asarray(d_tau, dtype=node.outputs[1].dtype)
+
+
+class StatsLogpOp(_DataLogpOp):
+    """The ``sufficient`` form's Op: ``(eta per cluster, tau, trials, y, log_exposure, const)``.
+
+    The four data arrays are a :class:`models.quadrature.ClusterStats`' fields, per cluster.
+    """
+
+    n_data = 4
+
+    def __init__(self, family: str, link: str, K: int | None = DEFAULT_K):
+        self.family, self.link, self.K = family, link, K
+
+    def evaluate(self, eta, tau, data, grad):
+        """(total, d total / d eta, d total / d tau); the last two None unless ``grad``."""
+        from .quadrature import ClusterStats
+
+        stats = ClusterStats(*(np.asarray(d, dtype=float) for d in data))
+        total, d_tau, d_eta = sufficient_logp(stats, eta, float(tau), self.family, self.link,
+                                              self.K, grad)
+        return total, d_eta, d_tau
+
+
+class RowsLogpOp(_DataLogpOp):
+    """The ``marginal`` form's Op: ``(eta per row, tau, y, trials, codes)``."""
+
+    n_data = 3
+
+    def __init__(self, family: str, link: str, n_clusters: int, K: int | None = DEFAULT_K):
+        self.family, self.link, self.n_clusters, self.K = family, link, int(n_clusters), K
+
+    def evaluate(self, eta, tau, data, grad):
+        """(total, d total / d eta, d total / d tau); the last two None unless ``grad``."""
+        y, trials, codes = data
+        r = cluster_logp(y, trials, eta, np.asarray(codes, dtype=np.intp), float(tau),
+                         self.family, self.link, self.K, n_clusters=self.n_clusters, grad=grad)
         total = float(r.logp.sum())
         return (total, r.d_eta, float(r.d_tau.sum())) if grad else (total, None, None)
