@@ -156,21 +156,43 @@ class _DataLogpGrad(Op):
 
 
 class StatsLogpOp(_DataLogpOp):
-    """The ``sufficient`` form's Op: ``(eta per cluster, tau, trials, y, log_exposure, const)``.
+    """The ``sufficient`` form's Op: ``(eta, tau, trials, y, log_exposure, const, group)``.
 
-    The four data arrays are a :class:`models.quadrature.ClusterStats`' fields, per cluster.
+    Per cluster: the first four data arrays are a :class:`models.quadrature.ClusterStats`'
+    fields, ``group`` codes clusters with equal statistics and cluster-level covariates. The
+    logit and log links with the default rule run the numba kernel
+    (:func:`models.compiled.glmm_quadrature.grouped_logp`, one quadrature per group); the probit
+    or an integer K the numpy rule.
     """
 
-    n_data = 4
+    n_data = 5
 
     def __init__(self, family: str, link: str, K: int | None = DEFAULT_K):
         self.family, self.link, self.K = family, link, K
+        from .compiled.glmm_quadrature import LINK_CODE
+
+        self.code = LINK_CODE.get((family, link)) if K is None else None
 
     def evaluate(self, eta, tau, data, grad):
         """(total, d total / d eta, d total / d tau); the last two None unless ``grad``."""
         from .quadrature import ClusterStats
 
-        stats = ClusterStats(*(np.asarray(d, dtype=float) for d in data))
+        if self.code is not None:
+            from .compiled.glmm_quadrature import grouped_logp
+
+            trials, y, log_exposure, const, group = data
+            total, d_eta, d_tau = grouped_logp(
+                self.code, np.asarray(trials, dtype=float), np.asarray(y, dtype=float),
+                np.asarray(eta, dtype=float) + log_exposure, np.asarray(group, dtype=np.int64),
+                float(tau), grad)
+            from .glm_density import density_for
+
+            # the rows' constants: ClusterStats.const and the pooled row's own (log C(n, y))
+            pooled = density_for(self.family, self.link).const(np.asarray(y, dtype=float),
+                                                              np.asarray(trials, dtype=float))
+            total = float(total + np.sum(const) + np.sum(pooled))
+            return (total, d_eta, float(d_tau)) if grad else (total, None, None)
+        stats = ClusterStats(*(np.asarray(d, dtype=float) for d in data[:4]))
         total, d_tau, d_eta = sufficient_logp(stats, eta, float(tau), self.family, self.link,
                                               self.K, grad)
         return total, d_eta, d_tau

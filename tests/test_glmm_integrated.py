@@ -170,3 +170,36 @@ def test_cluster_loglik_is_each_cluster_s_integral_per_draw():
     assert got[1, 4] == pytest.approx(want, rel=1e-9)
     assert got.sum(axis=1)[0] == pytest.approx(brute_total(data, beta[0, 0], 0.5), rel=1e-9)
     assert integ.FACTORS_REASON
+
+
+@pytest.mark.parametrize("family, link", [("binomial", "logit"), ("poisson", "log")])
+def test_the_numba_kernel_equals_the_numpy_rule_value_and_gradient(family, link):
+    """grouped_logp (numba, one quadrature per group) equals models.quadrature.sufficient_logp
+    (numpy) in value, d eta and d tau to 1e-12 relative, over tau 0.05..5 and all-zero/all-one
+    clusters; the constants are shared with models.quadrature."""
+    from varcomp.models import quadrature
+    from varcomp.models.compiled import glmm_quadrature as gq
+    from varcomp.models.glm_density import density_for
+
+    assert (gq.STEP_U, gq.TAIL_DROP) == (quadrature.STEP_U, quadrature.TAIL_DROP)
+    rng = np.random.default_rng(5)
+    L = 40
+    n = rng.integers(1, 30, L).astype(float)
+    y = rng.binomial(n.astype(int), 0.3).astype(float) if family == "binomial" else \
+        rng.poisson(3.0, L).astype(float)
+    y[:3] = 0.0
+    if family == "binomial":
+        y[3:6] = n[3:6]
+    stats = quadrature.ClusterStats(n, y, np.zeros(L), np.zeros(L))
+    eta = rng.normal(0, 0.5, L)
+    eta[10:20] = eta[10]  # some clusters share their eta
+    key = np.column_stack([n, y, eta])
+    group = np.unique(key, axis=0, return_inverse=True)[1].ravel().astype(np.int64)
+    for tau in (0.05, 0.7, 2.0, 5.0):
+        want, w_tau, w_eta = quadrature.sufficient_logp(stats, eta, tau, family, link, grad=True)
+        got, g_eta, g_tau = gq.grouped_logp(gq.LINK_CODE[(family, link)], n, y, eta, group, tau,
+                                            True)
+        pooled = float(np.sum(density_for(family, link).const(y, n)))
+        assert got + pooled == pytest.approx(want, rel=1e-12)
+        assert g_tau == pytest.approx(w_tau, rel=1e-10, abs=1e-12)
+        np.testing.assert_allclose(g_eta, w_eta, rtol=1e-10, atol=1e-12)

@@ -80,8 +80,10 @@ def sufficient_values(data) -> dict[str, np.ndarray]:
     log_exposure = st.log_exposure
     if binomial and data.offset is not None:  # constant within clusters: part of eta
         log_exposure = np.asarray(data.offset, dtype=np.float64)[_first_rows(data)]
+    key = np.column_stack([st.trials, st.y, log_exposure, data.design.X[_first_rows(data)]])
+    group = np.unique(key, axis=0, return_inverse=True)[1].ravel().astype(np.int64)
     return {"trials_c": st.trials, "y_c": st.y, "log_exposure": np.asarray(log_exposure),
-            "const_c": st.const}
+            "const_c": st.const, "group_c": group}
 
 
 def marginal_values(data) -> dict[str, np.ndarray]:
@@ -104,7 +106,8 @@ def build_sufficient(data, *, priors: GlmmPriors | None = None):
     Xc = data.design.X[_first_rows(data)]
     with model:
         beta, tau = priors.create()
-        stats = [pm.Data(k, values[k]) for k in ("trials_c", "y_c", "log_exposure", "const_c")]
+        stats = [pm.Data(k, values[k]) for k in ("trials_c", "y_c", "log_exposure", "const_c",
+                                                  "group_c")]
         eta = pt.dot(pt.as_tensor(Xc), beta)
         pm.Potential("loglik", StatsLogpOp(family, link)(eta, tau, *stats))
     return model
