@@ -114,9 +114,18 @@ class _DataLogpOp(Op):
     """
 
     n_data = 0
+    _last = None  # (inputs' bytes, (total, d_eta, d_tau)): the value's call serves the gradient's
 
     def evaluate(self, eta, tau, data, grad):  # pragma: no cover - overridden
         raise NotImplementedError
+
+    def cached(self, inputs):
+        """(total, d_eta, d_tau) at ``inputs``, computed once for a value and its gradient (the
+        sampler asks for both at each point; the gradient costs little more than the value)."""
+        key = tuple(np.asarray(x).tobytes() for x in inputs)
+        if self._last is None or self._last[0] != key:
+            self._last = (key, self.evaluate(inputs[0], inputs[1], inputs[2:], grad=True))
+        return self._last[1]
 
     def make_node(self, eta, tau, *data):
         eta = pt.as_tensor_variable(eta).astype("float64")
@@ -127,7 +136,7 @@ class _DataLogpOp(Op):
         return Apply(self, [eta, tau, *data], [pt.dscalar()])
 
     def perform(self, node, inputs, outputs):
-        total, _, _ = self.evaluate(inputs[0], inputs[1], inputs[2:], grad=False)
+        total, _, _ = self.cached(inputs)
         outputs[0][0] = np.asarray(total, dtype="float64")
 
     def grad(self, inputs, output_grads):
@@ -150,7 +159,7 @@ class _DataLogpGrad(Op):
         return Apply(self, [eta, tau, *data], [eta.type(), tau.type()])
 
     def perform(self, node, inputs, outputs):
-        _, d_eta, d_tau = self.parent.evaluate(inputs[0], inputs[1], inputs[2:], grad=True)
+        _, d_eta, d_tau = self.parent.cached(inputs)
         outputs[0][0] = np.asarray(d_eta, dtype=node.outputs[0].dtype)
         outputs[1][0] = np.asarray(d_tau, dtype=node.outputs[1].dtype)
 
