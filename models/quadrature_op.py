@@ -120,8 +120,10 @@ class _DataLogpOp(Op):
         raise NotImplementedError
 
     def cached(self, inputs):
-        """(total, d_eta, d_tau) at ``inputs``, computed once for a value and its gradient (the
-        sampler asks for both at each point; the gradient costs little more than the value)."""
+        """(total, d_eta, d_tau) at ``inputs``, computed once for a value and its gradient.
+
+        The sampler asks for both at each point; the gradient costs little more than the value.
+        """
         key = tuple(np.asarray(x).tobytes() for x in inputs)
         if self._last is None or self._last[0] != key:
             self._last = (key, self.evaluate(inputs[0], inputs[1], inputs[2:], grad=True))
@@ -208,16 +210,44 @@ class StatsLogpOp(_DataLogpOp):
 
 
 class RowsLogpOp(_DataLogpOp):
-    """The ``marginal`` form's Op: ``(eta per row, tau, y, trials, codes)``."""
+    """The ``marginal`` form's Op: ``(eta per row, tau, y, trials, codes)``.
+
+    The logit and log links with the default rule run the numba kernel
+    (:func:`models.compiled.glmm_quadrature.rows_logp`); the probit or an integer K numpy.
+    """
 
     n_data = 3
 
     def __init__(self, family: str, link: str, n_clusters: int, K: int | None = DEFAULT_K):
         self.family, self.link, self.n_clusters, self.K = family, link, int(n_clusters), K
+        from .compiled.glmm_quadrature import LINK_CODE
+
+        self.code = LINK_CODE.get((family, link)) if K is None else None
+
+    _order = None  # (codes' bytes, rows ordered by cluster, each cluster's start)
+
+    def _rows(self, codes):
+        key = np.asarray(codes).tobytes()
+        if self._order is None or self._order[0] != key:
+            codes = np.asarray(codes, dtype=np.intp)
+            starts = np.concatenate([[0], np.cumsum(np.bincount(codes,
+                                                                minlength=self.n_clusters))])
+            self._order = (key, np.argsort(codes, kind="stable").astype(np.int64),
+                           starts.astype(np.int64))
+        return self._order[1:]
 
     def evaluate(self, eta, tau, data, grad):
         """(total, d total / d eta, d total / d tau); the last two None unless ``grad``."""
         y, trials, codes = data
+        if self.code is not None:
+            from .compiled.glmm_quadrature import rows_logp
+            from .glm_density import density_for
+
+            y, trials = np.asarray(y, dtype=float), np.asarray(trials, dtype=float)
+            total, d_eta, d_tau = rows_logp(self.code, trials, y, np.asarray(eta, dtype=float),
+                                            *self._rows(codes), float(tau), grad)
+            total = float(total + np.sum(density_for(self.family, self.link).const(y, trials)))
+            return (total, d_eta, float(d_tau)) if grad else (total, None, None)
         r = cluster_logp(y, trials, eta, np.asarray(codes, dtype=np.intp), float(tau),
                          self.family, self.link, self.K, n_clusters=self.n_clusters, grad=grad)
         total = float(r.logp.sum())

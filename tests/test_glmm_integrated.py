@@ -203,3 +203,31 @@ def test_the_numba_kernel_equals_the_numpy_rule_value_and_gradient(family, link)
         assert got + pooled == pytest.approx(want, rel=1e-12)
         assert g_tau == pytest.approx(w_tau, rel=1e-10, abs=1e-12)
         np.testing.assert_allclose(g_eta, w_eta, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("family, link", [("binomial", "logit"), ("poisson", "log")])
+def test_the_numba_row_kernel_equals_the_numpy_rule_value_and_gradient(family, link):
+    """rows_logp (numba, clusters of rows with their own eta) equals
+    models.quadrature.cluster_logp in value, d eta per row and d tau to 1e-10, tau 0.05..5."""
+    from varcomp.models import quadrature
+    from varcomp.models.compiled import glmm_quadrature as gq
+    from varcomp.models.glm_density import density_for
+
+    rng = np.random.default_rng(8)
+    N, L = 120, 15
+    codes = rng.integers(0, L, N)
+    n = rng.integers(1, 6, N).astype(float)
+    y = rng.binomial(n.astype(int), 0.4).astype(float) if family == "binomial" else \
+        rng.poisson(2.0, N).astype(float)
+    y[codes == 0] = 0.0
+    eta = rng.normal(0, 0.7, N)
+    order = np.argsort(codes, kind="stable").astype(np.int64)
+    starts = np.concatenate([[0], np.cumsum(np.bincount(codes, minlength=L))]).astype(np.int64)
+    for tau in (0.05, 0.9, 3.0, 5.0):
+        r = quadrature.cluster_logp(y, n, eta, codes, tau, family, link, grad=True)
+        got, d_eta, d_tau = gq.rows_logp(gq.LINK_CODE[(family, link)], n, y, eta, order, starts,
+                                         tau, True)
+        const = float(np.sum(density_for(family, link).const(y, n)))
+        assert got + const == pytest.approx(r.logp.sum(), rel=1e-12)
+        assert d_tau == pytest.approx(r.d_tau.sum(), rel=1e-10, abs=1e-12)
+        np.testing.assert_allclose(d_eta, r.d_eta, rtol=1e-10, atol=1e-12)

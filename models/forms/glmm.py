@@ -25,7 +25,13 @@ import numpy as np
 from varcomp.models.forms import glmm_integrated as integ
 from varcomp.models.forms import mixed
 from varcomp.models.forms.base import Family, Form
-from varcomp.models.glmm import GlmmPriors, add_derived, likelihood_of, parse_glmm_priors
+from varcomp.models.glmm import (
+    GlmmPriors,
+    add_derived,
+    estimates,
+    likelihood_of,
+    parse_glmm_priors,
+)
 from varcomp.models.likelihoods import BINOMIAL, POISSON, Likelihood
 
 __all__ = ["FAMILIES", "build_centred", "build_latent", "build_noncentred",
@@ -145,6 +151,7 @@ def _family(likelihood: Likelihood, several: bool) -> Family:
         add_effects=_no_effects if several else integ.add_effects,
         cluster_loglik=None if several else integ.cluster_loglik,
         derive=add_derived,
+        estimates=estimates,
         log_prior=_log_prior,
         conditional_loglik=conditional_loglik,
         headline="vpc" if several else "icc",
