@@ -318,10 +318,10 @@ AGQ_NODES = 25
 """lme4's usual nAGQ for one grouping factor's adaptive quadrature ML."""
 
 
-def estimates(data) -> dict[str, GlmmMl]:
-    """ML by Laplace (any factors) and, for one factor, adaptive Gauss-Hermite with 25 nodes.
+def estimates(data, *, agq: bool = False) -> dict[str, GlmmMl]:
+    """ML by Laplace (any factors) and, with ``agq``, adaptive Gauss-Hermite with 25 nodes.
 
-    Keys ``laplace`` and ``agq25``: lme4's ``glmer`` nAGQ = 1 and 25 (equal to 1e-3,
+    ``agq`` is the family record's choice (one factor). Keys ``laplace`` and ``agq25``: lme4's ``glmer`` nAGQ = 1 and 25 (equal to 1e-3,
     tests/test_glmm_estimate.py).
     """
     from varcomp.models.glmm_estimate import fit_glmm
@@ -330,7 +330,7 @@ def estimates(data) -> dict[str, GlmmMl]:
     lik = likelihood_of(data)
     args = (data.y[:, 0], data.trials, d.X, data.offset, [f.codes for f in d.factors],
             lik.name, data.link)
-    runs = {"laplace": 1} if len(d.factors) > 1 else {"laplace": 1, f"agq{AGQ_NODES}": AGQ_NODES}
+    runs = {"laplace": 1, f"agq{AGQ_NODES}": AGQ_NODES} if agq else {"laplace": 1}
     out = {}
     for key, nagq in runs.items():
         fit = fit_glmm(*args, nagq=nagq)

@@ -20,6 +20,8 @@ families: ``beta`` (dim ``term``), ``tau`` (scalar for one factor, dim ``factor`
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 
 from varcomp.models.forms import glmm_integrated as integ
@@ -151,7 +153,7 @@ def _family(likelihood: Likelihood, several: bool) -> Family:
         add_effects=_no_effects if several else integ.add_effects,
         cluster_loglik=None if several else integ.cluster_loglik,
         derive=add_derived,
-        estimates=estimates,
+        estimates=partial(estimates, agq=not several),
         log_prior=_log_prior,
         conditional_loglik=conditional_loglik,
         headline="vpc" if several else "icc",
