@@ -321,7 +321,8 @@ AGQ_NODES = 25
 def estimates(data, *, agq: bool = False) -> dict[str, GlmmMl]:
     """ML by Laplace (any factors) and, with ``agq``, adaptive Gauss-Hermite with 25 nodes.
 
-    ``agq`` is the family record's choice (one factor). Keys ``laplace`` and ``agq25``: lme4's ``glmer`` nAGQ = 1 and 25 (equal to 1e-3,
+    ``agq`` is the family record's choice (one factor). Keys ``laplace`` and ``agq25``: lme4's
+    ``glmer`` nAGQ = 1 and 25 (equal to 1e-3,
     tests/test_glmm_estimate.py).
     """
     from varcomp.models.glmm_estimate import fit_glmm
