@@ -216,9 +216,9 @@ def compare(spec: str, formulas: list[str], *, draws: int = 1000, tune: int = 10
     for formula in formulas:  # every model's data first: a mismatch is refused before sampling
         data = resolve(spec, formula)  # a path, a shipped name or a frame
         if family_of(data).likelihood.residual_sd is None:  # binomial / Poisson
-            raise DataError(f"{formula!r}: comparing binomial or Poisson models needs each "
-                            f"cluster's integrated density, which comes with the quadrature "
-                            f"module (not yet in this build)")
+            raise DataError(f"{formula!r}: varcomp compare's pooled model and exact refits "
+                            f"are Gaussian; for a binomial or Poisson fit use varcomp fit, whose "
+                            f"NetCDF holds each cluster's integrated log-likelihood (PSIS-LOO)")
         if family_of(data).cluster_loglik is None:
             raise DataError(f"{formula!r} has crossed factors: leave-one-cluster-out is not "
                             f"defined for them (a cluster shares the other factors' levels "

@@ -217,12 +217,18 @@ def _same_partition(a: Factor, b: Factor) -> bool:
     return a.m == b.m and nested_in(a, b)
 
 
-def check_factors(factors: list[Factor], n_rows: int) -> None:
+def check_factors(factors: list[Factor], n_rows: int, residual: bool = True) -> None:
+    """Refuse factors whose variance is not identifiable.
+
+    ``residual``: the response has a residual sigma (Gaussian), beside which a factor with a
+    level per row is not identifiable (a binomial or Poisson observation-level factor is
+    overdispersion: kept).
+    """
     for f in factors:
         if f.m < 2:
             raise DataError(f"(1|{f.name}) has one level: its variance is not identifiable; drop "
                             f"the term")
-        if f.m == n_rows:
+        if residual and f.m == n_rows:
             raise DataError(f"(1|{f.name}) has a level for every row: its variance is not "
                             f"identifiable beside the residual sigma; drop the term")
     for i, a in enumerate(factors):
@@ -513,7 +519,9 @@ def from_formula(df: pd.DataFrame, formula: str, *, source: str = "<frame>",
         raise DataError(f"no row has every value of {formula!r} observed")
     yk = y[keep]
     factors, nested = order_factors([_factor(frame, g) for g in parsed.groups])
-    check_factors(factors, len(frame))
+    # a level per row: no residual beside it for a binomial of several trials or a count
+    binary = trials is not None and bool(np.all(np.asarray(trials)[keep] <= 1))
+    check_factors(factors, len(frame), residual=kind == "gaussian" or binary)
     warnings = []
     if dropped:
         warnings.append(f"{dropped} row(s) with a missing or non-finite response or covariate "

@@ -20,8 +20,8 @@ from varcomp.models.errors import DataError
 from varcomp.models.likelihoods import LIKELIHOODS
 from varcomp.models.priors import NormalPrior, ScalePrior
 
-__all__ = ["INTERCEPT_SD", "SLOPE_SD", "TAU_PRIOR", "GlmmPriors", "add_derived", "eta_fixed",
-           "likelihood_of", "parse_glmm_priors"]
+__all__ = ["AGQ_NODES", "INTERCEPT_SD", "SLOPE_SD", "TAU_PRIOR", "GlmmMl", "GlmmPriors",
+           "add_derived", "estimates", "eta_fixed", "likelihood_of", "parse_glmm_priors"]
 
 INTERCEPT_SD = 2.5
 """The intercept's prior sd on the link scale (rstanarm's default for GLMs)."""
@@ -262,3 +262,79 @@ def add_derived(idata, data, likelihood) -> None:
         sf2 = shares.fixed_variance(beta, fixed_variance(data))
         post["r2_marginal"] = xr.DataArray(shares.r2_marginal(total, v, sf2), dims=dims)
         post["r2_conditional"] = xr.DataArray(shares.r2_conditional(total, v, sf2), dims=dims)
+
+
+@dataclass(frozen=True)
+class GlmmMl:
+    """A GLMM maximum-likelihood fit (:func:`models.glmm_estimate.fit_glmm`) in summary terms.
+
+    ``as_dict``: ``method`` (``laplace`` or ``agq<K>``), ``beta`` by term, ``tau`` (a number for
+    one factor, by factor otherwise), ``icc`` (latent scale, the likelihood's default variance)
+    and ``icc_data`` at the estimates (one factor) or ``vpc`` (several), ``criterion`` (the
+    deviance -2 log L, constants included), ``boundary`` (bool, or by factor), ``converged``.
+    """
+
+    fit: object
+    terms: tuple[str, ...]
+    factors: tuple[str, ...]
+    link: str
+    likelihood: object
+    eta0: float
+
+    def as_dict(self) -> dict:
+        """Plain-dict form for JSON."""
+        from varcomp.models import shares
+
+        f = self.fit
+        tau = {name: float(t) for name, t in zip(self.factors, f.tau, strict=True)}
+        total = sum(t * t for t in tau.values())
+        v = float(next(iter(self.likelihood.latent_variance(self.link, self.eta0,
+                                                            total).values())))
+        out = {"method": "laplace" if f.nagq == 1 else f"agq{f.nagq}",
+               "beta": {t: float(b) for t, b in zip(self.terms, f.beta, strict=True)}}
+        if len(tau) == 1:
+            (name, t), = tau.items()
+            out |= {"tau": t, "icc": float(shares.icc(total, v)),
+                    "icc_data": float(self.likelihood.data_icc(self.link, self.eta0, total))}
+            boundary = bool(t < BOUNDARY_TAU)
+        else:
+            out["tau"] = tau
+            out["vpc"] = {k: float(x) for k, x in shares.vpc(
+                {k: t * t for k, t in tau.items()}, v).items()}
+            boundary = {k: bool(t < BOUNDARY_TAU) for k, t in tau.items()}
+        out |= {"criterion": float(f.deviance), "boundary": boundary,
+                "converged": bool(f.converged)}
+        return out
+
+    @property
+    def boundary(self) -> bool:
+        """Whether any variance is estimated at 0."""
+        return bool(self.fit.at_boundary)
+
+
+BOUNDARY_TAU = 1e-4
+"""A tau below this is reported at the boundary 0 (``models.glmm_estimate.BOUNDARY_TAU``)."""
+AGQ_NODES = 25
+"""lme4's usual nAGQ for one grouping factor's adaptive quadrature ML."""
+
+
+def estimates(data, *, agq: bool = False) -> dict[str, GlmmMl]:
+    """ML by Laplace (any factors) and, with ``agq``, adaptive Gauss-Hermite with 25 nodes.
+
+    ``agq`` is the family record's choice (one factor). Keys ``laplace`` and ``agq25``: lme4's
+    ``glmer`` nAGQ = 1 and 25 (equal to 1e-3,
+    tests/test_glmm_estimate.py).
+    """
+    from varcomp.models.glmm_estimate import fit_glmm
+
+    d = data.design
+    lik = likelihood_of(data)
+    args = (data.y[:, 0], data.trials, d.X, data.offset, [f.codes for f in d.factors],
+            lik.name, data.link)
+    runs = {"laplace": 1, f"agq{AGQ_NODES}": AGQ_NODES} if agq else {"laplace": 1}
+    out = {}
+    for key, nagq in runs.items():
+        fit = fit_glmm(*args, nagq=nagq)
+        out[key] = GlmmMl(fit, tuple(d.terms), tuple(f.name for f in d.factors), data.link,
+                          lik, float(eta_fixed(data, fit.beta)))
+    return out

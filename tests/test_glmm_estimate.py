@@ -118,3 +118,26 @@ def test_laplace_equals_quadrature_with_one_node(name):
     a = laplace_loglik(beta, tau, y, n, X, None, f, fam, link)[0]
     b = cluster_logp(y, n, X @ beta, f[0], tau[0], fam, link, 1).logp.sum()
     assert abs(a - b) < 1e-9
+
+
+def test_the_family_estimates_are_glmer_s_laplace_and_agq25():
+    """``Family.estimates`` of a formula fit (what summary.json and the report show beside the
+    posterior): Laplace and nAGQ = 25 equal to glmer's to 1e-3 relative in beta and tau, with
+    the deviance -2 logLik and the latent ICC tau^2 / (tau^2 + pi^2/3) at the estimates."""
+    from varcomp.models.design import from_formula
+    from varcomp.models.forms import family_of
+
+    frame = pd.read_csv(ROOT / "data" / "cbpp.csv")
+    data = from_formula(frame, "p(incidence, size) ~ C(period) + (1|herd)", family="binomial")
+    ests = family_of(data).estimates(data)
+    assert list(ests) == ["laplace", "agq25"]
+    for key in ests:
+        d = ests[key].as_dict()
+        ref = REF["cbpp_period"][key]
+        assert rel(list(d["beta"].values()), np.array(list(ref["beta"].values()))) < 1e-3
+        assert d["tau"] == pytest.approx(ref["sds"]["herd"], rel=1e-3)
+        assert d["icc"] == pytest.approx(d["tau"] ** 2 / (d["tau"] ** 2 + np.pi**2 / 3))
+        assert d["boundary"] is False and d["converged"] is True
+    lap = ests["laplace"].as_dict()
+    assert lap["criterion"] == pytest.approx(-2 * REF["cbpp_period"]["laplace"]["logLik"],
+                                             rel=1e-6)

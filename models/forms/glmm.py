@@ -8,8 +8,10 @@ One builder serves every random-intercept structure (one factor, nested, crossed
 covariates): the latent forms ``centred`` (``u_f ~ N(0, tau_f)``) and ``noncentred``
 (``u_f = tau_f * u_f_offset``). The response distribution is the data's likelihood record
 (:mod:`models.likelihoods.binomial`, :mod:`models.likelihoods.poisson`), which creates the
-observed rows ``y`` from the linear predictor. ``marginal`` and ``sufficient`` are declared
-absent until the adaptive-quadrature cluster densities land. Names as the Gaussian mixed
+observed rows ``y`` from the linear predictor. With one factor, ``marginal`` and ``sufficient``
+integrate the intercept out by quadrature (:mod:`models.forms.glmm_integrated`; the default is
+``sufficient`` where no covariate varies within clusters, else ``marginal``); with several they
+are absent (their reason names the latent forms). Names as the Gaussian mixed
 families: ``beta`` (dim ``term``), ``tau`` (scalar for one factor, dim ``factor`` otherwise),
 ``group_effect`` (dim ``group``, one factor) or ``u_<factor>``; per draw ``icc`` (latent),
 ``icc_data``, ``vpc`` (several factors), ``r2_marginal``/``r2_conditional`` with covariates
@@ -18,19 +20,25 @@ families: ``beta`` (dim ``term``), ``tau`` (scalar for one factor, dim ``factor`
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 
+from varcomp.models.forms import glmm_integrated as integ
 from varcomp.models.forms import mixed
 from varcomp.models.forms.base import Family, Form
-from varcomp.models.glmm import GlmmPriors, add_derived, likelihood_of, parse_glmm_priors
+from varcomp.models.glmm import (
+    GlmmPriors,
+    add_derived,
+    estimates,
+    likelihood_of,
+    parse_glmm_priors,
+)
 from varcomp.models.likelihoods import BINOMIAL, POISSON, Likelihood
 
 __all__ = ["FAMILIES", "build_centred", "build_latent", "build_noncentred",
            "conditional_loglik", "latent_values"]
 
-QUADRATURE_PENDING = ("integrates the random effects out by adaptive Gauss-Hermite "
-                      "quadrature, which is coming from the quadrature module (not yet in "
-                      "this build): use centred or noncentred")
 
 
 def build_latent(data, *, priors: GlmmPriors | None = None, centred: bool = True):
@@ -95,8 +103,31 @@ def _log_prior(data, post, priors) -> np.ndarray:
     return priors.logpdf(_draws(post, "beta"), _draws(post, "tau"))
 
 
-def _absent(data) -> str:
-    return QUADRATURE_PENDING
+def _no_effects(idata, data, seed) -> None:
+    """Several factors: only the latent forms exist, and they hold their effects."""
+
+
+def _several(data) -> str:
+    return integ.FACTORS_REASON
+
+
+def _integrated_forms(several: bool) -> dict[str, Form]:
+    """``marginal`` and ``sufficient``: one factor's (:mod:`models.forms.glmm_integrated`)."""
+    if several:
+        return {"marginal": Form("marginal", "each cluster's integral by quadrature",
+                                 build_centred, latent_values, applies=_several),
+                "sufficient": Form("sufficient", "clusters grouped by their statistics",
+                                   build_centred, latent_values, applies=_several)}
+    return {
+        "marginal": Form("marginal", "each cluster's intercept integrated out by quadrature "
+                         "(rows; covariates may vary within clusters)", integ.build_marginal,
+                         integ.marginal_values, compiled=integ.compiled_route(
+                             integ.build_marginal)),
+        "sufficient": Form("sufficient", "each cluster's integral from its statistics, "
+                           "clusters grouped by them", integ.build_sufficient,
+                           integ.sufficient_values, compiled=integ.compiled_route(
+                               integ.build_sufficient), applies=integ.sufficient_absent),
+    }
 
 
 def _family(likelihood: Likelihood, several: bool) -> Family:
@@ -111,18 +142,18 @@ def _family(likelihood: Likelihood, several: bool) -> Family:
                             latent_values, latent=True),
             "noncentred": Form("noncentred", "u = tau * u_offset", build_noncentred,
                                latent_values, latent=True),
-            "marginal": Form("marginal", "each cluster's integral by adaptive Gauss-Hermite",
-                             build_centred, latent_values, applies=_absent),
-            "sufficient": Form("sufficient", "clusters grouped by their statistics",
-                               build_centred, latent_values, applies=_absent),
+            **_integrated_forms(several),
         },
-        default_form="noncentred",
+        default_form="noncentred" if several else "sufficient",
+        fallback_form=None if several else "marginal",
         default_priors=GlmmPriors.default,
         parse_priors=lambda data, specs: parse_glmm_priors(GlmmPriors.default(data), specs),
         summary_vars=("beta", "tau", *shares, *extra, "r2_marginal", "r2_conditional"),
         compare_vars=("beta", "tau", "icc"),
-        add_effects=lambda idata, data, seed: None,  # the latent forms hold their effects
+        add_effects=_no_effects if several else integ.add_effects,
+        cluster_loglik=None if several else integ.cluster_loglik,
         derive=add_derived,
+        estimates=partial(estimates, agq=not several),
         log_prior=_log_prior,
         conditional_loglik=conditional_loglik,
         headline="vpc" if several else "icc",
