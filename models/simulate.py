@@ -16,14 +16,25 @@ __all__ = ["Simulated", "simulate_univariate", "cluster_sizes"]
 
 @dataclass(frozen=True)
 class Simulated:
-    """Simulated data: the frame (columns ``group``, response(s)), the true effects and params."""
+    """Simulated data: the frame (columns ``group``, response(s)), the true effects and params.
+
+    ``formula`` and ``family`` (the GLMM and slopes simulators, :mod:`models.simulate_glmm`)
+    say how :meth:`data` reads the frame.
+    """
 
     frame: pd.DataFrame
     effects: np.ndarray
     params: dict
+    formula: str | None = None
+    family: str | None = None
 
     def data(self) -> ClusteredData:
-        """The frame as :class:`ClusteredData`."""
+        """The frame as :class:`ClusteredData` (through ``formula`` and ``family`` where set)."""
+        if self.formula is not None:
+            from varcomp.models.design import from_formula
+
+            return from_formula(self.frame, self.formula, source="<simulated>",
+                                family=self.family)
         resp = [c for c in self.frame.columns if c != "group"]
         return ClusteredData.from_frame(self.frame, group="group",
                                         response=resp[0] if len(resp) == 1 else resp,
