@@ -130,13 +130,16 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--seed", type=_seed, default=0)
     c.add_argument("--out", help="write checks.json and plots here")
 
-    s = sub.add_parser("simulate", help="simulate the notes' model into a CSV file")
+    s = sub.add_parser("simulate", help="simulate the notes' model or a one-way GLMM into a file")
     s.add_argument("--clusters", type=_positive_int, required=True, help="number of clusters L")
     s.add_argument("--size", type=_positive_int, action="append", required=True,
                    help="cluster size (once for all, or once per cluster)")
     s.add_argument("--mu", default="0", help="grand mean (comma-separated for p > 1)")
     s.add_argument("--tau", type=float, help="between-cluster sd (univariate)")
     s.add_argument("--sigma", type=float, help="within-cluster sd (univariate)")
+    s.add_argument("--family", choices=["bernoulli", "binomial", "poisson"],
+                   help="a one-way GLMM (logit / log link) with --mu, --tau on the link scale")
+    s.add_argument("--trials", type=float, help="trials per row (--family binomial)")
     s.add_argument("--V", help="between-cluster covariance, rows split by ';', e.g. '4,3;3,4'")
     s.add_argument("--Sigma", help="within-cluster covariance, e.g. '0.25,-0.24;-0.24,0.36'")
     s.add_argument("--seed", type=_seed, default=0)
@@ -414,61 +417,11 @@ def cmd_check(args) -> int:
     return run_checks(quick=args.quick, sims=args.sims, out=out, seed=args.seed)
 
 
-def _matrix(text: str, name: str):
-    import numpy as np
-
-    try:
-        return np.array([[float(x) for x in row.split(",")] for row in text.split(";")])
-    except ValueError:
-        raise DataError(f"--{name} must be numbers, rows separated by ';' and entries by ',' "
-                         f"(e.g. '4,3;3,4'), got '{text}'") from None
-
-
 def cmd_simulate(args) -> int:
-    """Simulate the univariate or multivariate model; write .csv, .csv.gz or .parquet atomically."""
-    import numpy as np
+    """Simulate a model into a table file (:mod:`analyses.simulate_cmd`)."""
+    from varcomp.analyses.simulate_cmd import run_simulate
 
-    from varcomp.analyses.outputs import resolve_out_file, write_file_atomically
-    from varcomp.models.data import TABLE_SUFFIXES, memory_budget, write_table
-
-    resolve_out_file(args.out, suffixes=TABLE_SUFFIXES)
-    try:
-        mu = [float(x) for x in args.mu.split(",")]
-    except ValueError:
-        raise DataError(f"--mu must be numbers separated by ',', got '{args.mu}'") from None
-    if not all(np.isfinite(mu)):
-        raise DataError(f"--mu must be finite numbers, got '{args.mu}'")
-    sizes = args.size[0] if len(args.size) == 1 else args.size
-    n_rows = args.clusters * sizes if len(args.size) == 1 else sum(args.size)
-    width = len(mu) if args.V is not None else 1
-    need = int(n_rows) * (8 * width + 16) * 3  # values, labels and the writer's copies
-    if need > memory_budget():
-        raise DataError(f"{n_rows:,} rows would need about {need / 2**30:.1f} GiB in memory, "
-                         f"more than the {memory_budget() / 2**30:.1f} GiB budget (half of this "
-                         f"machine's memory): simulate fewer rows, or several files")
-    if args.V is not None or args.Sigma is not None:
-        from varcomp.models.simulate_mv import simulate_multivariate
-
-        if args.V is None or args.Sigma is None:
-            raise DataError("the multivariate simulator needs both --V and --Sigma")
-        sim = simulate_multivariate(args.clusters, sizes, np.array(mu), _matrix(args.V, "V"),
-                                    _matrix(args.Sigma, "Sigma"), rng=args.seed)
-    else:
-        from varcomp.models.simulate import simulate_univariate
-
-        if args.tau is None or args.sigma is None:
-            raise DataError("the univariate simulator needs --tau and --sigma "
-                             "(or --V and --Sigma for the multivariate model)")
-        sim = simulate_univariate(args.clusters, sizes, mu=mu[0], tau=args.tau,
-                                  sigma=args.sigma, rng=args.seed)
-    out = write_file_atomically(Path(args.out), lambda tmp: write_table(sim.frame, tmp,
-                                                                        like=args.out),
-                                suffixes=TABLE_SUFFIXES)
-    responses = " ".join(f"--response {c}" for c in sim.frame.columns if c != "group")
-    print(f"{out}: {len(sim.frame)} rows in {args.clusters} clusters (columns "
-          f"{', '.join(map(str, sim.frame.columns))}); fit it with: varcomp fit {out} "
-          f"--group group {responses}")
-    return 0
+    return run_simulate(args)
 
 
 def cmd_figures(args) -> int:
