@@ -157,3 +157,23 @@ def test_cli_simulate_refuses_bad_combinations(tmp_path, capsys, args, message):
     err = capsys.readouterr().err
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1
     assert not out.exists()
+
+
+def test_check_settings_include_a_binomial_and_a_slopes_design():
+    """``varcomp check`` simulates them into their families; not sampled in --quick."""
+    from varcomp.analyses.checks_run import SETTINGS
+
+    by_name = {s.name: s for s in SETTINGS}
+    for name, family in (("binomial-L15", "binomial"), ("slopes-L12", "slopes")):
+        assert family_of(by_name[name].simulate(0)).name == family
+        assert by_name[name].quick == ()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["binomial-L15", "slopes-L12"])
+def test_check_setting_exact_logp_passes(name):
+    from varcomp.analyses import checks_run as cr
+
+    setting = {s.name: s for s in cr.SETTINGS}[name]
+    res = cr._check_setting(setting, 0, quick=True, plan=cr._sampling_plan(True), t_start=0.0)
+    assert res["logp"]["passed"] and max(res["logp"]["max_rel_err"].values()) < 1e-9
