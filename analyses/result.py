@@ -16,7 +16,8 @@ from varcomp.models.errors import DataError
 
 __all__ = ["PLOT_KINDS", "SHARES", "Comparison", "Result"]
 
-SHARES = ("icc", "icc_unadjusted", "vpc", "r2_marginal", "r2_conditional")
+SHARES = ("icc", "icc_unadjusted", "icc_data", "icc_trigamma", "vpc", "vpc_mean_variance",
+          "r2_marginal", "r2_conditional")
 """The shares of variance :meth:`Result.shares` reports (those the family has)."""
 PLOT_KINDS = ("icc", "vpc", "coef", "ranks", "sampler", "ppc", "caterpillar", "sizes")
 """The report's figures :meth:`Result.plot` draws (those the fit has)."""
@@ -117,6 +118,9 @@ class Result:
 
     def shares(self, form: str | None = None):
         """The shares of variance: ICC, VPC and R^2 rows of :meth:`summary`, with REML's value.
+
+        Those of :data:`SHARES` the family has: for a GLMM also ``icc_data`` (and Poisson's
+        ``icc_trigamma``), for random slopes ``vpc_mean_variance``.
 
         Columns ``mean``, ``sd``, ``hdi_3%``, ``hdi_97%`` and, where the family has ML/REML
         estimates of the share, ``reml``.

@@ -93,6 +93,26 @@ def test_shares_hold_the_icc_with_its_hdi_and_reml(result):
     assert np.isnan(shares.loc["r2_marginal", "reml"])
 
 
+def test_shares_hold_the_glmm_and_slopes_headlines(frame):
+    """The data-scale and trigamma ICCs of a count model and the mean-variance VPC of a slopes
+    model are shares too: each row is the posterior's own mean, and the VPC carries REML's."""
+    rng = np.random.default_rng(7)
+    counts = frame.assign(k=rng.poisson(np.exp(0.3 * frame["y"])))
+    pois = varcomp.fit(counts, "k ~ 1 + (1|g)", family="poisson", seed=3, **SMALL)
+    shares = pois.shares()
+    assert list(shares.index) == ["icc", "icc_data", "icc_trigamma"]
+    for name in shares.index:
+        draws = pois.idata.posterior[name].values
+        assert shares.loc[name, "mean"] == pytest.approx(draws.mean(), rel=1e-12)
+    slopes = varcomp.fit(frame, "y ~ x + (x|g)", seed=3, **SMALL)
+    shares = slopes.shares()
+    assert list(shares.index) == ["vpc_mean_variance"]
+    vpc = slopes.idata.posterior["vpc_mean_variance"].values
+    assert shares.loc["vpc_mean_variance", "mean"] == pytest.approx(vpc.mean(), rel=1e-12)
+    reml = slopes.fit_result.estimates["reml"].as_dict()
+    assert shares.loc["vpc_mean_variance", "reml"] == reml["vpc_mean_variance"]
+
+
 def test_estimates_and_diagnostics_frames(result):
     est = result.estimates()
     assert list(est.columns) == ["reml", "ml"]
