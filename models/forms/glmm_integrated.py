@@ -40,7 +40,7 @@ def _codes(data) -> np.ndarray:
     return np.asarray(data.design.factors[0].codes, dtype=np.intp)
 
 
-def _first_rows(data) -> np.ndarray:
+def first_rows(data) -> np.ndarray:
     """The index of each cluster's first row (clusters 0..L-1)."""
     codes = _codes(data)
     L = int(codes.max()) + 1
@@ -55,7 +55,7 @@ def _varies(values: np.ndarray, codes: np.ndarray, first: np.ndarray) -> bool:
 
 def sufficient_absent(data) -> str | None:
     """Why the ``sufficient`` form has no model for ``data`` (a varying covariate), or None."""
-    codes, first = _codes(data), _first_rows(data)
+    codes, first = _codes(data), first_rows(data)
     X = data.design.X
     varying = [t for j, t in enumerate(data.design.terms)
                if _varies(X[:, j], codes, first)]
@@ -79,8 +79,8 @@ def sufficient_values(data) -> dict[str, np.ndarray]:
                        offset=None if binomial else data.offset)
     log_exposure = st.log_exposure
     if binomial and data.offset is not None:  # constant within clusters: part of eta
-        log_exposure = np.asarray(data.offset, dtype=np.float64)[_first_rows(data)]
-    key = np.column_stack([st.trials, st.y, log_exposure, data.design.X[_first_rows(data)]])
+        log_exposure = np.asarray(data.offset, dtype=np.float64)[first_rows(data)]
+    key = np.column_stack([st.trials, st.y, log_exposure, data.design.X[first_rows(data)]])
     group = np.unique(key, axis=0, return_inverse=True)[1].ravel().astype(np.int64)
     return {"trials_c": st.trials, "y_c": st.y, "log_exposure": np.asarray(log_exposure),
             "const_c": st.const, "group_c": group}
@@ -103,7 +103,7 @@ def build_sufficient(data, *, priors: GlmmPriors | None = None):
     model, _ = mixed.start(data, priors)
     family, link = _family_link(data)
     values = sufficient_values(data)
-    Xc = data.design.X[_first_rows(data)]
+    Xc = data.design.X[first_rows(data)]
     with model:
         beta, tau = priors.create()
         stats = [pm.Data(k, values[k]) for k in ("trials_c", "y_c", "log_exposure", "const_c",
@@ -139,10 +139,26 @@ def build_marginal(data, *, priors: GlmmPriors | None = None):
 
 
 def compiled_route(build):
-    """A form's ``compiled``: nutpie over PyTensor's Python-calling function (the Op is numpy)."""
+    """A form's ``compiled``: the numba cfunc model where it applies, else PyTensor's function.
+
+    :mod:`models.compiled.glmm` covers the logit and log links with every scale prior (the same
+    log density as ``build``'s PyMC model, tested); the probit (numpy quadrature) is sampled by
+    nutpie over PyTensor's Python-calling function (``compile_pymc(model, backend="c")``).
+    """
     def compiled(data, priors):
+        from varcomp.models.compiled import glmm as cg
         from varcomp.models.compiled.nutpie import compile_pymc
 
+        priors = priors or GlmmPriors.default(data)
+        family, link = _family_link(data)
+        if cg.supported(family, link, priors):
+            if build is build_marginal:
+                block = cg.marginal_block(priors, family, link, marginal_values(data),
+                                          data.design.X, _codes(data))
+            else:
+                block = cg.sufficient_block(priors, family, link, sufficient_values(data),
+                                            data.design.X[first_rows(data)])
+            return cg.compile_block(priors, block)
         return compile_pymc(build(data, priors=priors), backend="c")
 
     return compiled
