@@ -106,3 +106,27 @@ def test_the_compiled_model_samples_beta_and_tau():
     assert idata.posterior["beta"].shape == (1, 50, 2)
     assert list(idata.posterior["beta"].coords["term"].values) == ["Intercept", "x"]
     assert np.all(idata.posterior["tau"].values > 0)
+
+
+@pytest.mark.parametrize("kind, link", [("binomial", "logit"), ("poisson", None),
+                                        ("binomial", "probit")])
+def test_cluster_loglik_equals_the_numpy_rule_per_draw(kind, link):
+    """``cluster_loglik`` (numba per draw for logit/log) equals
+    :func:`models.quadrature.cluster_logp_draws` (numpy) to 1e-10 at 30 random draws."""
+    import xarray as xr
+
+    from varcomp.models.quadrature import cluster_logp_draws
+
+    data = _data(kind, within=True, link=link)
+    fam = family_of(data)
+    rng = np.random.default_rng(5)
+    beta = rng.normal(0, 0.6, (1, 30, 2))
+    tau = rng.uniform(0.1, 3.0, (1, 30))
+    post = xr.Dataset({"beta": (("chain", "draw", "term"), beta),
+                       "tau": (("chain", "draw"), tau)})
+    got = integ.cluster_loglik(data, post)
+    eta = beta[0] @ data.design.X.T + (data.offset if data.offset is not None else 0.0)
+    want = cluster_logp_draws(data.y[:, 0], data.trials, eta, data.design.factors[0].codes,
+                              tau[0], fam.likelihood.name, data.link)
+    assert got.shape == want.shape == (30, 6)
+    np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)

@@ -19,7 +19,7 @@ import math
 import numba
 import numpy as np
 
-__all__ = ["LINK_CODE", "STEP_U", "TAIL_DROP", "grouped_logp", "rows_logp"]
+__all__ = ["LINK_CODE", "STEP_U", "TAIL_DROP", "grouped_logp", "rows_cluster_logp", "rows_logp"]
 
 # models.quadrature's constants, repeated here: numba's cache does not see a change in another
 # module (tests/test_glmm_integrated.py checks they are equal)
@@ -208,3 +208,27 @@ def rows_logp(code, trials, y, eta, order, starts, tau, grad):
         total += a
         d_tau += dt
     return total, d_eta, d_tau
+
+
+@numba.njit(cache=True, error_model="numpy")
+def rows_cluster_logp(code, trials, y, eta, order, starts, tau):
+    """(S, L) each cluster's trapezoid log density per draw (without the rows' constants).
+
+    ``eta`` (S, N) per draw and row, ``tau`` (S,); ``order`` and ``starts`` as
+    :func:`rows_logp`'s. The value of :func:`rows_logp` cluster by cluster, no gradient.
+    """
+    S, L = tau.size, starts.size - 1
+    out = np.zeros((S, L))
+    scratch = np.empty(0)
+    for s in range(S):
+        e = eta[s]
+        for c in range(L):
+            rows = order[starts[c]:starts[c + 1]]
+            if rows.size == 0:
+                continue
+            if tau[s] == 0.0:
+                for i in rows:
+                    out[s, c] += _kernel(code, y[i], trials[i], e[i])[0]
+                continue
+            out[s, c] = _cluster(code, y, trials, e, rows, tau[s], False, scratch)[0]
+    return out

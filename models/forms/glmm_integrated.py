@@ -176,13 +176,32 @@ def _eta_rows(data, post) -> np.ndarray:
 
 
 def cluster_loglik(data, post, likelihood=None) -> np.ndarray:
-    """(S, L) each cluster's integrated log density per draw (exact by quadrature)."""
+    """(S, L) each cluster's integrated log density per draw (exact by quadrature).
+
+    The logit and log links run the numba kernel per draw
+    (:func:`models.compiled.glmm_quadrature.rows_cluster_logp`, the rows' constants added per
+    cluster), the probit the numpy rule (:func:`models.quadrature.cluster_logp_draws`); the two
+    are equal to 1e-10 (``tests/test_compiled_glmm.py``).
+    """
+    from varcomp.models.compiled.glmm_quadrature import LINK_CODE, rows_cluster_logp
     from varcomp.models.quadrature import cluster_logp_draws
 
     family, link = _family_link(data)
-    return cluster_logp_draws(data.y[:, 0], data.trials, _eta_rows(data, post), _codes(data),
-                              _draws(post, "tau"), family, link,
-                              n_clusters=int(_codes(data).max()) + 1)
+    codes = _codes(data)
+    L = int(codes.max()) + 1
+    if (family, link) not in LINK_CODE:
+        return cluster_logp_draws(data.y[:, 0], data.trials, _eta_rows(data, post), codes,
+                                  _draws(post, "tau"), family, link, n_clusters=L)
+    from varcomp.models.glm_density import density_for
+
+    y = np.asarray(data.y[:, 0], dtype=np.float64)
+    n = np.ones_like(y) if data.trials is None else np.asarray(data.trials, dtype=np.float64)
+    starts = np.concatenate([[0], np.cumsum(np.bincount(codes, minlength=L))]).astype(np.int64)
+    out = rows_cluster_logp(LINK_CODE[(family, link)], n, y,
+                            np.ascontiguousarray(_eta_rows(data, post), dtype=np.float64),
+                            np.argsort(codes, kind="stable").astype(np.int64), starts,
+                            np.ascontiguousarray(_draws(post, "tau"), dtype=np.float64))
+    return out + np.bincount(codes, weights=density_for(family, link).const(y, n), minlength=L)
 
 
 def add_effects(idata, data, seed) -> None:
