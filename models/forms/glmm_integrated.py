@@ -208,10 +208,13 @@ def add_effects(idata, data, seed) -> None:
     """Add ``group_effect`` (chain, draw, group) from each cluster's conditional.
 
     Per draw, one draw of each cluster's intercept given (beta, tau) and its rows
-    (:func:`models.quadrature.conditional_draws`).
+    (:func:`models.quadrature.conditional_draws`; for the logit and log links its numba twin
+    :func:`models.compiled.glmm_quadrature.rows_conditional_draws` with the same random
+    numbers, equal to it to 1e-8 in ``tests/test_compiled_glmm.py``).
     """
     import xarray as xr
 
+    from varcomp.models.compiled.glmm_quadrature import LINK_CODE, rows_conditional_draws
     from varcomp.models.quadrature import conditional_draws
 
     post = idata.posterior
@@ -228,7 +231,20 @@ def add_effects(idata, data, seed) -> None:
     y = data.y[:, 0]
     n = np.ones_like(y) if data.trials is None else data.trials
     out = np.empty((S, L))
-    for start in range(0, S, block):
+    code = LINK_CODE.get((family, link))
+    if code is not None:  # numba, with conditional_draws' random numbers in its order
+        w_cell, w_point = np.empty((S, L)), np.empty((S, L))
+        for start in range(0, S, block):
+            b = min(block, S - start)
+            w_cell[start:start + b] = rng.uniform(size=b * L).reshape(b, L)
+            w_point[start:start + b] = rng.uniform(size=b * L).reshape(b, L)
+        starts = np.concatenate([[0], np.cumsum(np.bincount(codes, minlength=L))])
+        out = rows_conditional_draws(
+            code, np.asarray(n, dtype=np.float64), np.asarray(y, dtype=np.float64),
+            np.ascontiguousarray(eta, dtype=np.float64),
+            np.argsort(codes, kind="stable").astype(np.int64), starts.astype(np.int64),
+            np.ascontiguousarray(tau, dtype=np.float64), w_cell, w_point)
+    for start in range(0, S if code is None else 0, block):
         b = min(block, S - start)
         stacked = (codes[None, :] + L * np.arange(b)[:, None]).ravel()
         out[start:start + b] = conditional_draws(
