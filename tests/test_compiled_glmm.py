@@ -152,3 +152,18 @@ def test_group_effects_by_numba_equal_the_numpy_draws(kind, monkeypatch):
     got, want = (i.posterior["group_effect"].values for i in idatas)
     assert got.shape == (2, 65, 6) and np.all(got[0, 3] == 0.0)
     np.testing.assert_allclose(got, want, rtol=1e-8, atol=1e-8)
+
+
+def test_points_outside_the_quadrature_s_range_are_rejected():
+    """tau beyond (1e-100, 1e4) or a non-finite beta: log density -inf and a zero gradient
+    (nutpie's status 4, the point rejected), never an exception or a garbage value; just inside
+    the range the value is finite."""
+    data = _data("binomial", within=True)
+    priors = family_of(data).default_priors(data)
+    block = _block(data, priors, "marginal")
+    for z in ([0.0, 0.0, 800.0], [0.0, 0.0, -400.0], [0.0, 0.0, np.log(2e4)],
+              [np.inf, 0.0, 0.0], [0.0, np.nan, 0.0]):
+        value, grad = cg.logp_and_grad(np.array(z), block)
+        assert value == -np.inf and np.all(grad == 0.0)
+    assert np.isfinite(cg.logp_and_grad(np.array([0.0, 0.0, np.log(5e3)]), block)[0])
+    assert np.isfinite(cg.logp_and_grad(np.array([0.0, 0.0, -200.0]), block)[0])

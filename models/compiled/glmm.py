@@ -31,6 +31,10 @@ __all__ = ["LAYOUT", "compile_block", "logp_and_grad",
            "marginal_block", "sufficient_block", "supported", "to_unconstrained"]
 
 KIND_ROWS, KIND_GROUPED = 0.0, 1.0
+# tau outside (TAU_MIN, TAU_MAX), or a non-finite eta, is a rejected point (log density -inf):
+# the trapezoid's nodes grow as ~100 tau per cluster and 1/tau^2 overflows below 1e-154; the
+# integrated likelihood falls as tau^-L and the priors' tails make the mass beyond 1e4 nil.
+TAU_MIN, TAU_MAX = 1e-100, 1e4
 LAYOUT = Layout(
     scalars=("k", "n", "kind", "code", "intercept", "tau_family", "tau_scale", "tau_nu",
              "const"),
@@ -156,11 +160,17 @@ def _logp_grad(z, b, grad):
     alpha = _beta(z, b, beta)
     tau = math.exp(z[k])
     eta = np.empty(n)
+    finite = TAU_MIN < tau < TAU_MAX
     for i in range(n):
         e = b[o_off + i]
         for j in range(k):
             e += b[o_x + i * k + j] * beta[j]
         eta[i] = e
+        finite = finite and math.isfinite(e)
+    if not finite:  # outside the quadrature's range: nutpie rejects the point (status 4)
+        for j in range(k + 1):
+            grad[j] = 0.0
+        return -np.inf
     code = int(b[_CODE])
     trials = b[int(b[_O_TRIALS]):int(b[_O_TRIALS]) + n]
     y = b[int(b[_O_Y]):int(b[_O_Y]) + n]
