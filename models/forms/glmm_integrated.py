@@ -11,9 +11,11 @@ integration to 1e-8 for tau up to 5), so the posterior is over (beta, tau) alone
   when no covariate or offset varies within a cluster (a Poisson offset may: it enters as the
   cluster's log exposure); clusters with equal statistics and eta are one quadrature.
 
-The Ops evaluate numpy on the host (:mod:`models.quadrature_op`), which nutpie's numba backend
-cannot compile; these forms' ``compiled`` route is nutpie over PyTensor's Python-calling
-function (``compile_pymc(model, backend="c")``), measured in DEVELOPERS.md. Group effects are
+The Ops evaluate on the host (:mod:`models.quadrature_op`), which nutpie's numba backend
+cannot compile; these forms' ``compiled`` route is the numba cfunc model of
+:mod:`models.compiled.glmm` for the logit and log links (the same log density), else nutpie over
+PyTensor's Python-calling function (``compile_pymc(model, backend="c")``), measured in
+DEVELOPERS.md. Group effects are
 drawn afterwards per draw from each cluster's conditional (:func:`add_effects`,
 :func:`models.quadrature.conditional_draws`: inverse CDF on the trapezoid grid).
 """
