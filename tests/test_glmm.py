@@ -306,3 +306,18 @@ def test_compare_of_a_binomial_formula_is_refused_in_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and len(err.strip().splitlines()) == 1 and "are Gaussian" in err, err
     assert not out.exists()
+
+
+def test_the_data_icc_rule_is_the_normal_gauss_hermite_rule():
+    """``shares.normal_rule``: numpy's hermegauss nodes with weights normalised to 1 (to 1e-13),
+    exact for E[u^2] = 1, E[u^4] = 3, E[u^6] = 15 under N(0, 1); cached and read-only."""
+    from varcomp.models.shares import DATA_ICC_NODES, normal_rule
+
+    x, w = normal_rule(DATA_ICC_NODES)
+    xe, we = np.polynomial.hermite_e.hermegauss(DATA_ICC_NODES)
+    np.testing.assert_allclose(x, xe, rtol=0, atol=1e-13)
+    np.testing.assert_allclose(w, we / we.sum(), rtol=1e-11, atol=1e-16)
+    for k, m in ((0, 1.0), (2, 1.0), (4, 3.0), (6, 15.0)):
+        assert float(w @ x**k) == pytest.approx(m, rel=1e-12)
+    assert normal_rule(DATA_ICC_NODES) is normal_rule(DATA_ICC_NODES)
+    assert not x.flags.writeable and not w.flags.writeable

@@ -19,7 +19,8 @@ import math
 import numba
 import numpy as np
 
-__all__ = ["LINK_CODE", "STEP_U", "TAIL_DROP", "grouped_logp", "rows_logp"]
+__all__ = ["LINK_CODE", "STEP_U", "TAIL_DROP", "grouped_logp", "rows_cluster_logp",
+           "rows_conditional_draws", "rows_logp"]
 
 # models.quadrature's constants, repeated here: numba's cache does not see a change in another
 # module (tests/test_glmm_integrated.py checks they are equal)
@@ -208,3 +209,95 @@ def rows_logp(code, trials, y, eta, order, starts, tau, grad):
         total += a
         d_tau += dt
     return total, d_eta, d_tau
+
+
+@numba.njit(cache=True, error_model="numpy")
+def rows_cluster_logp(code, trials, y, eta, order, starts, tau):
+    """(S, L) each cluster's trapezoid log density per draw (without the rows' constants).
+
+    ``eta`` (S, N) per draw and row, ``tau`` (S,); ``order`` and ``starts`` as
+    :func:`rows_logp`'s. The value of :func:`rows_logp` cluster by cluster, no gradient.
+    """
+    S, L = tau.size, starts.size - 1
+    out = np.zeros((S, L))
+    scratch = np.empty(0)
+    for s in range(S):
+        e = eta[s]
+        for c in range(L):
+            rows = order[starts[c]:starts[c + 1]]
+            if rows.size == 0:
+                continue
+            if tau[s] == 0.0:
+                for i in rows:
+                    out[s, c] += _kernel(code, y[i], trials[i], e[i])[0]
+                continue
+            out[s, c] = _cluster(code, y, trials, e, rows, tau[s], False, scratch)[0]
+    return out
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _draw_one(code, y, n, e, rows, tau, w_cell, w_point):
+    """One draw of the cluster's u by :func:`models.quadrature.conditional_draws`' rule.
+
+    ``w_cell``, ``w_point``: its two U(0, 1) numbers (the cell, the point within it).
+    """
+    u = _mode(code, y, n, e, rows, tau)
+    f0, _, H, _ = _f(code, y, n, e, rows, u, tau)
+    s = 1.0 / math.sqrt(-H)
+    h = 0.5
+    while h * s > STEP_U:
+        h = h * 2.0 ** -0.25
+    ends = np.empty(2)
+    for i in range(2):
+        side = -1.0 if i == 0 else 1.0
+        T = 4.0
+        for _ in range(40):
+            fT = _f(code, y, n, e, rows, u + side * s * T, tau)[0]
+            if not fT > f0 - TAIL_DROP:
+                break
+            T = T * 2.0 ** 0.5
+        ends[i] = T
+    lo = int(math.ceil(ends[0] / h))
+    M = lo + int(math.ceil(ends[1] / h)) + 1
+    logf = np.empty(M)
+    top = -np.inf
+    for k in range(M):
+        logf[k] = _f(code, y, n, e, rows, u + s * (k - lo) * h, tau)[0]
+        top = max(top, logf[k])
+    p = np.empty(M)
+    for k in range(M):
+        p[k] = math.exp(logf[k] - top)
+    cum = np.empty(M - 1)
+    acc = 0.0
+    for k in range(M - 1):
+        acc += p[k] + p[k + 1]
+        cum[k] = acc
+    target = w_cell * acc
+    cell = 0
+    for k in range(M - 1):
+        if cum[k] <= target:
+            cell += 1
+    cell = min(cell, M - 2)
+    a, b = p[cell], p[cell + 1]
+    t = w_point * (a + b) / (a + math.sqrt(a * a + (b - a) * w_point * (a + b)))
+    return u + s * ((cell - lo) * h + t * h)
+
+
+@numba.njit(cache=True, error_model="numpy")
+def rows_conditional_draws(code, trials, y, eta, order, starts, tau, w_cell, w_point):
+    """(S, L) one draw of each cluster's u per posterior draw (tau = 0: u = 0).
+
+    ``eta`` (S, N), ``tau`` (S,), ``w_cell`` and ``w_point`` (S, L) U(0, 1) numbers; ``order``
+    and ``starts`` as :func:`rows_logp`'s.
+    """
+    S, L = tau.size, starts.size - 1
+    out = np.zeros((S, L))
+    for s in range(S):
+        if tau[s] == 0.0:
+            continue
+        for c in range(L):
+            rows = order[starts[c]:starts[c + 1]]
+            if rows.size > 0:
+                out[s, c] = _draw_one(code, y, trials, eta[s], rows, tau[s], w_cell[s, c],
+                                      w_point[s, c])
+    return out

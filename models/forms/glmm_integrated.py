@@ -11,9 +11,11 @@ integration to 1e-8 for tau up to 5), so the posterior is over (beta, tau) alone
   when no covariate or offset varies within a cluster (a Poisson offset may: it enters as the
   cluster's log exposure); clusters with equal statistics and eta are one quadrature.
 
-The Ops evaluate numpy on the host (:mod:`models.quadrature_op`), which nutpie's numba backend
-cannot compile; these forms' ``compiled`` route is nutpie over PyTensor's Python-calling
-function (``compile_pymc(model, backend="c")``), measured in DEVELOPERS.md. Group effects are
+The Ops evaluate on the host (:mod:`models.quadrature_op`), which nutpie's numba backend
+cannot compile; these forms' ``compiled`` route is the numba cfunc model of
+:mod:`models.compiled.glmm` for the logit and log links (the same log density), else nutpie over
+PyTensor's Python-calling function (``compile_pymc(model, backend="c")``), measured in
+DEVELOPERS.md. Group effects are
 drawn afterwards per draw from each cluster's conditional (:func:`add_effects`,
 :func:`models.quadrature.conditional_draws`: inverse CDF on the trapezoid grid).
 """
@@ -40,7 +42,7 @@ def _codes(data) -> np.ndarray:
     return np.asarray(data.design.factors[0].codes, dtype=np.intp)
 
 
-def _first_rows(data) -> np.ndarray:
+def first_rows(data) -> np.ndarray:
     """The index of each cluster's first row (clusters 0..L-1)."""
     codes = _codes(data)
     L = int(codes.max()) + 1
@@ -55,7 +57,7 @@ def _varies(values: np.ndarray, codes: np.ndarray, first: np.ndarray) -> bool:
 
 def sufficient_absent(data) -> str | None:
     """Why the ``sufficient`` form has no model for ``data`` (a varying covariate), or None."""
-    codes, first = _codes(data), _first_rows(data)
+    codes, first = _codes(data), first_rows(data)
     X = data.design.X
     varying = [t for j, t in enumerate(data.design.terms)
                if _varies(X[:, j], codes, first)]
@@ -79,8 +81,8 @@ def sufficient_values(data) -> dict[str, np.ndarray]:
                        offset=None if binomial else data.offset)
     log_exposure = st.log_exposure
     if binomial and data.offset is not None:  # constant within clusters: part of eta
-        log_exposure = np.asarray(data.offset, dtype=np.float64)[_first_rows(data)]
-    key = np.column_stack([st.trials, st.y, log_exposure, data.design.X[_first_rows(data)]])
+        log_exposure = np.asarray(data.offset, dtype=np.float64)[first_rows(data)]
+    key = np.column_stack([st.trials, st.y, log_exposure, data.design.X[first_rows(data)]])
     group = np.unique(key, axis=0, return_inverse=True)[1].ravel().astype(np.int64)
     return {"trials_c": st.trials, "y_c": st.y, "log_exposure": np.asarray(log_exposure),
             "const_c": st.const, "group_c": group}
@@ -103,7 +105,7 @@ def build_sufficient(data, *, priors: GlmmPriors | None = None):
     model, _ = mixed.start(data, priors)
     family, link = _family_link(data)
     values = sufficient_values(data)
-    Xc = data.design.X[_first_rows(data)]
+    Xc = data.design.X[first_rows(data)]
     with model:
         beta, tau = priors.create()
         stats = [pm.Data(k, values[k]) for k in ("trials_c", "y_c", "log_exposure", "const_c",
@@ -139,10 +141,26 @@ def build_marginal(data, *, priors: GlmmPriors | None = None):
 
 
 def compiled_route(build):
-    """A form's ``compiled``: nutpie over PyTensor's Python-calling function (the Op is numpy)."""
+    """A form's ``compiled``: the numba cfunc model where it applies, else PyTensor's function.
+
+    :mod:`models.compiled.glmm` covers the logit and log links with every scale prior (the same
+    log density as ``build``'s PyMC model, tested); the probit (numpy quadrature) is sampled by
+    nutpie over PyTensor's Python-calling function (``compile_pymc(model, backend="c")``).
+    """
     def compiled(data, priors):
+        from varcomp.models.compiled import glmm as cg
         from varcomp.models.compiled.nutpie import compile_pymc
 
+        priors = priors or GlmmPriors.default(data)
+        family, link = _family_link(data)
+        if cg.supported(family, link, priors):
+            if build is build_marginal:
+                block = cg.marginal_block(priors, family, link, marginal_values(data),
+                                          data.design.X, _codes(data))
+            else:
+                block = cg.sufficient_block(priors, family, link, sufficient_values(data),
+                                            data.design.X[first_rows(data)])
+            return cg.compile_block(priors, block)
         return compile_pymc(build(data, priors=priors), backend="c")
 
     return compiled
@@ -160,23 +178,45 @@ def _eta_rows(data, post) -> np.ndarray:
 
 
 def cluster_loglik(data, post, likelihood=None) -> np.ndarray:
-    """(S, L) each cluster's integrated log density per draw (exact by quadrature)."""
+    """(S, L) each cluster's integrated log density per draw (exact by quadrature).
+
+    The logit and log links run the numba kernel per draw
+    (:func:`models.compiled.glmm_quadrature.rows_cluster_logp`, the rows' constants added per
+    cluster), the probit the numpy rule (:func:`models.quadrature.cluster_logp_draws`); the two
+    are equal to 1e-10 (``tests/test_compiled_glmm.py``).
+    """
+    from varcomp.models.compiled.glmm_quadrature import LINK_CODE, rows_cluster_logp
     from varcomp.models.quadrature import cluster_logp_draws
 
     family, link = _family_link(data)
-    return cluster_logp_draws(data.y[:, 0], data.trials, _eta_rows(data, post), _codes(data),
-                              _draws(post, "tau"), family, link,
-                              n_clusters=int(_codes(data).max()) + 1)
+    codes = _codes(data)
+    L = int(codes.max()) + 1
+    if (family, link) not in LINK_CODE:
+        return cluster_logp_draws(data.y[:, 0], data.trials, _eta_rows(data, post), codes,
+                                  _draws(post, "tau"), family, link, n_clusters=L)
+    from varcomp.models.glm_density import density_for
+
+    y = np.asarray(data.y[:, 0], dtype=np.float64)
+    n = np.ones_like(y) if data.trials is None else np.asarray(data.trials, dtype=np.float64)
+    starts = np.concatenate([[0], np.cumsum(np.bincount(codes, minlength=L))]).astype(np.int64)
+    out = rows_cluster_logp(LINK_CODE[(family, link)], n, y,
+                            np.ascontiguousarray(_eta_rows(data, post), dtype=np.float64),
+                            np.argsort(codes, kind="stable").astype(np.int64), starts,
+                            np.ascontiguousarray(_draws(post, "tau"), dtype=np.float64))
+    return out + np.bincount(codes, weights=density_for(family, link).const(y, n), minlength=L)
 
 
 def add_effects(idata, data, seed) -> None:
     """Add ``group_effect`` (chain, draw, group) from each cluster's conditional.
 
     Per draw, one draw of each cluster's intercept given (beta, tau) and its rows
-    (:func:`models.quadrature.conditional_draws`).
+    (:func:`models.quadrature.conditional_draws`; for the logit and log links its numba twin
+    :func:`models.compiled.glmm_quadrature.rows_conditional_draws` with the same random
+    numbers, equal to it to 1e-8 in ``tests/test_compiled_glmm.py``).
     """
     import xarray as xr
 
+    from varcomp.models.compiled.glmm_quadrature import LINK_CODE, rows_conditional_draws
     from varcomp.models.quadrature import conditional_draws
 
     post = idata.posterior
@@ -193,7 +233,20 @@ def add_effects(idata, data, seed) -> None:
     y = data.y[:, 0]
     n = np.ones_like(y) if data.trials is None else data.trials
     out = np.empty((S, L))
-    for start in range(0, S, block):
+    code = LINK_CODE.get((family, link))
+    if code is not None:  # numba, with conditional_draws' random numbers in its order
+        w_cell, w_point = np.empty((S, L)), np.empty((S, L))
+        for start in range(0, S, block):
+            b = min(block, S - start)
+            w_cell[start:start + b] = rng.uniform(size=b * L).reshape(b, L)
+            w_point[start:start + b] = rng.uniform(size=b * L).reshape(b, L)
+        starts = np.concatenate([[0], np.cumsum(np.bincount(codes, minlength=L))])
+        out = rows_conditional_draws(
+            code, np.asarray(n, dtype=np.float64), np.asarray(y, dtype=np.float64),
+            np.ascontiguousarray(eta, dtype=np.float64),
+            np.argsort(codes, kind="stable").astype(np.int64), starts.astype(np.int64),
+            np.ascontiguousarray(tau, dtype=np.float64), w_cell, w_point)
+    for start in range(0, S if code is None else 0, block):
         b = min(block, S - start)
         stacked = (codes[None, :] + L * np.arange(b)[:, None]).ravel()
         out[start:start + b] = conditional_draws(
