@@ -126,7 +126,14 @@ class _DataLogpOp(Op):
         """
         key = tuple(np.asarray(x).tobytes() for x in inputs)
         if self._last is None or self._last[0] != key:
-            self._last = (key, self.evaluate(inputs[0], inputs[1], inputs[2:], grad=True))
+            from varcomp.models.compiled.glmm import TAU_MAX, TAU_MIN
+
+            eta, tau = np.asarray(inputs[0]), float(inputs[1])
+            if TAU_MIN < tau < TAU_MAX and np.isfinite(eta).all():
+                value = self.evaluate(inputs[0], inputs[1], inputs[2:], grad=True)
+            else:  # a rejected point, as on the compiled route (its grid would not fit memory)
+                value = (-np.inf, np.zeros_like(eta, dtype=np.float64), 0.0)
+            self._last = (key, value)
         return self._last[1]
 
     def make_node(self, eta, tau, *data):

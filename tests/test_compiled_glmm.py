@@ -167,3 +167,22 @@ def test_points_outside_the_quadrature_s_range_are_rejected():
         assert value == -np.inf and np.all(grad == 0.0)
     assert np.isfinite(cg.logp_and_grad(np.array([0.0, 0.0, np.log(5e3)]), block)[0])
     assert np.isfinite(cg.logp_and_grad(np.array([0.0, 0.0, -200.0]), block)[0])
+
+
+def test_the_pytensor_route_rejects_the_points_the_compiled_route_rejects():
+    """tau far beyond (TAU_MIN, TAU_MAX) gave a MemoryError inside nutpie (a grid of ~1e14
+    nodes); the Ops now return -inf there, as the compiled route does, and a finite value inside."""
+    import numpy as np
+
+    from varcomp.models.compiled.glmm import TAU_MAX
+    from varcomp.models.quadrature_op import RowsLogpOp
+
+    y = np.array([0.0, 1.0, 3.0, 0.0])
+    codes = np.array([0, 0, 1, 1])
+    op = RowsLogpOp("poisson", "log", 2)
+    inputs = [y, np.ones(4), codes]  # (y, trials, codes)
+    inside = op.cached([np.zeros(4), 0.7, *inputs])
+    assert np.isfinite(inside[0])
+    for tau in (7e12, TAU_MAX * 1.01, 0.0):
+        total, d_eta, d_tau = op.cached([np.zeros(4), tau, *inputs])
+        assert total == -np.inf and d_tau == 0.0 and not d_eta.any()
