@@ -320,7 +320,7 @@ def _sbc_runs(quick: bool, sims: int | None, seed: int, t_start: float) -> dict:
 
 
 def _print_table(status: dict[str, dict[str, str]], settings: list[str]) -> str:
-    width = max(18, *(len(s) + 2 for s in settings))
+    width = max([18, *(len(s) + 2 for s in settings)])  # a family may have no sampled setting
     head = f"{'form':<12}" + "".join(f"{s:<{width}}" for s in settings)
     lines = [head, "-" * len(head)]
     for form, row in status.items():

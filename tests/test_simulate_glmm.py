@@ -177,3 +177,13 @@ def test_check_setting_exact_logp_passes(name):
     setting = {s.name: s for s in cr.SETTINGS}[name]
     res = cr._check_setting(setting, 0, quick=True, plan=cr._sampling_plan(True), t_start=0.0)
     assert res["logp"]["passed"] and max(res["logp"]["max_rel_err"].values()) < 1e-9
+
+
+def test_the_check_table_of_a_family_with_no_sampled_setting_prints():
+    """`varcomp check --quick` samples no GLMM or slopes setting: their table has no column, and
+    printing it raised TypeError at the end of a 390 s run (max(18, *()))."""
+    from varcomp.analyses.checks_run import _print_table
+
+    text = _print_table({"centred": {}}, [])
+    assert text.splitlines()[0].startswith("form") and "centred" in text
+    assert "agrees" in _print_table({"centred": {"s1": "agrees"}}, ["s1"])
