@@ -84,10 +84,13 @@ def _mode(code, y, n, e, rows, tau):
 
 
 @numba.njit(cache=True, error_model="numpy")
-def _cluster(code, y, n, e, rows, tau, grad, d_eta):
-    """(A, dA/dtau) of the cluster of ``rows`` (tau > 0) by the default trapezoid rule.
+def _grid(code, y, n, e, rows, tau):
+    """The default rule's grid of the cluster of ``rows``: (u, s, h, lo, M, H, H3).
 
-    With ``grad``, dA/de_i is written to ``d_eta[i]`` for its rows.
+    Nodes u + s (k - lo) h, k = 0..M-1: mode u, scale s = (-H)^(-1/2) from the curvature H there
+    (H3 its derivative), step h = 0.5 cut by 2^(1/4) until h s <= ``STEP_U``, ends grown by
+    2^(1/2) from 4 s until f has fallen by ``TAIL_DROP``. The value and the conditional draws
+    share it, so they integrate over the same nodes.
     """
     u = _mode(code, y, n, e, rows, tau)
     f0, _, H, H3 = _f(code, y, n, e, rows, u, tau)
@@ -106,8 +109,16 @@ def _cluster(code, y, n, e, rows, tau, grad, d_eta):
             T = T * 2.0 ** 0.5
         ends[i] = T
     lo = int(math.ceil(ends[0] / h))
-    hi = int(math.ceil(ends[1] / h))
-    M = lo + hi + 1
+    return u, s, h, lo, lo + int(math.ceil(ends[1] / h)) + 1, H, H3
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _cluster(code, y, n, e, rows, tau, grad, d_eta):
+    """(A, dA/dtau) of the cluster of ``rows`` (tau > 0) by the default trapezoid rule.
+
+    With ``grad``, dA/de_i is written to ``d_eta[i]`` for its rows.
+    """
+    u, s, h, lo, M, H, H3 = _grid(code, y, n, e, rows, tau)
     terms = np.empty(M)
     fu = np.empty(M)
     top = -np.inf
@@ -241,24 +252,7 @@ def _draw_one(code, y, n, e, rows, tau, w_cell, w_point):
 
     ``w_cell``, ``w_point``: its two U(0, 1) numbers (the cell, the point within it).
     """
-    u = _mode(code, y, n, e, rows, tau)
-    f0, _, H, _ = _f(code, y, n, e, rows, u, tau)
-    s = 1.0 / math.sqrt(-H)
-    h = 0.5
-    while h * s > STEP_U:
-        h = h * 2.0 ** -0.25
-    ends = np.empty(2)
-    for i in range(2):
-        side = -1.0 if i == 0 else 1.0
-        T = 4.0
-        for _ in range(40):
-            fT = _f(code, y, n, e, rows, u + side * s * T, tau)[0]
-            if not fT > f0 - TAIL_DROP:
-                break
-            T = T * 2.0 ** 0.5
-        ends[i] = T
-    lo = int(math.ceil(ends[0] / h))
-    M = lo + int(math.ceil(ends[1] / h)) + 1
+    u, s, h, lo, M, _, _ = _grid(code, y, n, e, rows, tau)
     logf = np.empty(M)
     top = -np.inf
     for k in range(M):
